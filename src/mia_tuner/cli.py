@@ -1,0 +1,197 @@
+"""The `mia-tuner` command line. With no arguments it runs the offline demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .config import (DataConfig, MethodConfig, ModelConfig, RunConfig, SplitConfig,
+                     default_cache_dir)
+from .errors import MiaTunerError
+
+
+def add_model_options(parser: argparse.ArgumentParser, default: str | None = "smollm2-135m-instruct"):
+    parser.add_argument("--model", default=default, required=default is None,
+                        help="offline short name, local directory, .gguf file or hub id")
+    parser.add_argument("--gguf-file", help="GGUF file name inside --model (directory or hub repo)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--device-map", help='"auto" to spread a large model over several devices')
+    parser.add_argument("--quantization", choices=["8bit", "4bit"], help="bitsandbytes loading")
+
+
+def add_data_options(parser: argparse.ArgumentParser):
+    parser.add_argument("--data", required=True,
+                        help="save_to_disk folder, .jsonl/.json/.csv/.parquet file, or hub name")
+    parser.add_argument("--split", help="split name, e.g. WikiMIA_length32")
+    parser.add_argument("--text-column", default="input")
+    parser.add_argument("--label-column", default="label")
+    parser.add_argument("--skip-invalid", action="store_true",
+                        help="skip (and count) rows with bad labels or empty texts")
+    parser.add_argument("--no-dedupe", action="store_true", help="keep exact duplicate texts")
+
+
+def add_split_options(parser: argparse.ArgumentParser):
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--train-per-class", type=int, default=80)
+    parser.add_argument("--test-per-class", type=int, default=100)
+
+
+def add_cache_options(parser: argparse.ArgumentParser):
+    parser.add_argument("--cache-dir", default=str(default_cache_dir()),
+                        help="models, built sets and score cache (env MIA_TUNER_CACHE)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mia-tuner", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    commands = parser.add_subparsers(dest="command")
+
+    demo = commands.add_parser("demo", help="offline controlled-membership demo (the default)")
+    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_cache_options(demo)
+
+    scores = commands.add_parser("scores", help="run score-based methods on a labelled set")
+    add_model_options(scores)
+    add_data_options(scores)
+    add_split_options(scores)
+    add_cache_options(scores)
+    scores.add_argument("--methods", default="all", help="comma-separated names, or all")
+    scores.add_argument("--reference", help="reference model for `ref`")
+    scores.add_argument("--k", type=float, default=0.2, help="Min-K%% / Min-K%%++ share")
+    scores.add_argument("--k-sweep", default="", help="extra k values, e.g. 0.1,0.3,0.5")
+    scores.add_argument("--num-neighbors", type=int, default=5)
+    scores.add_argument("--neighbor-fraction", type=float, default=0.15)
+    scores.add_argument("--neighbors-file", help="JSONL {text, neighbors} for `neighbor`")
+    scores.add_argument("--perturbation-model", help="masked LM generating neighbours")
+    scores.add_argument("--batch-size", type=int, default=8)
+    scores.add_argument("--max-tokens", type=int, help="truncate longer texts (with a warning)")
+    scores.add_argument("--no-cache", action="store_true", help="neither read nor write scores")
+    scores.add_argument("--out", default="runs/latest")
+
+    models = commands.add_parser("models", help="offline models")
+    model_commands = models.add_subparsers(dest="models_command", required=True)
+    model_commands.add_parser("list", help="the offline models and their state")
+    fetch = model_commands.add_parser("fetch", help="download and prepare offline models")
+    fetch.add_argument("names", nargs="*", help="default: all offline models")
+
+    data = commands.add_parser("data", help="data sets")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    check = data_commands.add_parser("check", help="hygiene report of a labelled set")
+    add_data_options(check)
+    controlled = data_commands.add_parser("controlled", help="build a controlled-membership set")
+    add_model_options(controlled)
+    controlled.add_argument("--corpus", default="python-docs",
+                            help="python-docs (offline default) or a .txt/.jsonl file")
+    controlled.add_argument("--out", required=True)
+    controlled.add_argument("--n-per-class", type=int, default=250)
+    controlled.add_argument("--n-words", type=int, default=64)
+    controlled.add_argument("--epochs", type=int, default=2)
+    controlled.add_argument("--lr", type=float, default=3e-5)
+    controlled.add_argument("--batch-size", type=int, default=8)
+    controlled.add_argument("--method", default="full", choices=["full", "lora"])
+    controlled.add_argument("--seed", type=int, default=42)
+
+    commands.add_parser("methods", help="list the registered methods")
+    return parser
+
+
+def parse_floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def model_config(args) -> ModelConfig:
+    return ModelConfig(name=args.model, device=args.device, dtype=args.dtype,
+                       device_map=args.device_map, quantization=args.quantization,
+                       gguf_file=args.gguf_file)
+
+
+def data_config(args) -> DataConfig:
+    return DataConfig(path=args.data, split=args.split, text_column=args.text_column,
+                      label_column=args.label_column, skip_invalid=args.skip_invalid,
+                      dedupe=not args.no_dedupe)
+
+
+def scores_config(args) -> RunConfig:
+    return RunConfig(
+        model=model_config(args), data=data_config(args),
+        split=SplitConfig(seed=args.seed, max_train_per_class=args.train_per_class,
+                          max_test_per_class=args.test_per_class),
+        methods=MethodConfig(
+            methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+            k=args.k, k_sweep=parse_floats(args.k_sweep), num_neighbors=args.num_neighbors,
+            neighbor_fraction=args.neighbor_fraction, neighbors_file=args.neighbors_file,
+            perturbation_model=args.perturbation_model, reference=args.reference,
+            batch_size=args.batch_size, max_tokens=args.max_tokens),
+        out=args.out, cache_dir=args.cache_dir, use_cache=not args.no_cache)
+
+
+def print_result(result) -> None:
+    print(result.table)
+    print(f"\nRun directory: {result.out_dir}")
+
+
+def cmd_models(args) -> None:
+    from .models import offline
+
+    if args.models_command == "list":
+        for row in offline.list_models():
+            print(f"{row['name']:<24} {row['kind']:<8} {row['state']:<12} {row.get('path', '')}")
+        return
+    for name in args.names or [row["name"] for row in offline.list_models()]:
+        print(f"{name}: ready at {offline.prepare(name)}")
+
+
+def cmd_data(args) -> None:
+    from .data import format_hygiene, hygiene_report, load_membership_set
+
+    if args.data_command == "check":
+        print(format_hygiene(hygiene_report(load_membership_set(data_config(args)))))
+        return
+    from .data.controlled import ControlledConfig, build_controlled
+
+    config = ControlledConfig(
+        corpus=args.corpus, n_words=args.n_words, n_per_class=args.n_per_class, seed=args.seed,
+        injection={"epochs": args.epochs, "learning_rate": args.lr,
+                   "batch_size": args.batch_size, "method": args.method})
+    out = build_controlled(args.model, args.out, config, device=args.device)
+    print(f"Controlled-membership set written to {out}")
+
+
+def dispatch(args) -> None:
+    if args.command in (None, "demo"):
+        from .demo import run_demo
+
+        print_result(run_demo(out=getattr(args, "out", "runs/demo"),
+                              cache_dir=getattr(args, "cache_dir", None),
+                              device=getattr(args, "device", "auto")))
+    elif args.command == "scores":
+        from .run import run_scores
+
+        print_result(run_scores(scores_config(args)))
+    elif args.command == "models":
+        cmd_models(args)
+    elif args.command == "data":
+        cmd_data(args)
+    elif args.command == "methods":
+        from .methods import available_methods
+
+        print("\n".join(available_methods()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        dispatch(args)
+    except MiaTunerError as error:
+        print(f"mia-tuner: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Controlled membership: ground truth that can be trusted.
+
+Texts of one kind are split at random into members and non-members; the target model is then
+trained further on the members only. The labels are exact and the split is IID, so a
+model-free classifier sits at chance and whatever a detector gains comes from the model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from .types import MEMBER, NON_MEMBER, MembershipSet
+
+log = logging.getLogger(__name__)
+
+DATA_FILE = "data.jsonl"
+CARD_FILE = "card.json"
+MODEL_DIR = "model"
+
+
+@dataclass
+class ControlledConfig:
+    """How a controlled-membership set is built (defaults: see docs/controlled.md)."""
+
+    corpus: str = "python-docs"  # or a .txt / .jsonl file of documents
+    n_words: int = 64
+    n_per_class: int = 250
+    seed: int = 42
+    injection: dict = field(default_factory=dict)  # InjectionConfig fields
+
+
+def corpus_passages(config: ControlledConfig) -> list[str]:
+    from .corpus import load_corpus, python_docs_corpus
+
+    if config.corpus == "python-docs":
+        return python_docs_corpus(n_words=config.n_words)
+    return load_corpus(config.corpus, n_words=config.n_words)
+
+
+def random_membership(passages: list[str], n_per_class: int, seed: int) -> MembershipSet:
+    """Draw 2 * n_per_class distinct passages and label half of them members, at random."""
+    distinct = list(dict.fromkeys(passages))
+    if len(distinct) < 2 * n_per_class:
+        raise DataError(f"the corpus has {len(distinct)} distinct passages; "
+                        f"{2 * n_per_class} are needed for {n_per_class} per class")
+    rng = np.random.default_rng(seed)
+    chosen = [distinct[i] for i in rng.permutation(len(distinct))[: 2 * n_per_class]]
+    labels = [MEMBER] * n_per_class + [NON_MEMBER] * n_per_class
+    return MembershipSet(texts=chosen, labels=labels, name="controlled")
+
+
+def build_controlled(model_name: str, out_dir: str | Path, config: ControlledConfig,
+                     *, device: str = "auto") -> Path:
+    """Build the labelled set, inject the members into the model, save both under out_dir."""
+    from ..config import ModelConfig
+    from ..models import load_model
+    from ..training.injection import InjectionConfig, continue_pretraining
+
+    out = Path(out_dir)
+    started = time.perf_counter()
+    labelled = random_membership(corpus_passages(config), config.n_per_class, config.seed)
+    loaded = load_model(ModelConfig(name=model_name, device=device))
+    members = [t for t, y in zip(labelled.texts, labelled.labels) if y == MEMBER]
+    injection = InjectionConfig(**{"seed": config.seed, **config.injection})
+    result = continue_pretraining(loaded.model, loaded.tokenizer, members, injection)
+    model_dir = out / MODEL_DIR
+    result["model"].save_pretrained(model_dir, safe_serialization=True)
+    loaded.tokenizer.save_pretrained(model_dir)
+    write_jsonl(out / DATA_FILE, labelled)
+    card = {
+        "base_model": model_name, "base_fingerprint": loaded.fingerprint,
+        "config": asdict(config), "injection": asdict(injection),
+        "n_member": labelled.n_member, "n_nonmember": labelled.n_nonmember,
+        "train_steps": result["steps"], "train_seconds": round(result["seconds"], 1),
+        "first_loss": result["first_loss"], "last_epoch_loss": result["last_epoch_loss"],
+        "build_seconds": round(time.perf_counter() - started, 1),
+        "built": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    (out / CARD_FILE).write_text(json.dumps(card, indent=2))  # written last: marks completion
+    return out
+
+
+def is_built(out_dir: str | Path) -> bool:
+    return (Path(out_dir) / CARD_FILE).exists()
+
+
+def write_jsonl(path: Path, ms: MembershipSet) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for text, label in zip(ms.texts, ms.labels):
+            handle.write(json.dumps({"input": text, "label": label}, ensure_ascii=False) + "\n")

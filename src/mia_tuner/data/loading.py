@@ -1,0 +1,254 @@
+"""Load a member/non-member set from a local file or folder, or from the Hugging Face hub.
+
+Sources, tried in this order:
+
+* a folder written by ``datasets.save_to_disk`` (a ``DatasetDict`` -> pick ``split``, or one
+  ``Dataset``);
+* a folder of data files, where ``split`` names a file by its stem (``wikimia`` + ``32`` ->
+  ``wikimia/32.jsonl``);
+* one JSONL / JSON / CSV / Parquet file (chosen by extension);
+* a hub dataset name (``wjfu99/WikiMIA-24``) loaded with ``datasets.load_dataset``.
+
+Rows are checked by :func:`mia_tuner.data.validation.validate` (``skip_invalid`` drops bad rows).
+Nothing is truncated or deduplicated here: the scoring engine truncates to its token budget and
+:func:`mia_tuner.data.split.make_split` deduplicates.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+from mia_tuner.config import DataConfig
+from mia_tuner.data.types import MembershipSet
+from mia_tuner.data.validation import validate
+from mia_tuner.errors import DataError
+
+FILE_FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+def load_membership_set(config: DataConfig | str, split: str | None = None, **overrides) -> MembershipSet:
+    """Load texts and 0/1 labels (1 = member) described by ``config`` into a MembershipSet.
+
+    ``config`` is a DataConfig or just its ``path``; ``split`` and keyword ``overrides``
+    (any DataConfig field, e.g. ``text_column="text"``) replace the config's values.
+    The result's ``name`` is like ``"wikimia24/WikiMIA_length32"`` or ``"wikimia/32"``; its
+    ``info`` records the source, its kind, the split, the columns and the skipped rows.
+    """
+    config = resolve_config(config, split, **overrides)
+    if not config.path:
+        raise DataError("no data path given: pass a file, a folder or a hub dataset name")
+    columns, name, info = read_columns(config.path, config.split)
+    texts = _column(columns, config.text_column, "text", info)
+    labels = _column(columns, config.label_column, "label", info)
+    if info["source_type"] == "csv":
+        labels = [_parse_csv_label(value) for value in labels]
+    try:
+        texts, labels, skipped = validate(texts, labels, skip_invalid=config.skip_invalid)
+    except DataError as error:
+        raise DataError(f"{name} ({info['source']}): {error}") from None
+    info.update(
+        text_column=config.text_column,
+        label_column=config.label_column,
+        n_rows_read=len(columns[config.text_column]),
+        n_skipped=skipped,
+    )
+    return MembershipSet(texts=texts, labels=labels, name=name, info=info)
+
+
+def resolve_config(config: DataConfig | str, split: str | None = None, **overrides) -> DataConfig:
+    """Turn a path or DataConfig plus a split and field overrides into one DataConfig."""
+    if isinstance(config, (str, Path)):
+        config = DataConfig(path=str(config))
+    elif not isinstance(config, DataConfig):
+        raise DataError(f"expected a DataConfig or a path, got {type(config).__name__}")
+    fields = {f.name for f in dataclasses.fields(DataConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise DataError(f"unknown data option(s) {unknown}; valid options: {sorted(fields)}")
+    if split is not None:
+        overrides["split"] = split
+    return dataclasses.replace(config, **overrides)
+
+
+def read_columns(path: str, split: str | None) -> tuple[dict[str, list], str, dict]:
+    """Read every column of the source; return (columns, set name, info)."""
+    local = Path(path).expanduser()
+    if local.is_dir():
+        if (local / "dataset_dict.json").is_file() or (local / "state.json").is_file():
+            return _read_saved_dataset(local, split)
+        file = _file_in_folder(local, split)
+        return _read_file(file, file.stem)
+    if local.is_file():
+        if split is not None and split != local.stem:
+            raise DataError(
+                f"{local} is a single file and has no splits; drop split={split!r} "
+                f"(or pass the folder {local.parent} with split={local.stem!r})"
+            )
+        return _read_file(local, split)
+    return _read_hub(path, split)
+
+
+def _column(columns: dict[str, list], column: str, role: str, info: dict) -> list:
+    """One column by name, or a DataError naming it and listing the available columns."""
+    if column not in columns:
+        raise DataError(
+            f"{info['source']}: no {role} column {column!r}; available columns: "
+            f"{sorted(columns)} (set {role}_column to one of them)"
+        )
+    return columns[column]
+
+
+def _choose_split(available: list[str], split: str | None, source: str) -> str:
+    """The split to use: the requested one, or the only one; else a DataError listing them."""
+    if split is None:
+        if len(available) == 1:
+            return available[0]
+        raise DataError(f"{source} has several splits; choose one with split=...: {available}")
+    if split not in available:
+        raise DataError(f"{source} has no split {split!r}; available splits: {available}")
+    return split
+
+
+def _read_saved_dataset(folder: Path, split: str | None):
+    """Read a ``datasets.save_to_disk`` folder (DatasetDict or Dataset)."""
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(folder))
+    except Exception as error:  # noqa: BLE001 - reported with its cause
+        raise DataError(f"could not read the saved dataset folder {folder}: {error}") from error
+    if isinstance(loaded, datasets.DatasetDict):
+        split = _choose_split(list(loaded.keys()), split, str(folder))
+        dataset, name = loaded[split], f"{folder.name}/{split}"
+    else:
+        if split is not None:
+            raise DataError(f"{folder} holds one dataset without splits; drop split={split!r}")
+        dataset, name = loaded, folder.name
+    info = {"source": str(folder), "source_type": "save_to_disk", "split": split,
+            "columns": list(dataset.column_names)}
+    return dataset.to_dict(), name, info
+
+
+def _file_in_folder(folder: Path, split: str | None) -> Path:
+    """In a folder of data files, the file whose stem is ``split``."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FILE_FORMATS)
+    if not files:
+        raise DataError(
+            f"{folder} is neither a datasets.save_to_disk folder nor a folder of data files "
+            f"({', '.join(FILE_FORMATS)})"
+        )
+    stems = [p.stem for p in files]
+    chosen = _choose_split(stems, split, str(folder))
+    return files[stems.index(chosen)]
+
+
+def _read_file(file: Path, split: str | None):
+    """Read one JSONL / JSON / CSV / Parquet file into columns."""
+    kind = FILE_FORMATS.get(file.suffix.lower())
+    if kind is None:
+        raise DataError(f"{file}: unsupported file type {file.suffix!r}; supported: {list(FILE_FORMATS)}")
+    readers = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "parquet": _read_parquet}
+    try:
+        columns = readers[kind](file)
+    except DataError:
+        raise
+    except Exception as error:  # noqa: BLE001 - reported with its cause
+        raise DataError(f"could not read {file} as {kind}: {error}") from error
+    name = f"{file.parent.name}/{file.stem}" if file.parent.name else file.stem
+    info = {"source": str(file), "source_type": kind, "split": split, "columns": list(columns)}
+    return columns, name, info
+
+
+def _rows_to_columns(rows: list, source: Path) -> dict[str, list]:
+    """Column lists from row objects; a key missing from a row reads as None."""
+    keys: dict[str, None] = {}
+    for number, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise DataError(f"{source}: record {number} is a {type(row).__name__}, expected an object")
+        keys.update(dict.fromkeys(row))
+    return {key: [row.get(key) for row in rows] for key in keys}
+
+
+def _read_jsonl(file: Path) -> dict[str, list]:
+    """One JSON object per line; blank lines are ignored."""
+    rows = []
+    with file.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise DataError(f"{file}, line {line_number}: not valid JSON ({error})") from None
+    return _rows_to_columns(rows, file)
+
+
+def _read_json(file: Path) -> dict[str, list]:
+    """A JSON list of objects, or an object of equally long column lists."""
+    with file.open(encoding="utf-8") as handle:
+        data = json.load(handle)
+    if isinstance(data, list):
+        return _rows_to_columns(data, file)
+    if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
+        lengths = {len(v) for v in data.values()}
+        if len(lengths) != 1:
+            raise DataError(f"{file}: columns have different lengths {sorted(lengths)}")
+        return {key: list(values) for key, values in data.items()}
+    raise DataError(f"{file}: expected a list of objects or an object of column lists")
+
+
+def _parse_csv_label(value: str):
+    """CSV cells are strings: read "1", "0", "1.0" as numbers, keep anything else as is."""
+    stripped = value.strip() if isinstance(value, str) else value
+    for convert in (int, float):
+        try:
+            return convert(stripped)
+        except (TypeError, ValueError):
+            continue
+    return value
+
+
+def _read_csv(file: Path) -> dict[str, list]:
+    """A CSV file with a header row; every cell is a string (labels are parsed later)."""
+    with file.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+        fields = list(reader.fieldnames or [])
+    return {key: [row.get(key) for row in rows] for key in fields}
+
+
+def _read_parquet(file: Path) -> dict[str, list]:
+    """A Parquet file, every column."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(file).to_pydict()
+
+
+def _read_hub(path: str, split: str | None):
+    """Load a hub dataset with ``datasets.load_dataset``; any failure becomes a DataError."""
+    if not _HUB_NAME.match(path) or Path(path).suffix.lower() in FILE_FORMATS:
+        raise DataError(f"{path!r}: no such local file or folder (and not a hub dataset name)")
+    import datasets
+
+    try:
+        loaded = datasets.load_dataset(path)
+    except Exception as error:  # noqa: BLE001 - reported with its cause
+        raise DataError(
+            f"{path!r} is neither a local file/folder nor reachable on the Hugging Face hub "
+            f"({type(error).__name__}: {error})"
+        ) from error
+    if isinstance(loaded, datasets.DatasetDict):
+        split = _choose_split(list(loaded.keys()), split, f"hub dataset {path}")
+        dataset = loaded[split]
+    elif split is not None:
+        raise DataError(f"hub dataset {path} has no splits; drop split={split!r}")
+    else:
+        dataset = loaded
+    name = f"{path.rsplit('/', 1)[-1]}/{split}" if split else path.rsplit("/", 1)[-1]
+    info = {"source": path, "source_type": "hub", "split": split, "columns": list(dataset.column_names)}
+    return dataset.to_dict(), name, info

@@ -1,0 +1,101 @@
+"""The method registry and the one place where the score orientation is enforced.
+
+A method computes a *raw statistic* per text and declares which way it points
+(``higher_is_member``). ``Method.score`` turns it into a *score*, which is always higher for a
+more likely member. Nothing else in the package flips signs.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar
+
+import numpy as np
+
+from ..config import MethodConfig
+from ..errors import MethodError
+
+
+@dataclass
+class ScoringContext:
+    """What methods may draw on: the target model's statistics, a reference model's, the
+    labelled training texts (for learned detectors) and the method settings."""
+
+    target: object  # StatsProvider of the target model
+    settings: MethodConfig = field(default_factory=MethodConfig)
+    reference: object | None = None  # StatsProvider of the reference model, built lazily
+    reference_factory: Callable[[], object] | None = None
+    train_texts: tuple[str, ...] = ()
+    train_labels: tuple[int, ...] = ()
+    seed: int = 42
+
+    def reference_stats(self):
+        if self.reference is None:
+            if self.reference_factory is None:
+                raise MethodError("the `ref` method needs a reference model: pass --reference MODEL")
+            self.reference = self.reference_factory()
+        return self.reference
+
+
+class Method(ABC):
+    """A detection method: texts in, one score per text out (higher = more likely member)."""
+
+    name: ClassVar[str]
+    higher_is_member: ClassVar[bool]
+    uses_model: ClassVar[bool] = True
+
+    def __init__(self, settings: MethodConfig):
+        self.settings = settings
+
+    @property
+    def label(self) -> str:
+        """The name shown in tables (differs from ``name`` for e.g. a k sweep)."""
+        return self.name
+
+    def cache_settings(self, ctx: ScoringContext) -> dict:
+        """Everything besides the model and the text that changes this method's score."""
+        return {}
+
+    @abstractmethod
+    def raw_statistic(self, texts: list[str], ctx: ScoringContext) -> np.ndarray:
+        """The method's statistic, oriented as ``higher_is_member`` says."""
+
+    def score(self, texts: list[str], ctx: ScoringContext) -> np.ndarray:
+        """Scores oriented so that higher means more likely member (the one place)."""
+        raw = np.asarray(self.raw_statistic(list(texts), ctx), dtype=np.float64)
+        if raw.shape != (len(texts),):
+            raise MethodError(f"{self.label}: expected {len(texts)} scores, got shape {raw.shape}")
+        if not np.all(np.isfinite(raw)):
+            raise MethodError(f"{self.label}: {int((~np.isfinite(raw)).sum())} non-finite scores")
+        return raw if self.higher_is_member else -raw
+
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: make a method available by its ``name``."""
+    if cls.name in METHODS:
+        raise MethodError(f"method {cls.name!r} registered twice")
+    if not isinstance(getattr(cls, "higher_is_member", None), bool):
+        raise MethodError(f"method {cls.name!r} must declare higher_is_member")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def available_methods() -> list[str]:
+    return list(METHODS)
+
+
+def build_methods(names: list[str], settings: MethodConfig) -> list[Method]:
+    """Instantiate methods by name (``all`` = every registered one); adds the k sweep."""
+    wanted = available_methods() if "all" in names else list(dict.fromkeys(names))
+    unknown = [n for n in wanted if n not in METHODS]
+    if unknown:
+        raise MethodError(f"unknown method(s) {unknown}; available: {', '.join(METHODS)}")
+    methods = [METHODS[n](settings) for n in wanted]
+    for name in ("min-k%", "min-k%++"):
+        if name in wanted:
+            methods += [METHODS[name](settings, k=k) for k in settings.k_sweep if k != settings.k]
+    return methods

@@ -1,0 +1,53 @@
+"""The blind (model-free) baseline: a bag-of-words classifier on the text alone.
+
+It is trained on the labelled training part of the split and scores the test part. Its AUROC
+says how much of a benchmark can be solved without the model at all (on WikiMIA-style sets,
+dates give the label away).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+
+from ..errors import MethodError
+from .base import Method, ScoringContext, register
+
+
+def blind_classifier(seed: int = 0):
+    """TF-IDF of words and word pairs + L2 logistic regression."""
+    return make_pipeline(
+        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
+        LogisticRegression(C=10.0, max_iter=2000, random_state=seed),
+    )
+
+
+def fit_blind(texts, labels, seed: int = 0):
+    labels = np.asarray(labels)
+    if len(set(labels.tolist())) < 2:
+        raise MethodError("the blind baseline needs labelled training texts of both classes")
+    return blind_classifier(seed).fit(list(texts), labels)
+
+
+@register
+class Blind(Method):
+    """P(member | text) from a classifier that never sees the model."""
+
+    name = "blind"
+    higher_is_member = True
+    uses_model = False
+
+    def cache_settings(self, ctx: ScoringContext) -> dict:
+        payload = json.dumps([list(ctx.train_texts), list(ctx.train_labels)], ensure_ascii=False)
+        return {"train": hashlib.sha256(payload.encode()).hexdigest()[:16], "seed": ctx.seed,
+                "classifier": "tfidf-1-2gram+logreg-C10"}
+
+    def raw_statistic(self, texts, ctx):
+        classifier = fit_blind(ctx.train_texts, ctx.train_labels, ctx.seed)
+        member_column = list(classifier.classes_).index(1)
+        return classifier.predict_proba(list(texts))[:, member_column]

@@ -1,0 +1,49 @@
+"""Scores that compare the text's likelihood with another likelihood: of its lowercased
+version (Lowercase) or under a reference model (Ref)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Method, ScoringContext, register
+
+
+@register
+class Lowercase(Method):
+    """Ratio of the mean log-likelihoods of the lowercased text and the text (Carlini et al.).
+
+    Both are negative, so the ratio is NLL(lower) / NLL(text): large when the model finds the
+    exact casing of the text unusually likely, as it does for memorised text.
+    """
+
+    name = "lowercase"
+    higher_is_member = True
+
+    def cache_settings(self, ctx: ScoringContext) -> dict:
+        return {"max_tokens": ctx.target.max_tokens}
+
+    def raw_statistic(self, texts, ctx):
+        original = ctx.target.get(texts)
+        lowered = ctx.target.get([t.lower() for t in texts])  # memo: no second pass if unchanged
+        return np.array([low.mean_logprob / orig.mean_logprob for orig, low in zip(original, lowered)])
+
+
+@register
+class Ref(Method):
+    """Target NLL minus reference-model NLL of the text (Carlini et al.): lower for members."""
+
+    name = "ref"
+    higher_is_member = False
+
+    def cache_settings(self, ctx: ScoringContext) -> dict:
+        reference = ctx.reference_stats()
+        return {
+            "max_tokens": ctx.target.max_tokens,
+            "reference": reference.loaded.fingerprint,
+            "reference_max_tokens": reference.max_tokens,
+        }
+
+    def raw_statistic(self, texts, ctx):
+        target = ctx.target.get(texts)
+        reference = ctx.reference_stats().get(texts)
+        return np.array([r.mean_logprob - t.mean_logprob for t, r in zip(target, reference)])

@@ -1,0 +1,129 @@
+"""Per-token statistics of a causal LM on a text, computed once per text in padded batches.
+
+Every reference-free score (Loss, Zlib, Min-K%, Min-K%++) and the neighbour candidates are
+functions of these statistics, so one forward pass per text serves them all.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..data.types import text_hash
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TokenStats:
+    """What the model says about one text, token by token.
+
+    ``logprobs[t]`` is log p(x_{t+1} | x_{<=t}); ``mean[t]`` and ``std[t]`` are the mean and
+    standard deviation of log p(z | x_{<=t}) for z drawn from that same next-token distribution
+    (the Min-K%++ normalisers); ``topk[t]`` are the ids of the k most likely next tokens.
+    """
+
+    token_ids: np.ndarray
+    logprobs: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    topk: np.ndarray | None = None
+    truncated: bool = False
+
+    @property
+    def mean_logprob(self) -> float:
+        """Mean token log-likelihood of the text (the negated language-model loss)."""
+        return float(self.logprobs.mean())
+
+
+def stats_from_logits(logits: torch.Tensor, token_ids: torch.Tensor, topk: int = 0) -> TokenStats:
+    """Statistics of one unpadded sequence from its logits (T, V) and ids (T,)."""
+    log_probs = torch.log_softmax(logits[:-1].float(), dim=-1)
+    targets = token_ids[1:]
+    token_logprobs = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    probs = log_probs.exp()
+    mean = (probs * log_probs).sum(-1)
+    # Centred second moment: E[x^2] - E[x]^2 loses digits in float32.
+    std = (probs * (log_probs - mean.unsqueeze(-1)).square()).sum(-1).sqrt()
+    top = log_probs.topk(topk, dim=-1).indices.cpu().numpy() if topk else None
+    return TokenStats(
+        token_ids=token_ids.cpu().numpy(),
+        logprobs=token_logprobs.cpu().numpy().astype(np.float64),
+        mean=mean.cpu().numpy().astype(np.float64),
+        std=std.cpu().numpy().astype(np.float64),
+        topk=top,
+    )
+
+
+class StatsProvider:
+    """Computes and memoises ``TokenStats`` of texts under one model (in memory, per run).
+
+    Texts are tokenised with the model's special tokens (a BOS token where the tokenizer adds
+    one), truncated to ``max_tokens``, sorted by length and run in padded batches.
+    """
+
+    def __init__(self, loaded, *, batch_size: int = 8, max_tokens: int | None = None,
+                 topk: int = 0, desc: str = "forward"):
+        self.loaded = loaded
+        self.batch_size = batch_size
+        self.max_tokens = max_tokens or loaded.max_tokens
+        self.topk = topk
+        self.desc = desc
+        self._memo: dict[str, TokenStats] = {}
+        self.n_forward_texts = 0  # texts actually run through the model (for tests and benches)
+        self.n_truncated = 0
+
+    def get(self, texts: list[str]) -> list[TokenStats]:
+        missing = list(dict.fromkeys(t for t in texts if text_hash(t) not in self._memo))
+        if missing:
+            self._compute(missing)
+        return [self._memo[text_hash(t)] for t in texts]
+
+    def _tokenize(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
+        encoded = self.loaded.tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+        truncated = [len(ids) > self.max_tokens for ids in encoded]
+        self.n_truncated += sum(truncated)
+        return [ids[: self.max_tokens] for ids in encoded], truncated
+
+    def _compute(self, texts: list[str]) -> None:
+        ids, truncated = self._tokenize(texts)
+        too_short = [t for t, i in zip(texts, ids) if len(i) < 2]
+        if too_short:
+            raise ValueError(f"{len(too_short)} text(s) have fewer than 2 tokens, e.g. {too_short[0]!r}")
+        order = sorted(range(len(texts)), key=lambda i: len(ids[i]), reverse=True)
+        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        for batch in tqdm(batches, desc=self.desc, unit="batch", leave=False):
+            for index, stats in zip(batch, self._forward([ids[i] for i in batch])):
+                stats.truncated = truncated[index]
+                self._memo[text_hash(texts[index])] = stats
+        self.n_forward_texts += len(texts)
+        if any(truncated):
+            log.warning("%d text(s) were longer than %d tokens and were truncated",
+                        sum(truncated), self.max_tokens)
+
+    @torch.inference_mode()
+    def _forward(self, sequences: list[list[int]]) -> list[TokenStats]:
+        input_ids, attention_mask = pad_batch(sequences, self.loaded.tokenizer.pad_token_id)
+        device = self.loaded.device
+        logits = self.loaded.model(
+            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)
+        ).logits
+        return [
+            stats_from_logits(logits[row, : len(seq)], input_ids[row, : len(seq)], self.topk)
+            for row, seq in enumerate(sequences)
+        ]
+
+
+def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad id lists into (ids, attention mask) tensors."""
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        attention_mask[row, : len(seq)] = 1
+    return input_ids, attention_mask

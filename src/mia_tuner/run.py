@@ -1,0 +1,98 @@
+"""A whole scoring run, Fast-MIA style: config -> data -> split -> model -> methods ->
+metrics -> run directory. This is what `mia-tuner scores` and the Python API call."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .cache import NoCache, ScoreCache
+from .config import ModelConfig, RunConfig
+from .data import format_hygiene, hygiene_report, load_membership_set, make_split
+from .data.types import MembershipSet
+from .errors import MethodError
+from .methods import ScoringContext, StatsProvider, build_methods
+from .methods.neighbor import NEIGHBOR_TOPK
+from .metrics import compute_metrics
+from .models import load_model
+from .reports import metrics_table, table_text, write_run
+from .scoring import score_methods
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    scores: dict[str, np.ndarray]
+    metrics: dict
+    table: str
+    test: MembershipSet
+    train: MembershipSet
+
+
+def open_cache(config: RunConfig):
+    return ScoreCache(Path(config.cache_dir) / "scores.sqlite") if config.use_cache else NoCache()
+
+
+def reference_factory(config: RunConfig):
+    """Loads the reference model only when a method asks for it."""
+    name = config.methods.reference
+    if not name:
+        return None
+    ref_model = replace(config.model, name=name, gguf_file=None)
+    return lambda: StatsProvider(load_model(ref_model, cache_dir=config.cache_dir),
+                                 batch_size=config.methods.batch_size,
+                                 max_tokens=config.methods.max_tokens, desc="reference")
+
+
+def select_methods(config: RunConfig):
+    """Build the methods; `all` leaves out `ref` when no reference model was given."""
+    names = config.methods.methods
+    methods = build_methods(names, config.methods)
+    if not config.methods.reference:
+        if "ref" in names:
+            raise MethodError("`ref` needs a reference model: pass --reference MODEL")
+        skipped = [m for m in methods if m.name == "ref"]
+        if skipped:
+            log.warning("skipping `ref`: no reference model given (--reference MODEL)")
+        methods = [m for m in methods if m.name != "ref"]
+    return methods
+
+
+def run_scores(config: RunConfig, *, data: MembershipSet | None = None, loaded=None) -> RunResult:
+    """Score the test part of the evaluation split with every method and write the run dir."""
+    dataset = data if data is not None else load_membership_set(config.data)
+    split = make_split(dataset, config.split, dedupe=config.data.dedupe)
+    methods = select_methods(config)
+    loaded = loaded or load_model(config.model, cache_dir=config.cache_dir)
+    hygiene = hygiene_report(dataset, loaded.tokenizer)
+    print(format_hygiene(hygiene))
+    needs_topk = any(m.name == "neighbor" for m in methods)
+    target = StatsProvider(loaded, batch_size=config.methods.batch_size,
+                           max_tokens=config.methods.max_tokens,
+                           topk=NEIGHBOR_TOPK if needs_topk else 0, desc="target")
+    ctx = ScoringContext(target=target, settings=config.methods,
+                         reference_factory=reference_factory(config),
+                         train_texts=split.train.texts, train_labels=split.train.labels,
+                         seed=config.split.seed)
+    cache = open_cache(config)
+    try:
+        scores, info = score_methods(methods, list(split.test.texts), ctx, cache=cache,
+                                     model_key=loaded.fingerprint)
+    finally:
+        cache.close()
+    labels = np.array(split.test.labels)
+    metrics = {name: compute_metrics(labels, s) for name, s in scores.items()}
+    extra = {"model": {"name": loaded.name, "fingerprint": loaded.fingerprint},
+             "data": {"name": dataset.name, **dataset.info}, "hygiene": hygiene,
+             "split": split.report, "methods": info,
+             "truncated_texts": target.n_truncated}
+    out_dir = write_run(config.out, config=config.to_dict(), texts=list(split.test.texts),
+                        labels=labels, scores=scores, metrics=metrics, extra=extra)
+    table = table_text(metrics_table(metrics))
+    return RunResult(out_dir=Path(out_dir), scores=scores, metrics=metrics, table=table,
+                     test=split.test, train=split.train)

@@ -1,0 +1,1 @@
+"""Training: continued pre-training (membership injection); MIA-Tuner and safeguards later."""
