@@ -11,6 +11,28 @@ from .config import (DataConfig, MethodConfig, ModelConfig, RunConfig, SplitConf
 from .errors import MiaTunerError
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def share(text: str) -> float:
+    """A number in (0, 1]: a share of tokens or words."""
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def shares(text: str) -> list[float]:
+    try:
+        return [share(x) for x in text.split(",") if x.strip()]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers in (0, 1]: {error}")
+
+
 def add_model_options(parser: argparse.ArgumentParser, default: str | None = "smollm2-135m-instruct"):
     parser.add_argument("--model", default=default, required=default is None,
                         help="offline short name, local directory, .gguf file or hub id")
@@ -34,8 +56,8 @@ def add_data_options(parser: argparse.ArgumentParser):
 
 def add_split_options(parser: argparse.ArgumentParser):
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--train-per-class", type=int, default=80)
-    parser.add_argument("--test-per-class", type=int, default=100)
+    parser.add_argument("--train-per-class", type=positive_int, default=80)
+    parser.add_argument("--test-per-class", type=positive_int, default=100)
 
 
 def add_cache_options(parser: argparse.ArgumentParser):
@@ -60,14 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_cache_options(scores)
     scores.add_argument("--methods", default="all", help="comma-separated names, or all")
     scores.add_argument("--reference", help="reference model for `ref`")
-    scores.add_argument("--k", type=float, default=0.2, help="Min-K%% / Min-K%%++ share")
-    scores.add_argument("--k-sweep", default="", help="extra k values, e.g. 0.1,0.3,0.5")
-    scores.add_argument("--num-neighbors", type=int, default=5)
-    scores.add_argument("--neighbor-fraction", type=float, default=0.15)
+    scores.add_argument("--k", type=share, default=0.2, help="Min-K%% / Min-K%%++ share")
+    scores.add_argument("--k-sweep", type=shares, default=[], help="extra k values, e.g. 0.1,0.3,0.5")
+    scores.add_argument("--num-neighbors", type=positive_int, default=5)
+    scores.add_argument("--neighbor-fraction", type=share, default=0.15)
     scores.add_argument("--neighbors-file", help="JSONL {text, neighbors} for `neighbor`")
     scores.add_argument("--perturbation-model", help="masked LM generating neighbours")
-    scores.add_argument("--batch-size", type=int, default=8)
-    scores.add_argument("--max-tokens", type=int, help="truncate longer texts (with a warning)")
+    scores.add_argument("--batch-size", type=positive_int, default=8)
+    scores.add_argument("--max-tokens", type=positive_int, help="truncate longer texts (with a warning)")
     scores.add_argument("--no-cache", action="store_true", help="neither read nor write scores")
     scores.add_argument("--out", default="runs/latest")
 
@@ -86,20 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
     controlled.add_argument("--corpus", default="python-docs",
                             help="python-docs (offline default) or a .txt/.jsonl file")
     controlled.add_argument("--out", required=True)
-    controlled.add_argument("--n-per-class", type=int, default=250)
-    controlled.add_argument("--n-words", type=int, default=64)
-    controlled.add_argument("--epochs", type=int, default=2)
-    controlled.add_argument("--lr", type=float, default=3e-5)
-    controlled.add_argument("--batch-size", type=int, default=8)
+    controlled.add_argument("--n-per-class", type=positive_int, default=250)
+    controlled.add_argument("--n-words", type=positive_int, default=64)
+    controlled.add_argument("--epochs", type=positive_int, default=1)
+    controlled.add_argument("--lr", type=float, default=6e-5)
+    controlled.add_argument("--batch-size", type=positive_int, default=8)
     controlled.add_argument("--method", default="full", choices=["full", "lora"])
     controlled.add_argument("--seed", type=int, default=42)
 
     commands.add_parser("methods", help="list the registered methods")
     return parser
-
-
-def parse_floats(text: str) -> list[float]:
-    return [float(x) for x in text.split(",") if x.strip()]
 
 
 def model_config(args) -> ModelConfig:
@@ -121,7 +139,7 @@ def scores_config(args) -> RunConfig:
                           max_test_per_class=args.test_per_class),
         methods=MethodConfig(
             methods=[m.strip() for m in args.methods.split(",") if m.strip()],
-            k=args.k, k_sweep=parse_floats(args.k_sweep), num_neighbors=args.num_neighbors,
+            k=args.k, k_sweep=list(args.k_sweep), num_neighbors=args.num_neighbors,
             neighbor_fraction=args.neighbor_fraction, neighbors_file=args.neighbors_file,
             perturbation_model=args.perturbation_model, reference=args.reference,
             batch_size=args.batch_size, max_tokens=args.max_tokens),
@@ -129,6 +147,10 @@ def scores_config(args) -> RunConfig:
 
 
 def print_result(result) -> None:
+    from .data import format_hygiene
+
+    print(format_hygiene(result.hygiene))
+    print(result.split_summary() + "\n")
     print(result.table)
     print(f"\nRun directory: {result.out_dir}")
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from .cache import NoCache, ScoreCache
 from .config import ModelConfig, RunConfig
-from .data import format_hygiene, hygiene_report, load_membership_set, make_split
+from .data import hygiene_report, load_membership_set, make_split
 from .data.types import MembershipSet
 from .errors import MethodError
 from .methods import ScoringContext, StatsProvider, build_methods
@@ -32,6 +32,16 @@ class RunResult:
     table: str
     test: MembershipSet
     train: MembershipSet
+    hygiene: dict
+    split_report: dict
+
+    def split_summary(self) -> str:
+        r = self.split_report
+        removed = r["duplicates_removed"]
+        return (f"Evaluation split (seed {r['seed']}): train {r['train']['member']} + "
+                f"{r['train']['nonmember']}, test {r['test']['member']} + "
+                f"{r['test']['nonmember']} (members + non-members); "
+                f"{removed['duplicate_rows'] + removed['conflicting_rows']} duplicate rows removed")
 
 
 def open_cache(config: RunConfig):
@@ -70,7 +80,6 @@ def run_scores(config: RunConfig, *, data: MembershipSet | None = None, loaded=N
     methods = select_methods(config)
     loaded = loaded or load_model(config.model, cache_dir=config.cache_dir)
     hygiene = hygiene_report(dataset, loaded.tokenizer)
-    print(format_hygiene(hygiene))
     needs_topk = any(m.name == "neighbor" for m in methods)
     target = StatsProvider(loaded, batch_size=config.methods.batch_size,
                            max_tokens=config.methods.max_tokens,
@@ -90,9 +99,11 @@ def run_scores(config: RunConfig, *, data: MembershipSet | None = None, loaded=N
     extra = {"model": {"name": loaded.name, "fingerprint": loaded.fingerprint},
              "data": {"name": dataset.name, **dataset.info}, "hygiene": hygiene,
              "split": split.report, "methods": info,
-             "truncated_texts": target.n_truncated}
+             "max_tokens": target.max_tokens,
+             "truncated_texts": target.count_too_long(list(split.test.texts))}
     out_dir = write_run(config.out, config=config.to_dict(), texts=list(split.test.texts),
                         labels=labels, scores=scores, metrics=metrics, extra=extra)
     table = table_text(metrics_table(metrics))
     return RunResult(out_dir=Path(out_dir), scores=scores, metrics=metrics, table=table,
-                     test=split.test, train=split.train)
+                     test=split.test, train=split.train, hygiene=hygiene,
+                     split_report=split.report)

@@ -35,6 +35,15 @@ class ControlledConfig:
     seed: int = 42
     injection: dict = field(default_factory=dict)  # InjectionConfig fields
 
+    def injection_config(self):
+        from ..training.injection import InjectionConfig
+
+        return InjectionConfig(**{"seed": self.seed, **self.injection})
+
+    def resolved(self) -> dict:
+        """Every setting, injection defaults included (what a cached set is keyed by)."""
+        return {**asdict(self), "injection": asdict(self.injection_config())}
+
 
 def corpus_passages(config: ControlledConfig) -> list[str]:
     from .corpus import load_corpus, python_docs_corpus
@@ -57,18 +66,18 @@ def random_membership(passages: list[str], n_per_class: int, seed: int) -> Membe
 
 
 def build_controlled(model_name: str, out_dir: str | Path, config: ControlledConfig,
-                     *, device: str = "auto") -> Path:
+                     *, device: str = "auto", cache_dir: str | Path | None = None) -> Path:
     """Build the labelled set, inject the members into the model, save both under out_dir."""
     from ..config import ModelConfig
     from ..models import load_model
-    from ..training.injection import InjectionConfig, continue_pretraining
+    from ..training.injection import continue_pretraining
 
     out = Path(out_dir)
     started = time.perf_counter()
     labelled = random_membership(corpus_passages(config), config.n_per_class, config.seed)
-    loaded = load_model(ModelConfig(name=model_name, device=device))
+    loaded = load_model(ModelConfig(name=model_name, device=device), cache_dir=cache_dir)
     members = [t for t, y in zip(labelled.texts, labelled.labels) if y == MEMBER]
-    injection = InjectionConfig(**{"seed": config.seed, **config.injection})
+    injection = config.injection_config()
     result = continue_pretraining(loaded.model, loaded.tokenizer, members, injection)
     model_dir = out / MODEL_DIR
     result["model"].save_pretrained(model_dir, safe_serialization=True)

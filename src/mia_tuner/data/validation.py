@@ -91,7 +91,7 @@ def validate(texts, labels, *, skip_invalid: bool = False):
     n_skipped = {reason: len(rows) for reason, rows in bad_rows.items()}
     if sum(n_skipped.values()) and not skip_invalid:
         message = _describe_problems(bad_rows, labels, len(texts))
-        raise DataError(f"{message}. Fix the data, or pass skip_invalid=True to drop these rows.")
+        raise DataError(f"{message}. Fix the data, or pass skip_invalid=True (--skip-invalid on the command line) to drop these rows.")
     check_two_classes(kept_labels, skipped=sum(n_skipped.values()))
     return kept_texts, kept_labels, n_skipped
 

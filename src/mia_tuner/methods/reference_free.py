@@ -7,6 +7,7 @@ import zlib
 
 import numpy as np
 
+from ..errors import MethodError
 from .base import Method, ScoringContext, register
 from .token_stats import TokenStats
 
@@ -71,7 +72,7 @@ class _LowestK(StatsMethod):
         super().__init__(settings)
         self.k = settings.k if k is None else k
         if not 0 < self.k <= 1:
-            raise ValueError(f"{self.name}: k must be in (0, 1], got {self.k}")
+            raise MethodError(f"{self.name}: k must be in (0, 1], got {self.k}")
 
     @property
     def label(self) -> str:

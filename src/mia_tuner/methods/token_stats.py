@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.types import text_hash
+from ..errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +76,18 @@ class StatsProvider:
         self.desc = desc
         self._memo: dict[str, TokenStats] = {}
         self.n_forward_texts = 0  # texts actually run through the model (for tests and benches)
-        self.n_truncated = 0
+        self.n_truncated = 0  # over every text run, lowercased copies and neighbours included
 
     def get(self, texts: list[str]) -> list[TokenStats]:
         missing = list(dict.fromkeys(t for t in texts if text_hash(t) not in self._memo))
         if missing:
             self._compute(missing)
         return [self._memo[text_hash(t)] for t in texts]
+
+    def count_too_long(self, texts: list[str]) -> int:
+        """How many of ``texts`` exceed the token budget (and are truncated when scored)."""
+        encoded = self.loaded.tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+        return sum(len(ids) > self.max_tokens for ids in encoded)
 
     def _tokenize(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
         encoded = self.loaded.tokenizer(list(texts), add_special_tokens=True)["input_ids"]
@@ -93,7 +99,8 @@ class StatsProvider:
         ids, truncated = self._tokenize(texts)
         too_short = [t for t, i in zip(texts, ids) if len(i) < 2]
         if too_short:
-            raise ValueError(f"{len(too_short)} text(s) have fewer than 2 tokens, e.g. {too_short[0]!r}")
+            raise DataError(f"{len(too_short)} text(s) have fewer than 2 tokens, so no token "
+                            f"can be scored, e.g. {too_short[0]!r}")
         order = sorted(range(len(texts)), key=lambda i: len(ids[i]), reverse=True)
         batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         for batch in tqdm(batches, desc=self.desc, unit="batch", leave=False):

@@ -26,8 +26,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class InjectionConfig:
-    epochs: int = 2
-    learning_rate: float = 3e-5
+    # One epoch at 6e-5 mimics pre-training exposure (seen once) and gives Loss AUROC ~0.62 on
+    # the offline default (BENCHMARKS.md); 2 epochs at 3e-5 gave 0.63 for twice the time.
+    epochs: int = 1
+    learning_rate: float = 6e-5
     batch_size: int = 8
     max_tokens: int = 256
     method: str = "full"  # full | lora

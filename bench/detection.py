@@ -1,0 +1,129 @@
+"""Detection quality of every score-based method and the blind baseline (issue: foundation).
+
+For each offline model and benchmark split, runs `run_scores` (the same evaluation split for
+every method, scored on its test part) and merges one record per method into
+bench/results/detection.json. `ref` uses the other offline model as reference on WikiMIA(-24)
+and the model before injection on the controlled set.
+
+    .venv/bin/python bench/detection.py                       # everything (hours on 2 cores)
+    .venv/bin/python bench/detection.py --models smollm2-135m-instruct --sets wikimia24:WikiMIA_length32
+    .venv/bin/python bench/detection.py --controlled           # the offline default's controlled set
+    .venv/bin/python bench/detection.py --markdown             # print the tables for BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from mia_tuner.config import DataConfig, MethodConfig, ModelConfig, RunConfig, default_cache_dir
+from mia_tuner.data.controlled import ControlledConfig
+from mia_tuner.demo import demo_config, ensure_controlled
+from mia_tuner.run import run_scores
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "bench" / "results" / "detection.json"
+MODELS = ["smollm2-135m-instruct", "gemma-3-270m"]
+REFERENCE = {"smollm2-135m-instruct": "gemma-3-270m", "gemma-3-270m": "smollm2-135m-instruct"}
+SETS = ["wikimia24:WikiMIA_length32", "wikimia24:WikiMIA_length64", "wikimia24:WikiMIA_length128",
+        "wikimia:32", "wikimia:64"]
+KEY = ("model", "dataset", "split", "method")
+
+
+def data_config(dataset: str, split: str) -> DataConfig:
+    if dataset == "wikimia":
+        return DataConfig(path=str(DATA / "wikimia" / f"{split}.jsonl"))
+    return DataConfig(path=str(DATA / dataset), split=split)
+
+
+def records_of(result, model: str, dataset: str, split: str, seconds: float) -> list[dict]:
+    rows = []
+    for method, m in result.metrics.items():
+        rows.append({"model": model, "dataset": dataset, "split": split, "method": method,
+                     "auroc": round(m.auroc, 4), "auroc_low": round(m.auroc_low, 4),
+                     "auroc_high": round(m.auroc_high, 4),
+                     "tpr_at_1_fpr": round(m.tpr_at_fpr[0.01], 4),
+                     "n_member": m.n_member, "n_nonmember": m.n_nonmember,
+                     "run_seconds": round(seconds, 1), "date": time.strftime("%Y-%m-%d")})
+    return rows
+
+
+def merge(records: list[dict]) -> None:
+    existing = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    new_keys = {tuple(r[k] for k in KEY) for r in records}
+    kept = [r for r in existing if tuple(r[k] for k in KEY) not in new_keys]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(kept + records, indent=1) + "\n")
+
+
+def run_benchmark_set(model: str, spec: str, cache_dir: str) -> None:
+    dataset, split = spec.split(":")
+    config = RunConfig(model=ModelConfig(name=model), data=data_config(dataset, split),
+                       methods=MethodConfig(methods=["all"], reference=REFERENCE[model]),
+                       out=str(ROOT / "runs" / "bench" / model / f"{dataset}-{split}"),
+                       cache_dir=cache_dir)
+    started = time.perf_counter()
+    result = run_scores(config)
+    print(result.table, flush=True)
+    merge(records_of(result, model, dataset, split, time.perf_counter() - started))
+
+
+def run_controlled(model: str, cache_dir: str) -> None:
+    set_dir = ensure_controlled(model, ControlledConfig(), cache_dir)
+    config = demo_config(set_dir, model, str(ROOT / "runs" / "bench" / model / "controlled"),
+                         cache_dir, "auto")
+    started = time.perf_counter()
+    result = run_scores(config)
+    print(result.table, flush=True)
+    merge(records_of(result, model, "controlled", "python-docs-64w", time.perf_counter() - started))
+
+
+def markdown() -> str:
+    records = json.loads(RESULTS.read_text())
+    lines = []
+    for model in dict.fromkeys(r["model"] for r in records):
+        groups = dict.fromkeys((r["dataset"], r["split"]) for r in records if r["model"] == model)
+        methods = list(dict.fromkeys(r["method"] for r in records if r["model"] == model))
+        lines += [f"\n**{model}** — AUROC [95% CI] / TPR@1%FPR; test texts: members + non-members\n",
+                  "| method | " + " | ".join(f"{d} {s}" for d, s in groups) + " |",
+                  "|---|" + "---|" * len(groups)]
+        table = {(r["dataset"], r["split"], r["method"]): r for r in records if r["model"] == model}
+        for method in methods:
+            cells = []
+            for d, s in groups:
+                r = table.get((d, s, method))
+                cells.append("—" if r is None else
+                             f"{r['auroc']:.3f} [{r['auroc_low']:.2f}, {r['auroc_high']:.2f}] / {r['tpr_at_1_fpr']:.2f}")
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        sizes = []
+        for d, s in groups:
+            r = next(x for x in records if x["model"] == model and (x["dataset"], x["split"]) == (d, s))
+            sizes.append(f"{r['n_member']}+{r['n_nonmember']}")
+        lines.append("| *test texts* | " + " | ".join(sizes) + " |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", nargs="*", default=MODELS)
+    parser.add_argument("--sets", nargs="*", default=SETS)
+    parser.add_argument("--controlled", action="store_true", help="only the controlled set")
+    parser.add_argument("--markdown", action="store_true", help="print tables from the JSON")
+    parser.add_argument("--cache-dir", default=str(default_cache_dir()))
+    args = parser.parse_args()
+    if args.markdown:
+        print(markdown())
+        return
+    for model in args.models:
+        if args.controlled:
+            run_controlled(model, args.cache_dir)
+            continue
+        for spec in args.sets:
+            run_benchmark_set(model, spec, args.cache_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""The real offline SmolLM2-135M-Instruct on a few WikiMIA-24 texts: finite scores, Loss equal to
+the model's own loss, batching that changes nothing, and a whole `run_scores` run.
+
+Reads the prepared model from the default cache (`mia-tuner models fetch`) and the benchmark
+from ../shared/data; writes only to tmp. Deselect with `-m "not integration"`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mia_tuner.config import DataConfig, MethodConfig, ModelConfig, RunConfig, SplitConfig
+from mia_tuner.models import offline
+
+pytestmark = pytest.mark.integration
+
+MODEL = "smollm2-135m-instruct"
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikimia24"
+SPLIT = "WikiMIA_length32"
+N_PER_CLASS = 4
+REFERENCE_FREE = ["loss", "zlib", "lowercase", "min-k%", "min-k%++", "neighbor"]
+
+if offline.status(MODEL)["state"] != "ready":
+    pytest.skip(f"the offline {MODEL} is not prepared: run `mia-tuner models fetch`",
+                allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def wikimia():
+    if not (DATA / "dataset_dict.json").is_file():
+        pytest.skip(f"WikiMIA-24 not found at {DATA} (the shared benchmark data is missing)")
+    from mia_tuner.data import load_membership_set
+
+    return load_membership_set(str(DATA), split=SPLIT)
+
+
+@pytest.fixture(scope="module")
+def texts(wikimia):
+    """The first 4 members and the first 4 non-members, interleaved; then their labels."""
+    members = [t for t, y in zip(wikimia.texts, wikimia.labels) if y == 1][:N_PER_CLASS]
+    nonmembers = [t for t, y in zip(wikimia.texts, wikimia.labels) if y == 0][:N_PER_CLASS]
+    return [t for pair in zip(members, nonmembers) for t in pair]
+
+
+@pytest.fixture(scope="module")
+def smollm():
+    from mia_tuner.config import default_cache_dir
+    from mia_tuner.models import load_model
+
+    return load_model(ModelConfig(name=MODEL, device="cpu"), cache_dir=default_cache_dir())
+
+
+def reference_free_scores(loaded, texts, batch_size):
+    from mia_tuner.methods import ScoringContext, StatsProvider, build_methods
+    from mia_tuner.methods.neighbor import NEIGHBOR_TOPK
+
+    settings = MethodConfig(num_neighbors=2, batch_size=batch_size)
+    provider = StatsProvider(loaded, batch_size=batch_size, topk=NEIGHBOR_TOPK)
+    ctx = ScoringContext(target=provider, settings=settings)
+    return {m.label: m.score(texts, ctx) for m in build_methods(REFERENCE_FREE, settings)}, provider
+
+
+@pytest.fixture(scope="module")
+def batched(smollm, texts):
+    return reference_free_scores(smollm, texts, batch_size=8)
+
+
+def test_reference_free_scores_are_finite(batched, texts):
+    scores, provider = batched
+    assert set(scores) == set(REFERENCE_FREE)
+    for name, values in scores.items():
+        assert values.shape == (len(texts),) and np.isfinite(values).all(), name
+        assert np.ptp(values) > 0, f"{name} gives every text the same score"
+    # One pass over the texts, then the lowercased variants and the neighbours (2 per text).
+    assert provider.n_forward_texts <= 4 * len(texts)
+
+
+def test_loss_is_minus_the_models_own_mean_token_loss(smollm, batched, texts):
+    import torch
+
+    text = texts[0]
+    ids = torch.tensor([smollm.tokenizer(text, add_special_tokens=True)["input_ids"]])
+    with torch.no_grad():
+        nll = smollm.model(input_ids=ids, labels=ids).loss.item()
+    assert batched[0]["loss"][0] == pytest.approx(-nll, abs=1e-4)
+
+
+def test_batch_size_does_not_change_scores(smollm, batched, texts):
+    one, _ = reference_free_scores(smollm, texts, batch_size=1)
+    many, _ = batched
+    for name in REFERENCE_FREE:
+        np.testing.assert_allclose(one[name], many[name], atol=1e-4, rtol=0, err_msg=name)
+
+
+def test_run_scores_writes_a_run_directory(smollm, tmp_path):
+    from mia_tuner.run import run_scores
+
+    methods = ["loss", "zlib", "min-k%", "min-k%++", "lowercase", "blind"]
+    config = RunConfig(model=ModelConfig(name=MODEL, device="cpu"),
+                       data=DataConfig(path=str(DATA), split=SPLIT),
+                       split=SplitConfig(max_train_per_class=8, max_test_per_class=N_PER_CLASS),
+                       methods=MethodConfig(methods=methods),
+                       out=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"))
+    result = run_scores(config, loaded=smollm)  # the loaded model: no fetch into tmp
+    out = result.out_dir
+    for name in ("config.json", "scores.csv", "metrics.json", "table.md", "roc.png"):
+        assert (out / name).is_file(), name
+    assert len(list(out.glob("hist_*.png"))) == len(methods)
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert set(metrics["methods"]) == set(methods)
+    assert metrics["n_texts"] == len(result.test) == 2 * N_PER_CLASS
+    assert metrics["extra"]["model"]["fingerprint"] == smollm.fingerprint
+    assert metrics["extra"]["data"]["name"] == f"wikimia24/{SPLIT}"
+    assert not set(result.test.texts) & set(result.train.texts)
+    assert all(np.isfinite(s).all() for s in result.scores.values())
+    assert (tmp_path / "cache" / "scores.sqlite").is_file()
