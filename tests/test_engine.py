@@ -118,3 +118,13 @@ def test_injected_members_score_higher(tmp_path):
     for method in build_methods(REFERENCE_FREE, ctx.settings):
         auroc = compute_metrics(labels, method.score(members + nonmembers, ctx), n_bootstrap=0).auroc
         assert auroc == 1.0, method.name
+
+
+def test_light_likelihood_pass_agrees_with_the_full_statistics(tiny):
+    light = StatsProvider(tiny, batch_size=4).mean_logprobs(TEXTS)
+    full = [s.mean_logprob for s in StatsProvider(tiny, batch_size=4).get(TEXTS)]
+    np.testing.assert_allclose(light, full, atol=1e-5)
+    provider = StatsProvider(tiny)
+    provider.get(TEXTS[:2])
+    provider.mean_logprobs(TEXTS[:3])  # two are known already: one new text is run
+    assert provider.n_forward_texts == 3

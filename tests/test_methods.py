@@ -70,6 +70,9 @@ class FixedProvider:
     def get(self, texts):
         return [self.table[t] for t in texts]
 
+    def mean_logprobs(self, texts):
+        return np.array([s.mean_logprob for s in self.get(texts)])
+
 
 def scores_of(name: str, table: dict, texts, **settings):
     ctx = ScoringContext(target=FixedProvider(table), settings=MethodConfig(**settings))

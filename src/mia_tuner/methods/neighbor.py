@@ -174,7 +174,7 @@ class Neighbor(Method):
     def raw_statistic(self, texts, ctx):
         neighbour_lists = self.neighbors(texts, ctx)
         flat = [n for group in neighbour_lists for n in group]
-        neighbour_ll = iter(s.mean_logprob for s in ctx.target.get(flat))
+        neighbour_ll = iter(ctx.target.mean_logprobs(flat))
         own = ctx.target.get(texts)
         out = []
         for stats, group in zip(own, neighbour_lists):

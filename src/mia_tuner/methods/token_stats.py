@@ -60,6 +60,16 @@ def stats_from_logits(logits: torch.Tensor, token_ids: torch.Tensor, topk: int =
     )
 
 
+def likelihood_from_logits(logits: torch.Tensor, token_ids: torch.Tensor, topk: int = 0) -> TokenStats:
+    """Token log-probabilities only (one pass over the vocabulary instead of several)."""
+    logits = logits[:-1].float()
+    targets = token_ids[1:].unsqueeze(-1)
+    token_logprobs = logits.gather(-1, targets).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    empty = np.empty(0)
+    return TokenStats(token_ids=token_ids.cpu().numpy(),
+                      logprobs=token_logprobs.cpu().numpy().astype(np.float64), mean=empty, std=empty)
+
+
 class StatsProvider:
     """Computes and memoises ``TokenStats`` of texts under one model (in memory, per run).
 
@@ -75,6 +85,7 @@ class StatsProvider:
         self.topk = topk
         self.desc = desc
         self._memo: dict[str, TokenStats] = {}
+        self._mean_logprob: dict[str, float] = {}  # texts that only needed their likelihood
         self.n_forward_texts = 0  # texts actually run through the model (for tests and benches)
         self.n_truncated = 0  # over every text run, lowercased copies and neighbours included
 
@@ -83,6 +94,17 @@ class StatsProvider:
         if missing:
             self._compute(missing)
         return [self._memo[text_hash(t)] for t in texts]
+
+    def mean_logprobs(self, texts: list[str]) -> np.ndarray:
+        """Mean token log-likelihood of each text; texts not yet seen get a lighter pass that
+        skips the Min-K%++ moments and top-k (neighbours need nothing more)."""
+        known = lambda h: h in self._memo or h in self._mean_logprob  # noqa: E731
+        missing = list(dict.fromkeys(t for t in texts if not known(text_hash(t))))
+        if missing:
+            for text, stats in zip(missing, self._run(missing, light=True)):
+                self._mean_logprob[text_hash(text)] = stats.mean_logprob
+        return np.array([self._memo[h].mean_logprob if h in self._memo else self._mean_logprob[h]
+                         for h in map(text_hash, texts)])
 
     def count_too_long(self, texts: list[str]) -> int:
         """How many of ``texts`` exceed the token budget (and are truncated when scored)."""
@@ -96,6 +118,11 @@ class StatsProvider:
         return [ids[: self.max_tokens] for ids in encoded], truncated
 
     def _compute(self, texts: list[str]) -> None:
+        for text, stats in zip(texts, self._run(texts, light=False)):
+            self._memo[text_hash(text)] = stats
+
+    def _run(self, texts: list[str], light: bool) -> list[TokenStats]:
+        """Statistics of ``texts`` in their order, from length-sorted padded batches."""
         ids, truncated = self._tokenize(texts)
         too_short = [t for t, i in zip(texts, ids) if len(i) < 2]
         if too_short:
@@ -103,26 +130,27 @@ class StatsProvider:
                             f"can be scored, e.g. {too_short[0]!r}")
         order = sorted(range(len(texts)), key=lambda i: len(ids[i]), reverse=True)
         batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        results: list[TokenStats | None] = [None] * len(texts)
         for batch in tqdm(batches, desc=self.desc, unit="batch", leave=False):
-            for index, stats in zip(batch, self._forward([ids[i] for i in batch])):
+            for index, stats in zip(batch, self._forward([ids[i] for i in batch], light)):
                 stats.truncated = truncated[index]
-                self._memo[text_hash(texts[index])] = stats
+                results[index] = stats
         self.n_forward_texts += len(texts)
         if any(truncated):
             log.warning("%d text(s) were longer than %d tokens and were truncated",
                         sum(truncated), self.max_tokens)
+        return results
 
     @torch.inference_mode()
-    def _forward(self, sequences: list[list[int]]) -> list[TokenStats]:
+    def _forward(self, sequences: list[list[int]], light: bool = False) -> list[TokenStats]:
         input_ids, attention_mask = pad_batch(sequences, self.loaded.tokenizer.pad_token_id)
         device = self.loaded.device
         logits = self.loaded.model(
             input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)
         ).logits
-        return [
-            stats_from_logits(logits[row, : len(seq)], input_ids[row, : len(seq)], self.topk)
-            for row, seq in enumerate(sequences)
-        ]
+        compute = likelihood_from_logits if light else stats_from_logits
+        return [compute(logits[row, : len(seq)], input_ids[row, : len(seq)], self.topk)
+                for row, seq in enumerate(sequences)]
 
 
 def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
