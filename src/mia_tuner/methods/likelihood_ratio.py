@@ -23,9 +23,9 @@ class Lowercase(Method):
         return {"max_tokens": ctx.target.max_tokens}
 
     def raw_statistic(self, texts, ctx):
-        original = ctx.target.get(texts)
-        lowered = ctx.target.get([t.lower() for t in texts])  # memo: no second pass if unchanged
-        return np.array([low.mean_logprob / orig.mean_logprob for orig, low in zip(original, lowered)])
+        original = ctx.target.mean_logprobs(texts)
+        lowered = ctx.target.mean_logprobs([t.lower() for t in texts])  # unchanged texts: no pass
+        return lowered / original
 
 
 @register
@@ -44,6 +44,4 @@ class Ref(Method):
         }
 
     def raw_statistic(self, texts, ctx):
-        target = ctx.target.get(texts)
-        reference = ctx.reference_stats().get(texts)
-        return np.array([r.mean_logprob - t.mean_logprob for t, r in zip(target, reference)])
+        return ctx.reference_stats().mean_logprobs(texts) - ctx.target.mean_logprobs(texts)
