@@ -117,7 +117,49 @@ def build_parser() -> argparse.ArgumentParser:
     controlled.add_argument("--seed", type=int, default=42)
 
     commands.add_parser("methods", help="list the registered methods")
+    add_train_parser(commands)
+    add_detect_parser(commands)
     return parser
+
+
+def add_train_parser(commands) -> None:
+    """`train`: MIA-Tuner on a labelled set, compared with the baselines on the same texts."""
+    from .tuner.config import MODES, PEFT_KINDS, PRESETS
+    from .tuner.prompts import FALLBACK_TEMPLATES
+
+    train = commands.add_parser("train", help="train a MIA-Tuner detector and compare it with the baselines")
+    for add in (add_model_options, add_data_options, add_split_options, add_cache_options):
+        add(train)
+    train.add_argument("--mode", default="auto", choices=MODES, help="auto: aligned iff a chat template")
+    train.add_argument("--peft", default="prompt", choices=PEFT_KINDS)
+    train.add_argument("--preset", default="default", choices=list(PRESETS))
+    train.add_argument("--epochs", type=positive_int, help="default: the preset's")
+    train.add_argument("--lr", type=float, help="default: the preset's")
+    train.add_argument("--batch-per-class", type=positive_int, help="default: the preset's")
+    train.add_argument("--validation-per-class", type=int, default=10)
+    train.add_argument("--chat-template", choices=sorted(FALLBACK_TEMPLATES),
+                       help="template for a tokenizer that has none")
+    train.add_argument("--num-virtual-tokens", type=positive_int, default=50)
+    train.add_argument("--max-tokens", type=positive_int, default=256)
+    train.add_argument("--methods", default="all", help="baselines to compare with, or all")
+    train.add_argument("--reference", help="reference model for `ref`")
+    train.add_argument("--no-compare", action="store_true", help="train and score MIA-Tuner only")
+    train.add_argument("--out", default="runs/mia-tuner")
+
+
+def add_detect_parser(commands) -> None:
+    """`detect`: score texts with a trained detector."""
+    detect = commands.add_parser("detect", help="score texts with a trained MIA-Tuner detector")
+    detect.add_argument("--detector", required=True, help="a detector directory written by `train`")
+    source = detect.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", action="append", help="a text to score (repeatable)")
+    source.add_argument("--file", help=".jsonl/.json/.csv/.parquet file of texts")
+    detect.add_argument("--text-column", default="input")
+    detect.add_argument("--model", help="the base model (default: the name the detector records)")
+    detect.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    detect.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    detect.add_argument("--out", help="write one JSON line per text here")
+    add_cache_options(detect)
 
 
 def model_config(args) -> ModelConfig:
@@ -182,6 +224,68 @@ def cmd_data(args) -> None:
     print(f"Controlled-membership set written to {out}")
 
 
+def cmd_train(args) -> None:
+    from .data import load_membership_set
+    from .models import load_model
+    from .tuner.api import train_detector
+    from .tuner.config import TunerConfig
+
+    config = TunerConfig.from_preset(
+        args.preset, mode=args.mode, peft=args.peft, epochs=args.epochs, learning_rate=args.lr,
+        batch_per_class=args.batch_per_class, train_per_class=args.train_per_class,
+        validation_per_class=args.validation_per_class, chat_template=args.chat_template,
+        num_virtual_tokens=args.num_virtual_tokens, max_tokens=args.max_tokens, seed=args.seed)
+    data = load_membership_set(data_config(args))
+    loaded = load_model(model_config(args), cache_dir=args.cache_dir)
+    result = train_detector(
+        loaded, data, config, out_dir=args.out, compare_methods=not args.no_compare,
+        split_config=SplitConfig(seed=args.seed, max_train_per_class=args.train_per_class,
+                                 max_test_per_class=args.test_per_class),
+        reference=args.reference, cache_dir=args.cache_dir,
+        methods=MethodConfig(methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+                             max_tokens=args.max_tokens))
+    h = result.history
+    print(f"Trained {config.peft} ({result.detector.pipeline.mode} pipeline) in {h.seconds:.1f} s; "
+          f"kept epoch {h.chosen_epoch} of {config.epochs} ({h.selection})\n")
+    print(result.table)
+    print(f"\nDetector: {result.detector_dir}\nRun directory: {result.out_dir}")
+
+
+def detect_texts(args) -> list[str]:
+    """The texts of `detect`: --text values or a column of --file."""
+    if args.text:
+        return list(args.text)
+    from .data.loading import read_columns
+    from .errors import DataError
+
+    columns, _, _ = read_columns(args.file, None)
+    if args.text_column not in columns:
+        raise DataError(f"{args.file}: no column {args.text_column!r}; available: {sorted(columns)}")
+    return [str(t) for t in columns[args.text_column]]
+
+
+def cmd_detect(args) -> None:
+    import json
+
+    from .models import load_model
+    from .tuner.detector import load_detector, read_detector_info
+
+    name = args.model or read_detector_info(args.detector)["base_model"]["name"]
+    loaded = load_model(ModelConfig(name=name, device=args.device, dtype=args.dtype),
+                        cache_dir=args.cache_dir)
+    detector = load_detector(args.detector, loaded)
+    texts = detect_texts(args)
+    scores = detector.score(texts)
+    rows = [{"text": t, "score": float(s), "member": bool(s >= detector.threshold),
+             "threshold": detector.threshold} for t, s in zip(texts, scores)]
+    for row in rows:
+        preview = row["text"].replace("\n", " ")[:60]
+        print(f"{row['score']:.6f}\t{'member' if row['member'] else 'non-member'}\t{preview}")
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
 def dispatch(args) -> None:
     if args.command in (None, "demo"):
         from .demo import run_demo
@@ -197,6 +301,10 @@ def dispatch(args) -> None:
         cmd_models(args)
     elif args.command == "data":
         cmd_data(args)
+    elif args.command == "train":
+        cmd_train(args)
+    elif args.command == "detect":
+        cmd_detect(args)
     elif args.command == "methods":
         from .methods import available_methods
 

@@ -73,13 +73,9 @@ def select_methods(config: RunConfig):
     return methods
 
 
-def run_scores(config: RunConfig, *, data: MembershipSet | None = None, loaded=None) -> RunResult:
-    """Score the test part of the evaluation split with every method and write the run dir."""
-    dataset = data if data is not None else load_membership_set(config.data)
-    split = make_split(dataset, config.split, dedupe=config.data.dedupe)
-    methods = select_methods(config)
-    loaded = loaded or load_model(config.model, cache_dir=config.cache_dir)
-    hygiene = hygiene_report(dataset, loaded.tokenizer)
+def score_split(config: RunConfig, loaded, split, methods) -> tuple[dict, dict, StatsProvider]:
+    """Scores of ``methods`` on the test part of ``split`` (the train part feeds learned
+    detectors), through the score cache; also per-method info and the target StatsProvider."""
     needs_topk = any(m.name == "neighbor" for m in methods)
     target = StatsProvider(loaded, batch_size=config.methods.batch_size,
                            max_tokens=config.methods.max_tokens,
@@ -94,6 +90,17 @@ def run_scores(config: RunConfig, *, data: MembershipSet | None = None, loaded=N
                                      model_key=loaded.fingerprint)
     finally:
         cache.close()
+    return scores, info, target
+
+
+def run_scores(config: RunConfig, *, data: MembershipSet | None = None, loaded=None) -> RunResult:
+    """Score the test part of the evaluation split with every method and write the run dir."""
+    dataset = data if data is not None else load_membership_set(config.data)
+    split = make_split(dataset, config.split, dedupe=config.data.dedupe)
+    methods = select_methods(config)
+    loaded = loaded or load_model(config.model, cache_dir=config.cache_dir)
+    hygiene = hygiene_report(dataset, loaded.tokenizer)
+    scores, info, target = score_split(config, loaded, split, methods)
     labels = np.array(split.test.labels)
     metrics = {name: compute_metrics(labels, s) for name, s in scores.items()}
     extra = {"model": {"name": loaded.name, "fingerprint": loaded.fingerprint},

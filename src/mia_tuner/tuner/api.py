@@ -1,0 +1,150 @@
+"""Train a MIA-Tuner detector end to end and compare it with every baseline on the same texts.
+
+split (the same evaluation split as ``mia-tuner scores``) -> validation carved out of the train
+part -> baselines on the test part (before any adapter touches the model) -> adapter +
+pipeline -> Trainer (best validation epoch) -> test scores -> detector directory -> one run
+directory with every row (MIA-Tuner's is "mia-tuner").
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from mia_tuner.config import MethodConfig, ModelConfig, RunConfig, SplitConfig, default_cache_dir
+from mia_tuner.data.split import EvaluationSplit, carve_validation, make_split
+from mia_tuner.data.types import MembershipSet
+from mia_tuner.metrics import compute_metrics
+from mia_tuner.reports import metrics_table, table_text, write_run
+from mia_tuner.training.trainer import TrainHistory, Trainer, TrainerConfig
+from mia_tuner.tuner.config import TunerConfig
+from mia_tuner.tuner.detector import Detector, calibrate_threshold, read_detector_info, save_detector
+from mia_tuner.tuner.peft_setup import count_parameters, wrap_model
+from mia_tuner.tuner.pipelines import make_pipeline
+
+log = logging.getLogger(__name__)
+ROW = "mia-tuner"
+
+
+@dataclass
+class TrainResult:
+    """What ``train_detector`` produced."""
+
+    out_dir: Path
+    detector_dir: Path
+    detector: Detector
+    history: TrainHistory
+    scores: dict[str, np.ndarray]
+    metrics: dict
+    table: str
+    split: EvaluationSplit
+    validation: MembershipSet | None
+    train_seconds: float
+
+
+def _validation_part(split: EvaluationSplit, config: TunerConfig):
+    """(train rest, validation or None): ``validation_per_class`` texts of each class."""
+    if config.validation_per_class == 0:
+        return split.train, None
+    return carve_validation(split.train, config.validation_per_class, config.seed)
+
+
+def _run_config(loaded, config: TunerConfig, split_config: SplitConfig, out_dir, reference,
+                cache_dir, methods: MethodConfig | None) -> RunConfig:
+    """A RunConfig for the baselines: texts truncated like MIA-Tuner's, same split."""
+    methods = methods or MethodConfig(max_tokens=config.max_tokens, batch_size=config.batch_size)
+    if reference:
+        methods = replace(methods, reference=reference)
+    return RunConfig(model=ModelConfig(name=loaded.name), split=split_config, methods=methods,
+                     out=str(out_dir), cache_dir=str(cache_dir or default_cache_dir()))
+
+
+def score_baselines(run_config: RunConfig, loaded, split: EvaluationSplit) -> tuple[dict, dict]:
+    """Every selected score-based method (and blind) on the test part, via run.score_split."""
+    from mia_tuner.run import score_split, select_methods
+
+    scores, info, _ = score_split(run_config, loaded, split, select_methods(run_config))
+    return scores, info
+
+
+def _trainer_config(config: TunerConfig) -> TrainerConfig:
+    return TrainerConfig(learning_rate=config.learning_rate, epochs=config.epochs,
+                         batch_per_class=config.batch_per_class, grad_accum=config.grad_accum,
+                         seed=config.seed, weight_decay=config.weight_decay, desc="mia-tuner")
+
+
+def _evaluate(detector_model, pipeline, config, split, validation, rest) -> tuple[np.ndarray, dict, dict]:
+    """Test scores, the metrics of validation and test, and the calibrated threshold."""
+    test_scores = pipeline.score(detector_model, split.test.texts)
+    metrics = {"test": compute_metrics(np.array(split.test.labels), test_scores).to_dict()}
+    if validation is not None:
+        val_scores = pipeline.score(detector_model, validation.texts)
+        metrics["validation"] = compute_metrics(np.array(validation.labels), val_scores).to_dict()
+        threshold = calibrate_threshold(val_scores, validation.labels, config.target_fpr,
+                                        "validation non-members")
+    else:  # no held-out non-members: calibrate on training ones (optimistic), and say so
+        train_scores = pipeline.score(detector_model, rest.texts)
+        threshold = calibrate_threshold(train_scores, rest.labels, config.target_fpr,
+                                        "training non-members (no validation part)")
+    return test_scores, metrics, threshold
+
+
+def train_detector(loaded, data: MembershipSet, config: TunerConfig | None = None,
+                   out_dir="runs/mia-tuner", split_config: SplitConfig | None = None,
+                   compare_methods: bool = True, reference: str | None = None, cache_dir=None,
+                   methods: MethodConfig | None = None,
+                   accelerator: Accelerator | None = None) -> TrainResult:
+    """Train MIA-Tuner on ``loaded`` and write ``out_dir`` (run files) + ``out_dir/detector``.
+
+    ``methods`` selects and configures the baselines (default: all, texts truncated to
+    ``config.max_tokens``); ``reference`` is the model for ``ref``. Under several processes
+    only the main one scores the baselines and writes files. ``loaded.model`` gets the adapter
+    (LoRA/IA3 modify its modules), so use ``result.detector`` afterwards.
+    """
+    config = config or TunerConfig()
+    split_config = split_config or SplitConfig(max_train_per_class=config.train_per_class)
+    accelerator = accelerator or Accelerator(cpu=loaded.device.type == "cpu")
+    split = make_split(data, split_config)
+    rest, validation = _validation_part(split, config)
+    out_dir = Path(out_dir)
+    run_config = _run_config(loaded, config, split_config, out_dir, reference, cache_dir, methods)
+    scores, info = {}, {}
+    if compare_methods and accelerator.is_main_process:
+        scores, info = score_baselines(run_config, loaded, split)
+    pipeline = make_pipeline(loaded, config)
+    set_seed(config.seed)
+    model = wrap_model(loaded.model, loaded.tokenizer, config)
+    trainer = Trainer(model, pipeline.loss, pipeline.encode, _trainer_config(config),
+                      score_fn=pipeline.score, accelerator=accelerator)
+    history = trainer.fit(rest, validation)
+    model = trainer.model
+    test_scores, tuner_metrics, threshold = _evaluate(model, pipeline, config, split, validation, rest)
+    detector = Detector(model=model, pipeline=pipeline, threshold=threshold["value"], info={})
+    detector_dir = out_dir / "detector"
+    scores = {ROW: test_scores, **scores}
+    labels = np.array(split.test.labels)
+    metrics = {name: compute_metrics(labels, s) for name, s in scores.items()}
+    if accelerator.is_main_process:
+        save_detector(detector_dir, model, pipeline, loaded, config, threshold=threshold,
+                      metrics=tuner_metrics, history=history.summary(),
+                      parameters=count_parameters(model))
+        extra = {"model": {"name": loaded.name, "fingerprint": loaded.fingerprint},
+                 "data": {"name": data.name, **data.info}, "split": split.report,
+                 "validation": {"member": validation.n_member, "nonmember": validation.n_nonmember}
+                 if validation is not None else None,
+                 "methods": info, "train_seconds": history.seconds, "history": history.to_dict(),
+                 "detector": str(detector_dir), "threshold": threshold}
+        write_run(out_dir, config={"tuner": config.to_dict(), "run": run_config.to_dict()},
+                  texts=list(split.test.texts), labels=labels, scores=scores, metrics=metrics,
+                  extra=extra)
+        detector.info = read_detector_info(detector_dir)
+    accelerator.wait_for_everyone()
+    return TrainResult(out_dir=out_dir, detector_dir=detector_dir, detector=detector,
+                       history=history, scores=scores, metrics=metrics,
+                       table=table_text(metrics_table(metrics)), split=split,
+                       validation=validation, train_seconds=history.seconds)

@@ -1,0 +1,111 @@
+"""Wrap a causal LM in the trainable adapter MIA-Tuner trains (peft), and run it.
+
+* ``prompt`` (default): a soft prompt of ``num_virtual_tokens`` vectors prepended to the input
+  embeddings (peft prompt tuning). peft's own TEXT initialisation loads a tokenizer by name
+  (``tokenizer_name_or_path``), which fails for local and GGUF-derived tokenizers offline, so we
+  do the same initialisation ourselves: the embeddings of the ids of ``init_text`` (no special
+  tokens), tiled and truncated to ``num_virtual_tokens`` rows — exactly what peft's TEXT init
+  computes. The saved adapter holds the trained vectors, so loading needs no tokenizer.
+* ``lora`` (all linear layers), ``prefix`` (prefix tuning), ``ia3`` (peft's defaults for the
+  architecture).
+
+Only the adapter's parameters are trainable. LoRA and IA3 inject layers into the base model's
+modules (the base model object is modified); prompt and prefix tuning leave it untouched.
+Prompt tuning returns ``num_virtual_tokens + T`` logit positions: ``forward_logits`` drops the
+extra leading positions so the logits line up with ``input_ids`` (see training.losses).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from mia_tuner.errors import ModelError
+
+
+def adapter_config(kind: str, config):
+    """The peft config for ``kind`` (prompt | lora | prefix | ia3) from a TunerConfig."""
+    from peft import IA3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig, TaskType
+
+    task = TaskType.CAUSAL_LM
+    if kind == "prompt":
+        return PromptTuningConfig(task_type=task, num_virtual_tokens=config.num_virtual_tokens)
+    if kind == "lora":
+        return LoraConfig(task_type=task, r=config.lora_rank, lora_alpha=2 * config.lora_rank,
+                          lora_dropout=0.0, target_modules="all-linear")
+    if kind == "prefix":
+        return PrefixTuningConfig(task_type=task, num_virtual_tokens=config.num_virtual_tokens)
+    if kind == "ia3":
+        return IA3Config(task_type=task)
+    raise ModelError(f"unknown peft kind {kind!r}; choose prompt, lora, prefix or ia3")
+
+
+def init_text_ids(tokenizer, text: str, n: int) -> list[int]:
+    """Ids of ``text`` (no special tokens) tiled and truncated to ``n`` (peft's TEXT rule)."""
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if not ids:
+        raise ModelError(f"the soft-prompt init text {text!r} has no tokens")
+    repeats = -(-n // len(ids))  # ceil
+    return (ids * repeats)[:n]
+
+
+@torch.no_grad()
+def init_prompt_from_text(peft_model, tokenizer, text: str) -> None:
+    """Set the soft prompt to the input embeddings of ``text`` (see the module docstring)."""
+    encoder = peft_model.prompt_encoder[peft_model.active_adapter]
+    n = encoder.embedding.weight.shape[0]
+    ids = torch.tensor(init_text_ids(tokenizer, text, n), dtype=torch.long)
+    embeddings = peft_model.get_input_embeddings()
+    vectors = embeddings(ids.to(embeddings.weight.device))
+    encoder.embedding.weight.copy_(vectors.to(encoder.embedding.weight.dtype))
+
+
+def wrap_model(model, tokenizer, config):
+    """A peft model around ``model`` with the adapter ``config.peft``; only it is trainable."""
+    from peft import get_peft_model
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            peft_model = get_peft_model(model, adapter_config(config.peft, config))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ModelError(f"cannot add a {config.peft} adapter to this model: {exc}") from exc
+    if config.peft == "prompt":
+        init_prompt_from_text(peft_model, tokenizer, config.init_text)
+    return peft_model
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    """CPU copies of the trainable parameters (the adapter), by name."""
+    return {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters()
+            if p.requires_grad}
+
+
+@torch.no_grad()
+def load_trainable_state(model, state: dict[str, torch.Tensor]) -> None:
+    """Copy ``state`` (from ``trainable_state``) back into the model's parameters."""
+    params = dict(model.named_parameters())
+    missing = [name for name in state if name not in params]
+    if missing:
+        raise ModelError(f"{len(missing)} adapter parameter(s) not in the model, e.g. {missing[0]}")
+    for name, value in state.items():
+        params[name].copy_(value.to(params[name].device, params[name].dtype))
+
+
+def count_parameters(model) -> dict[str, int]:
+    """Trainable and total parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"trainable": trainable, "total": total}
+
+
+def forward_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, V) logits aligned with ``input_ids``: virtual-token positions are dropped."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    extra = logits.shape[1] - input_ids.shape[1]
+    if extra < 0:
+        raise ModelError(f"the model returned {logits.shape[1]} positions for {input_ids.shape[1]} inputs")
+    return logits[:, extra:]

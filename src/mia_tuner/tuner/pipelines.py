@@ -1,0 +1,249 @@
+"""MIA-Tuner's two pipelines: what a training batch holds, its loss, and the test-time score.
+
+* ``AlignedPipeline`` (pipeline A, chat models): the membership question in the model's chat
+  template, answered Yes/No; hybrid loss; score ``p(Yes) / (p(Yes) + p(No))`` at the answer
+  position.
+* ``BasePipeline`` (pipeline B, base models): the raw text; per-text mean NLL ℓ(x) under the
+  soft prompt; contrastive + hinge loss; score ``−ℓ(x)``.
+
+Both pipelines' scores are higher for a more likely member. Texts longer than
+``config.max_tokens`` tokens are truncated (aligned: the text inside the question is cut to
+that many tokens; base: the token ids, special tokens included). Batches are right-padded.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mia_tuner.errors import DataError, ModelError
+from mia_tuner.methods.token_stats import pad_batch
+from mia_tuner.training import losses
+from mia_tuner.tuner import prompts
+from mia_tuner.tuner.peft_setup import forward_logits
+
+log = logging.getLogger(__name__)
+
+
+def model_device(model) -> torch.device:
+    """The device of the model's first parameter (where inputs go)."""
+    return next(model.parameters()).device
+
+
+def _length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices sorted by decreasing length, cut into batches (less padding)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+class Pipeline:
+    """Common part: tokenizer, config, encode cache and batched scoring."""
+
+    mode = ""
+
+    def __init__(self, tokenizer, config):
+        self.tokenizer = tokenizer
+        self.config = config
+        self._memo: dict = {}
+
+    def encode(self, texts, labels) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def loss(self, model, batch: dict, sync=None):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    template_source = "unused"  # set by make_pipeline: tokenizer | fallback:<name> | unused
+
+    def describe(self) -> dict:
+        """What a detector file records about this pipeline."""
+        return {"mode": self.mode, "template_source": self.template_source}
+
+    def _score_batch(self, model, sequences: list[list[int]]) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    def _scoring_ids(self, text: str) -> list[int]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def score(self, model, texts, batch_size: int | None = None) -> np.ndarray:
+        """One score per text (higher = member), in the order of ``texts``."""
+        texts = list(texts)
+        sequences = [self._scoring_ids(t) for t in texts]
+        scores = np.empty(len(texts), dtype=np.float64)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.inference_mode():
+                for batch in _length_batches([len(s) for s in sequences],
+                                             batch_size or self.config.batch_size):
+                    scores[batch] = self._score_batch(model, [sequences[i] for i in batch])
+        finally:
+            model.train(was_training)
+        return scores
+
+    def _pad(self, sequences: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, mask = pad_batch(sequences, self.tokenizer.pad_token_id)
+        return ids.to(device), mask.to(device)
+
+
+class AlignedPipeline(Pipeline):
+    """Pipeline A: the membership question in the chat template, trained to answer Yes/No."""
+
+    mode = "aligned"
+
+    def __init__(self, tokenizer, config):
+        super().__init__(tokenizer, config)
+        prompts.require_template(tokenizer)
+        self.template_source = "tokenizer"
+        self.yes_id, self.no_id = prompts.resolve_answer_tokens(
+            tokenizer, system_prompt=config.system_prompt)
+
+    def describe(self) -> dict:
+        return {"mode": self.mode, "template_source": self.template_source,
+                "yes_id": self.yes_id, "no_id": self.no_id,
+                "prompt_format": prompts.describe_prompt_format(self.tokenizer, self.config.system_prompt)}
+
+    def truncate(self, text: str) -> str:
+        """``text`` cut to ``config.max_tokens`` tokens (unchanged when shorter)."""
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) <= self.config.max_tokens:
+            return text
+        return self.tokenizer.decode(ids[: self.config.max_tokens])
+
+    def example(self, text: str, is_member: bool) -> tuple[list[int], int]:
+        """(ids, answer_start) of one training example, memoised."""
+        key = (text, bool(is_member))
+        if key not in self._memo:
+            ids, start = prompts.training_example_ids(
+                self.tokenizer, self.truncate(text), bool(is_member),
+                self.config.system_prompt, self.config.long_answer)
+            expected = self.yes_id if is_member else self.no_id
+            if ids[start] != expected:
+                raise ModelError(f"the answer token of a training example is {ids[start]}, "
+                                 f"not the resolved class token {expected}")
+            self._memo[key] = (ids, start)
+        return self._memo[key]
+
+    def encode(self, texts, labels) -> dict[str, torch.Tensor]:
+        """input_ids, attention_mask (right padded), answer_start, is_member."""
+        examples = [self.example(t, y) for t, y in zip(texts, labels)]
+        input_ids, attention_mask = pad_batch([ids for ids, _ in examples], self.tokenizer.pad_token_id)
+        return {"input_ids": input_ids, "attention_mask": attention_mask,
+                "answer_start": torch.tensor([s for _, s in examples], dtype=torch.long),
+                "is_member": torch.tensor([int(y) for y in labels], dtype=torch.long)}
+
+    def loss(self, model, batch: dict, sync=None):
+        """The hybrid loss (a mean over the batch's examples: exact under data parallelism
+        when every process holds as many members as non-members)."""
+        c = self.config
+        logits = forward_logits(model, batch["input_ids"], batch["attention_mask"])
+        total, parts = losses.hybrid_aligned_loss(
+            logits, batch["input_ids"], batch["attention_mask"], batch["answer_start"],
+            batch["is_member"], self.yes_id, self.no_id, lm_weight=c.lm_weight,
+            classification_weight=0.0 if c.full_vocab_classification else c.classification_weight,
+            error_weight=c.error_weight, pre_answer_weight=c.pre_answer_weight)
+        if c.full_vocab_classification:
+            at_answer = losses.answer_logits(logits, batch["answer_start"]).float()
+            target = torch.where(batch["is_member"].to(logits.device) != 0, self.yes_id, self.no_id)
+            classification = F.cross_entropy(at_answer, target)
+            total = total + c.classification_weight * classification
+            parts.update(classification=classification.item(), total=total.item())
+        return total, parts
+
+    def _scoring_ids(self, text: str) -> list[int]:
+        return prompts.scoring_prompt_ids(self.tokenizer, self.truncate(text), self.config.system_prompt)
+
+    def _score_batch(self, model, sequences: list[list[int]]) -> np.ndarray:
+        """p(Yes) / (p(Yes) + p(No)) at each prompt's last position (in float64)."""
+        ids, mask = self._pad(sequences, model_device(model))
+        logits = forward_logits(model, ids, mask)
+        lengths = torch.tensor([len(s) for s in sequences], device=logits.device)
+        pair = losses.yes_no_logits(losses.answer_logits(logits, lengths), self.yes_id, self.no_id)
+        return torch.sigmoid(pair[:, 1].double() - pair[:, 0].double()).cpu().numpy()
+
+
+class BasePipeline(Pipeline):
+    """Pipeline B: the raw text; the soft prompt is trained so members get the lower loss.
+
+    ℓ(x) is the mean NLL of the text's tokens after the first (the same targets as the Loss
+    baseline), each predicted from the soft prompt and the tokens before it.
+    """
+
+    mode = "base"
+
+    def token_ids(self, text: str) -> list[int]:
+        """The text's ids with the tokenizer's special tokens, truncated to max_tokens."""
+        if text not in self._memo:
+            ids = list(self.tokenizer(text, add_special_tokens=True)["input_ids"])[: self.config.max_tokens]
+            if len(ids) < 2:
+                raise DataError(f"a text has fewer than 2 tokens, so no token can be scored: {text!r}")
+            self._memo[text] = ids
+        return self._memo[text]
+
+    def encode(self, texts, labels) -> dict[str, torch.Tensor]:
+        """input_ids, attention_mask (right padded), is_member."""
+        input_ids, attention_mask = pad_batch([self.token_ids(t) for t in texts], self.tokenizer.pad_token_id)
+        return {"input_ids": input_ids, "attention_mask": attention_mask,
+                "is_member": torch.tensor([int(y) for y in labels], dtype=torch.long)}
+
+    def text_losses(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """ℓ(x) per row: mean NLL over the real target tokens (positions 1 .. len-1)."""
+        logits = forward_logits(model, input_ids, attention_mask)
+        first = torch.ones(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
+        return losses.weighted_lm_loss(logits, input_ids, attention_mask, first, pre_answer_weight=1.0)
+
+    def loss(self, model, batch: dict, sync=None):
+        """Contrastive + hinge on the ℓ(x) of the whole batch (gathered over processes)."""
+        c = self.config
+        z = self.text_losses(model, batch["input_ids"], batch["attention_mask"])
+        member = batch["is_member"].to(z.device)
+        if sync is not None:
+            z, member = sync.gather(z), sync.gather(member)
+        total, parts = losses.base_pipeline_loss(
+            z, member, contrastive_weight=c.contrastive_weight, hinge_weight=c.hinge_weight,
+            temperature=c.temperature, distance_scale=c.distance_scale)
+        parts["member_nll"] = z[member != 0].mean().item()
+        parts["nonmember_nll"] = z[member == 0].mean().item()
+        if sync is not None:
+            total = sync.global_loss(total)
+        return total, parts
+
+    def _scoring_ids(self, text: str) -> list[int]:
+        return self.token_ids(text)
+
+    def _score_batch(self, model, sequences: list[list[int]]) -> np.ndarray:
+        ids, mask = self._pad(sequences, model_device(model))
+        return (-self.text_losses(model, ids, mask)).double().cpu().numpy()
+
+
+def prepare_tokenizer(tokenizer, config) -> str:
+    """Apply the fallback chat template when asked and the tokenizer has none.
+
+    Returns where the template comes from: "tokenizer", "fallback:<name>" or "none".
+    """
+    has_own = bool(getattr(tokenizer, "chat_template", None))
+    if config.chat_template and not has_own:
+        prompts.apply_fallback_template(tokenizer, config.chat_template)
+        return f"fallback:{config.chat_template}"
+    if config.chat_template and has_own:
+        log.info("the tokenizer has its own chat template; the fallback %r is not used", config.chat_template)
+    return "tokenizer" if has_own else "none"
+
+
+def make_pipeline(loaded, config) -> Pipeline:
+    """The pipeline for ``config.mode`` (auto: aligned iff a chat template is available).
+
+    Gives ``loaded.tokenizer`` the fallback template ``config.chat_template`` when it has none.
+    ModelError when aligned is asked for and no template is available.
+    """
+    mode = config.resolve_mode(loaded.tokenizer)
+    if mode == "base":
+        pipeline: Pipeline = BasePipeline(loaded.tokenizer, config)
+        pipeline.template_source = "unused"
+        return pipeline
+    source = prepare_tokenizer(loaded.tokenizer, config)
+    pipeline = AlignedPipeline(loaded.tokenizer, config)
+    pipeline.template_source = source
+    return pipeline

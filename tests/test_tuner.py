@@ -1,0 +1,347 @@
+"""MIA-Tuner's pipelines, the shared trainer, the detector artefact and the train/detect CLI.
+
+Everything runs on the tiny random Llama of tests/helpers.py (hidden size 32), so the numbers
+say nothing about detection quality: the tests check shapes, hand computations, that training
+lowers the loss, checkpoint selection, save/load and the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from helpers import make_tiny_model, make_tiny_tokenizer
+
+from mia_tuner.cli import main
+from mia_tuner.data.types import MembershipSet
+from mia_tuner.errors import MethodError, ModelError
+from mia_tuner.models.loading import LoadedModel, weights_fingerprint
+from mia_tuner.training.trainer import LAST_TOO_SMALL, Trainer, TrainerConfig, epoch_batches
+from mia_tuner.tuner import prompts
+from mia_tuner.tuner.api import train_detector
+from mia_tuner.tuner.config import PRESETS, TunerConfig
+from mia_tuner.tuner.detector import load_detector, read_detector_info
+from mia_tuner.tuner.peft_setup import (forward_logits, init_text_ids, trainable_state,
+                                        wrap_model)
+from mia_tuner.tuner.pipelines import AlignedPipeline, BasePipeline, make_pipeline
+
+TEXTS = ["The cat sat on the mat.", "A bird flew over the park near the river today.", "Dogs bark."]
+
+
+def tiny_loaded(chat: bool, seed: int = 0) -> LoadedModel:
+    """A LoadedModel around a fresh tiny model (same seed -> same weights and fingerprint)."""
+    tokenizer = make_tiny_tokenizer(with_chat_template=chat)
+    tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    model = make_tiny_model(len(tokenizer), seed=seed)
+    return LoadedModel(model, tokenizer, f"tiny-{seed}", weights_fingerprint(model),
+                       "aligned" if chat else "base")
+
+
+def toy_set(n: int = 12) -> MembershipSet:
+    texts, labels = [], []
+    for i in range(n):
+        texts += [f"The cat number {i} sat on the mat.", f"A bird called {i} flew over the park."]
+        labels += [1, 0]
+    return MembershipSet(texts, labels, name="toy")
+
+
+def small_config(**overrides) -> TunerConfig:
+    values = dict(num_virtual_tokens=4, epochs=2, batch_per_class=4, learning_rate=0.05,
+                  validation_per_class=2, train_per_class=8, batch_size=4)
+    return TunerConfig(**{**values, **overrides})
+
+
+def setup(chat: bool, **overrides):
+    loaded = tiny_loaded(chat)
+    config = small_config(**overrides)
+    pipeline = make_pipeline(loaded, config)
+    return loaded, pipeline, wrap_model(loaded.model, loaded.tokenizer, config)
+
+
+# ---------------------------------------------------------------- config and setup
+
+
+def test_presets_and_mode_resolution():
+    assert TunerConfig.from_preset("paper").learning_rate == 5e-4
+    assert TunerConfig.from_preset("paper", epochs=3, learning_rate=None).epochs == 3
+    assert TunerConfig().learning_rate == PRESETS["default"]["learning_rate"]
+    with pytest.raises(MethodError, match="unknown preset"):
+        TunerConfig.from_preset("fast")
+    with pytest.raises(MethodError, match="peft"):
+        TunerConfig(peft="adapter")
+    chat, base = make_tiny_tokenizer(True), make_tiny_tokenizer(False)
+    assert TunerConfig().resolve_mode(chat) == "aligned"
+    assert TunerConfig().resolve_mode(base) == "base"
+    assert TunerConfig(mode="base").resolve_mode(chat) == "base"
+
+
+def test_make_pipeline_picks_by_template():
+    assert isinstance(make_pipeline(tiny_loaded(True), small_config()), AlignedPipeline)
+    assert isinstance(make_pipeline(tiny_loaded(False), small_config()), BasePipeline)
+    with pytest.raises(ModelError, match="--chat-template"):
+        make_pipeline(tiny_loaded(False), small_config(mode="aligned"))
+    fallback = make_pipeline(tiny_loaded(False), small_config(chat_template="chatml"))
+    assert isinstance(fallback, AlignedPipeline) and fallback.template_source == "fallback:chatml"
+
+
+@pytest.mark.parametrize("kind", ["prompt", "lora", "prefix", "ia3"])
+def test_wrap_model_trains_only_the_adapter(kind):
+    loaded = tiny_loaded(False)
+    model = wrap_model(loaded.model, loaded.tokenizer, small_config(peft=kind))
+    trainable = trainable_state(model)
+    assert trainable and all(("lora_" in n or "ia3_" in n or "prompt_encoder" in n) for n in trainable)
+    ids = torch.tensor([[1, 5, 9, 12], [3, 4, 0, 0]])
+    logits = forward_logits(model, ids, (ids != 0).long())
+    assert logits.shape == (2, 4, len(loaded.tokenizer))
+
+
+def test_soft_prompt_starts_as_the_init_text():
+    loaded, _, model = setup(False, num_virtual_tokens=7)
+    ids = init_text_ids(loaded.tokenizer, prompts.INIT_TEXT, 7)
+    expected = loaded.model.get_input_embeddings().weight[ids]
+    prompt = model.prompt_encoder["default"].embedding.weight
+    assert torch.allclose(prompt, expected)
+
+
+# ---------------------------------------------------------------- pipelines
+
+
+def test_aligned_encode_shapes_and_answer_positions():
+    loaded, pipeline, _ = setup(True)
+    batch = pipeline.encode(TEXTS, [1, 0, 1])
+    ids, mask, start = batch["input_ids"], batch["attention_mask"], batch["answer_start"]
+    assert ids.shape == mask.shape and ids.shape[0] == 3 and batch["is_member"].tolist() == [1, 0, 1]
+    for row, (text, label) in enumerate(zip(TEXTS, [1, 0, 1])):
+        expected, s = prompts.training_example_ids(loaded.tokenizer, text, bool(label))
+        n = int(mask[row].sum())
+        assert ids[row, :n].tolist() == expected and int(start[row]) == s
+        assert mask[row, n:].sum() == 0  # right padding
+        assert int(ids[row, s]) == (pipeline.yes_id if label else pipeline.no_id)
+        assert ids[row, :s].tolist() == prompts.scoring_prompt_ids(loaded.tokenizer, text)
+
+
+def test_base_encode_truncates_with_special_tokens():
+    loaded, pipeline, _ = setup(False, max_tokens=5)
+    batch = pipeline.encode(TEXTS, [1, 0, 0])
+    full = loaded.tokenizer(TEXTS[1], add_special_tokens=True)["input_ids"]
+    assert batch["input_ids"].shape[1] == 5 and batch["input_ids"][1].tolist() == full[:5]
+
+
+def test_aligned_score_is_yes_share_by_hand():
+    loaded, pipeline, model = setup(True)
+    scores = pipeline.score(model, TEXTS, batch_size=2)
+    for text, score in zip(TEXTS, scores):
+        ids = torch.tensor([prompts.scoring_prompt_ids(loaded.tokenizer, text)])
+        with torch.no_grad():
+            probs = torch.softmax(model(input_ids=ids).logits[0, -1].double(), dim=-1)
+        p_yes, p_no = probs[pipeline.yes_id], probs[pipeline.no_id]
+        assert score == pytest.approx(float(p_yes / (p_yes + p_no)), abs=1e-5)
+
+
+def test_base_score_is_minus_mean_nll_by_hand():
+    loaded, pipeline, model = setup(False, num_virtual_tokens=4)
+    scores = pipeline.score(model, TEXTS, batch_size=2)
+    for text, score in zip(TEXTS, scores):
+        ids = torch.tensor([loaded.tokenizer(text)["input_ids"]])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, 4:]  # drop the 4 virtual positions
+        logp = torch.log_softmax(logits[:-1].double(), dim=-1)
+        nll = -logp.gather(-1, ids[0, 1:, None]).mean()
+        assert score == pytest.approx(-float(nll), abs=1e-5)
+
+
+def test_loss_variants_run():
+    _, pipeline, model = setup(True, full_vocab_classification=True)
+    total, parts = pipeline.loss(model, pipeline.encode(TEXTS[:2], [1, 0]))
+    assert torch.isfinite(total) and parts["classification"] > 1.0  # CE over the whole vocabulary
+    _, pipeline, model = setup(True, long_answer=True)
+    total, parts = pipeline.loss(model, pipeline.encode(TEXTS[:2], [1, 0]))
+    assert torch.isfinite(total) and set(parts) >= {"lm", "classification", "error", "total"}
+
+
+# ---------------------------------------------------------------- trainer
+
+
+def test_epoch_batches_are_balanced_and_full():
+    rng = np.random.default_rng(0)
+    batches = epoch_batches(list(range(10)), list(range(10, 17)), 4, rng)
+    assert len(batches) == 3 and all(len(m) == 4 and len(n) == 4 for m, n in batches)
+    assert sorted(sum((m for m, _ in batches), [])[:10]) == list(range(10))
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_training_lowers_the_loss(chat):
+    _, pipeline, model = setup(chat, learning_rate=0.1)
+    train = toy_set(4)  # one step per epoch holds every text, so steps compare like with like
+    trainer = Trainer(model, pipeline.loss, pipeline.encode,
+                      TrainerConfig(learning_rate=0.1, epochs=6, batch_per_class=4))
+    history = trainer.fit(train)
+    first, last = history.steps[0]["total"], history.steps[-1]["total"]
+    assert len(history.steps) == 6 and last < first - 1e-4, (first, last)
+    assert history.selection == LAST_TOO_SMALL and history.chosen_epoch == 6
+
+
+def _scripted_scores(validation: MembershipSet, aurocs: list[float], states: list):
+    """A score function giving the listed validation AUROCs call by call; records the states."""
+    labels = np.array(validation.labels)
+    calls = {"n": 0}
+
+    def score(model, texts):
+        target = aurocs[min(calls["n"], len(aurocs) - 1)]
+        calls["n"] += 1
+        states.append(trainable_state(model))
+        # members above non-members (AUROC 1), below (0), or all tied (0.5)
+        signs = {1.0: 1.0, 0.0: -1.0, 0.5: 0.0}[target]
+        return signs * (labels - 0.5)
+
+    return score
+
+
+@pytest.mark.parametrize("per_class,expected_epoch", [(2, 2), (1, 3)])
+def test_checkpoint_selection(per_class, expected_epoch):
+    _, pipeline, model = setup(False)
+    data = toy_set(6)
+    train = data.subset(range(8, 12))
+    validation = data.subset(range(2 * per_class))
+    states: list = []
+    score = _scripted_scores(validation, [0.5, 0.5, 1.0, 0.0], states)  # initial, epochs 1..3
+    trainer = Trainer(model, pipeline.loss, pipeline.encode,
+                      TrainerConfig(learning_rate=0.1, epochs=3, batch_per_class=2), score_fn=score)
+    history = trainer.fit(train, validation)
+    assert [e["validation_auroc"] for e in history.epochs] == [0.5, 1.0, 0.0]
+    assert history.chosen_epoch == expected_epoch
+    assert history.selection == ("best validation AUROC" if per_class == 2 else LAST_TOO_SMALL)
+    final = trainable_state(trainer.model)
+    for name, value in states[expected_epoch].items():
+        assert torch.equal(final[name], value)
+    assert not torch.equal(states[2][next(iter(final))], states[3][next(iter(final))])
+
+
+# ---------------------------------------------------------------- detector artefact
+
+
+@pytest.mark.parametrize("chat,peft", [(True, "prompt"), (False, "prompt"), (False, "lora")])
+def test_save_load_gives_identical_scores(tmp_path, chat, peft):
+    result = train_detector(tiny_loaded(chat), toy_set(), small_config(peft=peft, epochs=1),
+                            out_dir=tmp_path / "run", compare_methods=False)
+    texts = list(result.split.test.texts)
+    before = result.detector.score(texts)
+    info = read_detector_info(result.detector_dir)
+    assert info["mode"] == ("aligned" if chat else "base")
+    assert info["base_model"]["fingerprint"] == tiny_loaded(chat).fingerprint
+    assert info["threshold"]["source"] == "validation non-members"
+    assert set(info["metrics"]) == {"validation", "test"}
+    if chat:
+        assert {"yes_id", "no_id", "prompt_format"} <= set(info["pipeline"])
+    detector = load_detector(result.detector_dir, tiny_loaded(chat))
+    assert np.allclose(detector.score(texts), before, atol=1e-6)
+    assert (detector.decide(texts) == (before >= info["threshold"]["value"])).all()
+    frame = pd.read_csv(tmp_path / "run" / "scores.csv")
+    assert np.allclose(frame["mia-tuner"], before, atol=1e-6)
+
+
+def test_load_refuses_another_base_model(tmp_path):
+    result = train_detector(tiny_loaded(False), toy_set(), small_config(epochs=1),
+                            out_dir=tmp_path / "run", compare_methods=False)
+    other = tiny_loaded(False, seed=1)
+    with pytest.raises(ModelError) as error:
+        load_detector(result.detector_dir, other)
+    assert tiny_loaded(False).fingerprint in str(error.value) and other.fingerprint in str(error.value)
+
+
+def test_train_detector_compares_on_the_same_texts(tmp_path):
+    result = train_detector(tiny_loaded(True), toy_set(), small_config(epochs=1),
+                            out_dir=tmp_path / "run", cache_dir=tmp_path / "cache")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert {"mia-tuner", "loss", "blind"} <= set(metrics["methods"])
+    assert metrics["n_texts"] == len(result.split.test)
+    assert metrics["extra"]["train_seconds"] > 0 and metrics["extra"]["validation"] == {"member": 2, "nonmember": 2}
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_train_then_detect(tiny_chat_model_dir, tmp_path, capsys):
+    rows = [{"input": t, "label": y} for t, y in zip(toy_set(10).texts, toy_set(10).labels)]
+    data = tmp_path / "set.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out, cache = tmp_path / "run", str(tmp_path / "cache")
+    rc = main(["train", "--model", str(tiny_chat_model_dir), "--data", str(data), "--device", "cpu",
+               "--epochs", "1", "--batch-per-class", "2", "--train-per-class", "8",
+               "--test-per-class", "2", "--validation-per-class", "2", "--num-virtual-tokens", "4",
+               "--methods", "loss,blind", "--cache-dir", cache, "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert rc == 0 and "mia-tuner" in printed and f"Detector: {out / 'detector'}" in printed
+    frame = pd.read_csv(out / "scores.csv")
+    results = tmp_path / "results.jsonl"
+    rc = main(["detect", "--detector", str(out / "detector"), "--file", str(data), "--device", "cpu",
+               "--cache-dir", cache, "--out", str(results)])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert rc == 0 and len(lines) == len(rows)
+    detected = {r["text"]: r for r in map(json.loads, results.read_text().splitlines())}
+    for text, score in zip(frame["text"], frame["mia-tuner"]):
+        assert detected[text]["score"] == pytest.approx(score, abs=1e-6)
+        assert detected[text]["member"] == (score >= detected[text]["threshold"])
+    rc = main(["detect", "--detector", str(out / "detector"), "--text", "Hello there.",
+               "--device", "cpu", "--cache-dir", cache])
+    assert rc == 0 and capsys.readouterr().out.count("\n") == 1
+
+
+# ---------------------------------------------------------------- two processes
+
+_DIST_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from accelerate import Accelerator
+from test_tuner import small_config, tiny_loaded, toy_set
+from mia_tuner.tuner.api import train_detector
+
+out = sys.argv[1]
+for chat in (True, False):
+    config = small_config(epochs=2, batch_per_class=4)
+    train_detector(tiny_loaded(chat), toy_set(), config, out_dir=f"{{out}}/{{chat}}",
+                   compare_methods=False, accelerator=Accelerator(cpu=True))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None,
+                    reason="torchrun not installed next to the interpreter")
+def test_two_processes_train_the_same_detector(tmp_path):
+    script = tmp_path / "train_script.py"
+    script.write_text(textwrap.dedent(_DIST_SCRIPT.format(tests=str(Path(__file__).parent))))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    for argv in ([sys.executable, str(script), str(tmp_path / "one")],
+                 [torchrun, "--nproc_per_node", "2", "--master_port", str(free_port()), str(script),
+                  str(tmp_path / "two")]):
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    from safetensors.torch import load_file
+
+    for chat in (True, False):
+        one, two = (tmp_path / part / str(chat) for part in ("one", "two"))
+        a = load_file(one / "detector" / "adapter_model.safetensors")
+        b = load_file(two / "detector" / "adapter_model.safetensors")
+        assert a.keys() == b.keys()
+        for name in a:
+            assert torch.allclose(a[name], b[name], atol=1e-5), name
+        sa, sb = (pd.read_csv(p / "scores.csv")["mia-tuner"] for p in (one, two))
+        assert np.allclose(sa, sb, atol=1e-5)
+        assert read_detector_info(two / "detector")["history"]["processes"] == 2
