@@ -28,7 +28,7 @@ DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "bench" / "results" / "detection.json"
 MODELS = ["smollm2-135m-instruct", "gemma-3-270m"]
 REFERENCE = {"smollm2-135m-instruct": "gemma-3-270m", "gemma-3-270m": "smollm2-135m-instruct"}
-SETS = ["wikimia24:WikiMIA_length32", "wikimia24:WikiMIA_length64", "wikimia24:WikiMIA_length128",
+SETS = ["wikimia24:WikiMIA_length32", "wikimia24:WikiMIA_length128", "wikimia24:WikiMIA_length64",
         "wikimia:32", "wikimia:64"]
 KEY = ("model", "dataset", "split", "method")
 

@@ -41,30 +41,49 @@ class TokenStats:
         return float(self.logprobs.mean())
 
 
+CHUNK_ELEMENTS = 1 << 19  # ~2 MB of float32 logits: a chunk's passes stay in the CPU cache
+
+
+def _chunks(n_positions: int, vocab: int):
+    rows = max(1, CHUNK_ELEMENTS // vocab)
+    return [slice(s, min(s + rows, n_positions)) for s in range(0, n_positions, rows)]
+
+
 def stats_from_logits(logits: torch.Tensor, token_ids: torch.Tensor, topk: int = 0) -> TokenStats:
-    """Statistics of one unpadded sequence from its logits (T, V) and ids (T,)."""
-    log_probs = torch.log_softmax(logits[:-1].float(), dim=-1)
-    targets = token_ids[1:]
-    token_logprobs = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    probs = log_probs.exp()
-    mean = (probs * log_probs).sum(-1)
-    # Centred second moment: E[x^2] - E[x]^2 loses digits in float32.
-    std = (probs * (log_probs - mean.unsqueeze(-1)).square()).sum(-1).sqrt()
-    top = log_probs.topk(topk, dim=-1).indices.cpu().numpy() if topk else None
+    """Statistics of one unpadded sequence from its logits (T, V) and ids (T,).
+
+    Worked through in chunks of positions so that the several passes over the vocabulary
+    (log-softmax, the two moments, top-k) read the cache rather than main memory.
+    """
+    body, targets = logits[:-1], token_ids[1:]
+    parts: dict[str, list] = {"logprob": [], "mean": [], "std": [], "topk": []}
+    for rows in _chunks(body.shape[0], body.shape[-1]):
+        log_probs = torch.log_softmax(body[rows].float(), dim=-1)
+        if topk:
+            parts["topk"].append(log_probs.topk(topk, dim=-1).indices)
+        probs = log_probs.exp()
+        mean = torch.linalg.vecdot(probs, log_probs)
+        centred = log_probs.sub_(mean.unsqueeze(-1))  # centred moments keep float32 accurate
+        parts["logprob"].append(centred.gather(-1, targets[rows].unsqueeze(-1)).squeeze(-1) + mean)
+        parts["mean"].append(mean)
+        parts["std"].append(torch.linalg.vecdot(probs, centred.square_()).sqrt())
+    joined = {k: torch.cat(v).cpu().numpy() for k, v in parts.items() if v}
     return TokenStats(
         token_ids=token_ids.cpu().numpy(),
-        logprobs=token_logprobs.cpu().numpy().astype(np.float64),
-        mean=mean.cpu().numpy().astype(np.float64),
-        std=std.cpu().numpy().astype(np.float64),
-        topk=top,
+        logprobs=joined["logprob"].astype(np.float64),
+        mean=joined["mean"].astype(np.float64),
+        std=joined["std"].astype(np.float64),
+        topk=joined.get("topk"),
     )
 
 
 def likelihood_from_logits(logits: torch.Tensor, token_ids: torch.Tensor, topk: int = 0) -> TokenStats:
     """Token log-probabilities only (one pass over the vocabulary instead of several)."""
-    logits = logits[:-1].float()
-    targets = token_ids[1:].unsqueeze(-1)
-    token_logprobs = logits.gather(-1, targets).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    body, targets = logits[:-1], token_ids[1:].unsqueeze(-1)
+    token_logprobs = torch.cat([
+        body[rows].float().gather(-1, targets[rows]).squeeze(-1)
+        - torch.logsumexp(body[rows].float(), dim=-1)
+        for rows in _chunks(body.shape[0], body.shape[-1])])
     empty = np.empty(0)
     return TokenStats(token_ids=token_ids.cpu().numpy(),
                       logprobs=token_logprobs.cpu().numpy().astype(np.float64), mean=empty, std=empty)
