@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import socket
+import signal
 import subprocess
 import sys
 import textwrap
@@ -321,6 +322,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def run_group(argv, env, timeout):
+    """Run a command in its own process group; on timeout kill the whole group (torchrun's
+    workers too), so that a hung gloo rendezvous never outlives the test."""
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        _, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        _, stderr = process.communicate()
+        pytest.fail(f"{argv[0]} did not finish in {timeout} s: {stderr[-2000:]}")
+    return process.returncode, stderr
+
+
 @pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None,
                     reason="torchrun not installed next to the interpreter")
 def test_two_processes_train_the_same_detector(tmp_path):
@@ -331,8 +346,8 @@ def test_two_processes_train_the_same_detector(tmp_path):
     for argv in ([sys.executable, str(script), str(tmp_path / "one")],
                  [torchrun, "--nproc_per_node", "2", "--master_port", str(free_port()), str(script),
                   str(tmp_path / "two")]):
-        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
+        returncode, stderr = run_group(argv, env, timeout=300)
+        assert returncode == 0, stderr[-3000:]
     from safetensors.torch import load_file
 
     for chat in (True, False):
