@@ -365,11 +365,14 @@ def real_smollm2():
 
 
 @pytest.mark.integration
-def test_smollm2_second_load_is_fast(real_smollm2):
-    load_model(ModelConfig(name=real_smollm2, device="cpu"))
-    start = time.perf_counter()
+def test_smollm2_second_load_uses_the_cache(real_smollm2, monkeypatch):
+    # Speed is a benchmark, not a test: here we check that a prepared model is loaded from the
+    # safetensors copy, never de-quantised again (the second load is then ~0.5 s).
+    def no_dequantise(*args, **kwargs):
+        raise AssertionError("a prepared model was de-quantised again")
+
+    monkeypatch.setattr(offline, "dequantise", no_dequantise)
     loaded = load_model(ModelConfig(name=real_smollm2, device="cpu"))
-    assert time.perf_counter() - start < 3.0
     assert loaded.kind == "aligned"
     require_chat_template(loaded)
     text = loaded.tokenizer.apply_chat_template(
