@@ -229,6 +229,25 @@ def test_checkpoint_selection(per_class, expected_epoch):
     assert not torch.equal(states[2][next(iter(final))], states[3][next(iter(final))])
 
 
+def test_on_epoch_hook_adds_to_history_without_changing_the_choice():
+    _, pipeline, model = setup(False)
+    data = toy_set(6)
+    train, validation = data.subset(range(8, 12)), data.subset(range(4))
+    seen = []
+
+    def hook(epoch, m):
+        seen.append((epoch, m.training))
+        return {"curve": 10 * epoch}
+
+    score = _scripted_scores(validation, [0.5, 0.5, 1.0, 0.0], [])
+    trainer = Trainer(model, pipeline.loss, pipeline.encode,
+                      TrainerConfig(learning_rate=0.1, epochs=3, batch_per_class=2),
+                      score_fn=score, on_epoch=hook)
+    history = trainer.fit(train, validation)
+    assert [e["curve"] for e in history.epochs] == [10, 20, 30]
+    assert [epoch for epoch, _ in seen] == [1, 2, 3] and history.chosen_epoch == 2
+
+
 # ---------------------------------------------------------------- detector artefact
 
 

@@ -8,6 +8,7 @@ import sys
 
 from .config import (DataConfig, MethodConfig, ModelConfig, RunConfig, SplitConfig,
                      default_cache_dir)
+from .cli_data import add_data_parser, cmd_data
 from .errors import MiaTunerError
 
 
@@ -43,8 +44,8 @@ def add_model_options(parser: argparse.ArgumentParser, default: str | None = "sm
     parser.add_argument("--quantization", choices=["8bit", "4bit"], help="bitsandbytes loading")
 
 
-def add_data_options(parser: argparse.ArgumentParser):
-    parser.add_argument("--data", required=True,
+def add_data_options(parser: argparse.ArgumentParser, required: bool = True):
+    parser.add_argument("--data", required=required,
                         help="save_to_disk folder, .jsonl/.json/.csv/.parquet file, or hub name")
     parser.add_argument("--split", help="split name, e.g. WikiMIA_length32")
     parser.add_argument("--text-column", default="input")
@@ -58,6 +59,8 @@ def add_split_options(parser: argparse.ArgumentParser):
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--train-per-class", type=positive_int, default=80)
     parser.add_argument("--test-per-class", type=positive_int, default=100)
+    parser.add_argument("--group-by", choices=["event"],
+                        help="keep texts of the same event on one side (paired sets)")
 
 
 def add_cache_options(parser: argparse.ArgumentParser):
@@ -99,23 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = model_commands.add_parser("fetch", help="download and prepare offline models")
     fetch.add_argument("names", nargs="*", help="default: all offline models")
 
-    data = commands.add_parser("data", help="data sets")
-    data_commands = data.add_subparsers(dest="data_command", required=True)
-    check = data_commands.add_parser("check", help="hygiene report of a labelled set")
-    add_data_options(check)
-    controlled = data_commands.add_parser("controlled", help="build a controlled-membership set")
-    add_model_options(controlled)
-    controlled.add_argument("--corpus", default="python-docs",
-                            help="python-docs (offline default) or a .txt/.jsonl file")
-    controlled.add_argument("--out", required=True)
-    controlled.add_argument("--n-per-class", type=positive_int, default=250)
-    controlled.add_argument("--n-words", type=positive_int, default=64)
-    controlled.add_argument("--epochs", type=positive_int, default=1)
-    controlled.add_argument("--lr", type=float, default=6e-5)
-    controlled.add_argument("--batch-size", type=positive_int, default=8)
-    controlled.add_argument("--method", default="full", choices=["full", "lora"])
-    controlled.add_argument("--seed", type=int, default=42)
-
+    add_data_parser(commands, add_data_options, add_model_options, positive_int)
     commands.add_parser("methods", help="list the registered methods")
     add_train_parser(commands)
     add_detect_parser(commands)
@@ -178,7 +165,7 @@ def scores_config(args) -> RunConfig:
     return RunConfig(
         model=model_config(args), data=data_config(args),
         split=SplitConfig(seed=args.seed, max_train_per_class=args.train_per_class,
-                          max_test_per_class=args.test_per_class),
+                          max_test_per_class=args.test_per_class, group_by=args.group_by),
         methods=MethodConfig(
             methods=[m.strip() for m in args.methods.split(",") if m.strip()],
             k=args.k, k_sweep=list(args.k_sweep), num_neighbors=args.num_neighbors,
@@ -208,22 +195,6 @@ def cmd_models(args) -> None:
         print(f"{name}: ready at {offline.prepare(name)}")
 
 
-def cmd_data(args) -> None:
-    from .data import format_hygiene, hygiene_report, load_membership_set
-
-    if args.data_command == "check":
-        print(format_hygiene(hygiene_report(load_membership_set(data_config(args)))))
-        return
-    from .data.controlled import ControlledConfig, build_controlled
-
-    config = ControlledConfig(
-        corpus=args.corpus, n_words=args.n_words, n_per_class=args.n_per_class, seed=args.seed,
-        injection={"epochs": args.epochs, "learning_rate": args.lr,
-                   "batch_size": args.batch_size, "method": args.method})
-    out = build_controlled(args.model, args.out, config, device=args.device)
-    print(f"Controlled-membership set written to {out}")
-
-
 def cmd_train(args) -> None:
     from .data import load_membership_set
     from .models import load_model
@@ -240,7 +211,7 @@ def cmd_train(args) -> None:
     result = train_detector(
         loaded, data, config, out_dir=args.out, compare_methods=not args.no_compare,
         split_config=SplitConfig(seed=args.seed, max_train_per_class=args.train_per_class,
-                                 max_test_per_class=args.test_per_class),
+                                 max_test_per_class=args.test_per_class, group_by=args.group_by),
         reference=args.reference, cache_dir=args.cache_dir,
         methods=MethodConfig(methods=[m.strip() for m in args.methods.split(",") if m.strip()],
                              max_tokens=args.max_tokens))
@@ -300,7 +271,7 @@ def dispatch(args) -> None:
     elif args.command == "models":
         cmd_models(args)
     elif args.command == "data":
-        cmd_data(args)
+        cmd_data(args, data_config)
     elif args.command == "train":
         cmd_train(args)
     elif args.command == "detect":

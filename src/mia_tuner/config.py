@@ -52,6 +52,9 @@ class SplitConfig:
     train_fraction: float = 0.8
     max_train_per_class: int = 80
     max_test_per_class: int = 100
+    # "event": texts about the same event (data.shift.event_key) stay on one side of the split,
+    # so a paired set's member and non-member twins are never split between train and test
+    group_by: str | None = None
 
 
 @dataclass

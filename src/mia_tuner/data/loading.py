@@ -103,6 +103,19 @@ def _column(columns: dict[str, list], column: str, role: str, info: dict) -> lis
     return columns[column]
 
 
+def available_splits(path: str) -> list[str] | None:
+    """The split names of a local save_to_disk DatasetDict folder or folder of data files;
+    None for anything else (a file, a single dataset, a hub name)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return None
+    manifest = folder / "dataset_dict.json"
+    if manifest.is_file():
+        return list(json.loads(manifest.read_text(encoding="utf-8")).get("splits", [])) or None
+    files = sorted(p.stem for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FILE_FORMATS)
+    return files or None
+
+
 def _choose_split(available: list[str], split: str | None, source: str) -> str:
     """The split to use: the requested one, or the only one; else a DataError listing them."""
     if split is None:

@@ -29,6 +29,36 @@ def check_split_config(config: SplitConfig) -> None:
         raise DataError(f"max_train_per_class must be >= 0, got {config.max_train_per_class}")
     if config.max_test_per_class < 1:
         raise DataError(f"max_test_per_class must be >= 1, got {config.max_test_per_class}")
+    if config.group_by not in GROUPINGS:
+        raise DataError(f"group_by must be one of {', '.join(map(str, GROUPINGS))}, got {config.group_by!r}")
+
+
+GROUPINGS = (None, "event")
+
+
+def _grouped_order(source: MembershipSet, label: int, group_rank: dict[str, int], keys: list[str]) -> list[int]:
+    """One class's indices ordered by the (shuffled) rank of their group, then by row."""
+    return sorted(_class_indices(source, label).tolist(), key=lambda i: (group_rank[keys[i]], i))
+
+
+def _class_orders(source: MembershipSet, config: SplitConfig, n_per_class: int) -> dict[int, list[int]]:
+    """Each class's shuffled indices, cut to ``n_per_class``.
+
+    Ungrouped: an independent permutation per class (members first). Grouped: the groups are
+    shuffled once and both classes follow that order, so in a set with as many members as
+    non-members per group (a paired set) the train/test cut never separates a group.
+    """
+    rng = np.random.default_rng(config.seed)
+    if config.group_by is None:
+        return {label: rng.permutation(_class_indices(source, label))[:n_per_class].tolist()
+                for label in (MEMBER, NON_MEMBER)}
+    from mia_tuner.data.shift import event_groups
+
+    keys = event_groups(source.texts)
+    groups = sorted(set(keys))
+    group_rank = dict(zip(groups, rng.permutation(len(groups)).tolist()))
+    return {label: _grouped_order(source, label, group_rank, keys)[:n_per_class]
+            for label in (MEMBER, NON_MEMBER)}
 
 
 def _class_indices(ms: MembershipSet, label: int) -> np.ndarray:
@@ -82,10 +112,8 @@ def make_split(ms: MembershipSet, config: SplitConfig | None = None, *, dedupe: 
             f"{' after deduplication' if dedupe else ''} are too few to split with "
             f"train_fraction={config.train_fraction} (each part needs at least one text per class)"
         )
-    rng = np.random.default_rng(config.seed)
     parts = {}
-    for label in (MEMBER, NON_MEMBER):
-        order = rng.permutation(_class_indices(source, label))[:n_per_class].tolist()
+    for label, order in _class_orders(source, config, n_per_class).items():
         parts[label] = (order[:n_train][: config.max_train_per_class], order[n_train:][: config.max_test_per_class])
     train_idx = _interleave(parts[MEMBER][0], parts[NON_MEMBER][0])
     test_idx = _interleave(parts[MEMBER][1], parts[NON_MEMBER][1])
@@ -97,6 +125,7 @@ def make_split(ms: MembershipSet, config: SplitConfig | None = None, *, dedupe: 
         "train_fraction": config.train_fraction,
         "max_train_per_class": config.max_train_per_class,
         "max_test_per_class": config.max_test_per_class,
+        "group_by": config.group_by,
         "dedupe": dedupe,
         "n_input": len(ms),
         "duplicates_removed": removed,

@@ -148,12 +148,17 @@ class Trainer:
 
     ``encode_fn(texts, labels) -> dict of tensors``; ``loss_fn(model, batch, sync) ->
     (loss tensor, dict of floats)``; ``score_fn(model, texts) -> scores`` (higher = member)
-    for validation. After ``fit`` the model (unwrapped, in eval mode) holds the chosen state.
+    for validation. ``on_epoch(epoch, model) -> dict`` (optional) runs after each epoch's
+    validation and its result is added to that epoch's history entry (e.g. a learning curve on
+    other texts; it must not touch the training state). After ``fit`` the model (unwrapped, in
+    eval mode) holds the chosen state.
     """
 
     def __init__(self, model, loss_fn: Callable, encode_fn: Callable, config: TrainerConfig,
-                 score_fn: Callable | None = None, accelerator: Accelerator | None = None):
+                 score_fn: Callable | None = None, accelerator: Accelerator | None = None,
+                 on_epoch: Callable | None = None):
         self.model = model
+        self.on_epoch = on_epoch
         self.loss_fn = loss_fn
         self.encode_fn = encode_fn
         self.config = config
@@ -224,8 +229,11 @@ class Trainer:
             self._run_epoch(model, optimizer, scheduler, sync, train,
                             epoch_batches(members, nonmembers, b, rng), epoch, history, progress)
             auroc = self._evaluate(model, validation)
-            history.epochs.append({"epoch": epoch, "validation_auroc": auroc,
-                                   "seconds": round(time.perf_counter() - epoch_started, 3)})
+            entry = {"epoch": epoch, "validation_auroc": auroc,
+                     "seconds": round(time.perf_counter() - epoch_started, 3)}
+            if self.on_epoch is not None:
+                entry.update(self.on_epoch(epoch, acc.unwrap_model(model)) or {})
+            history.epochs.append(entry)
             if can_select and _better(auroc, best, c.objective):
                 best, best_state = auroc, trainable_state(acc.unwrap_model(model))
                 history.chosen_epoch = epoch
@@ -243,6 +251,7 @@ class Trainer:
         """Forward/backward every step of one epoch; update every grad_accum steps and at the end."""
         c, acc = self.config, self.accelerator
         for i, pair in enumerate(batches):
+            step_started = time.perf_counter()
             update = (i + 1) % c.grad_accum == 0 or i == len(batches) - 1
             group = min(c.grad_accum, len(batches) - (i // c.grad_accum) * c.grad_accum)
             batch = self._step_batch(train, pair)
@@ -256,7 +265,7 @@ class Trainer:
                 scheduler.step()
                 optimizer.zero_grad()
             parts = self._mean_parts(parts)
-            history.steps.append({"epoch": epoch, "step": len(history.steps) + 1,
-                                  "lr": lr, **parts})
+            history.steps.append({"epoch": epoch, "step": len(history.steps) + 1, "lr": lr,
+                                  "seconds": round(time.perf_counter() - step_started, 4), **parts})
             progress.update(1)
             progress.set_postfix(loss=f"{parts['total'] if 'total' in parts else loss.item():.3f}")

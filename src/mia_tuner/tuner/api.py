@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from accelerate import Accelerator
@@ -98,12 +99,14 @@ def train_detector(loaded, data: MembershipSet, config: TunerConfig | None = Non
                    out_dir="runs/mia-tuner", split_config: SplitConfig | None = None,
                    compare_methods: bool = True, reference: str | None = None, cache_dir=None,
                    methods: MethodConfig | None = None,
-                   accelerator: Accelerator | None = None) -> TrainResult:
+                   accelerator: Accelerator | None = None,
+                   on_epoch: Callable | None = None) -> TrainResult:
     """Train MIA-Tuner on ``loaded`` and write ``out_dir`` (run files) + ``out_dir/detector``.
 
     ``methods`` selects and configures the baselines (default: all, texts truncated to
-    ``config.max_tokens``); ``reference`` is the model for ``ref``. Under several processes
-    only the main one scores the baselines and writes files. ``loaded.model`` gets the adapter
+    ``config.max_tokens``); ``reference`` is the model for ``ref``. ``on_epoch(epoch, model,
+    pipeline, split) -> dict`` runs after every epoch (learning curves; see ``Trainer``).
+    Under several processes only the main one scores the baselines and writes files. ``loaded.model`` gets the adapter
     (LoRA/IA3 modify its modules), so use ``result.detector`` afterwards.
     """
     config = config or TunerConfig()
@@ -120,7 +123,8 @@ def train_detector(loaded, data: MembershipSet, config: TunerConfig | None = Non
     set_seed(config.seed)
     model = wrap_model(loaded.model, loaded.tokenizer, config)
     trainer = Trainer(model, pipeline.loss, pipeline.encode, _trainer_config(config),
-                      score_fn=pipeline.score, accelerator=accelerator)
+                      score_fn=pipeline.score, accelerator=accelerator,
+                      on_epoch=(lambda epoch, m: on_epoch(epoch, m, pipeline, split)) if on_epoch else None)
     history = trainer.fit(rest, validation)
     model = trainer.model
     test_scores, tuner_metrics, threshold = _evaluate(model, pipeline, config, split, validation, rest)

@@ -1,0 +1,140 @@
+"""MIA-Tuner on the offline models: learning curves and the BENCHMARKS rows (issue: MIA-Tuner).
+
+One run = `train_detector` on one model and one set (the same evaluation split as
+`bench/detection.py`), with every score-based method and the blind baseline scored on the
+same test texts. Every run is appended to bench/results/tuner_runs.json (settings, per-epoch
+validation AUROC and, with --curve, the test AUROC after every epoch — for the convergence
+curve only: the detector is still chosen on validation). With --record its rows replace the
+matching ones in bench/results/detection.json ("method": "mia-tuner" with "mode",
+"train_seconds", "test_texts"; baselines with "test_texts").
+
+    .venv/bin/python bench/tuner_runs.py --model smollm2-135m-instruct --set wikimia24:WikiMIA_length32 --curve
+    .venv/bin/python bench/tuner_runs.py --model gemma-3-270m --set controlled --record
+    .venv/bin/python bench/tuner_runs.py --model gemma-3-270m --set wikimia24:debiased --record
+    .venv/bin/python bench/tuner_runs.py --model smollm2-135m-instruct --set wikimia24:WikiMIA_length32 \
+        --lr 3e-2 --epochs 8 --peft lora --tag lr-sweep
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from detection import ROOT, data_config, merge, records_of
+from mia_tuner.config import ModelConfig, SplitConfig, default_cache_dir
+from mia_tuner.data import load_membership_set
+from mia_tuner.data.controlled import ControlledConfig
+from mia_tuner.demo import DEMO_SPLIT, demo_config, ensure_controlled
+from mia_tuner.metrics import compute_metrics
+from mia_tuner.models import load_model
+from mia_tuner.tuner.api import ROW, train_detector
+from mia_tuner.tuner.config import PRESETS, TunerConfig
+
+RUNS = ROOT / "bench" / "results" / "tuner_runs.json"
+REFERENCE = {"smollm2-135m-instruct": "gemma-3-270m", "gemma-3-270m": "smollm2-135m-instruct"}
+CONTROLLED_SPLIT = "python-docs-64w"
+
+
+def resolve_set(model: str, spec: str, cache_dir: str):
+    """(target model name or path, data, split config, reference, dataset, split) for a set."""
+    if spec == "controlled":
+        set_dir = ensure_controlled(model, ControlledConfig(), cache_dir)
+        run = demo_config(set_dir, model, "unused", cache_dir, "auto")
+        return (run.model.name, load_membership_set(run.data), DEMO_SPLIT, model,
+                "controlled", CONTROLLED_SPLIT)
+    if spec == "wikimia24:debiased":  # pooled, paired, masked (bench/shift.py); twins stay together
+        from shift import POOLED, debiased_wikimia24
+
+        return (model, debiased_wikimia24(), SplitConfig(train_fraction=0.6, group_by="event"),
+                REFERENCE[model], "wikimia24", POOLED)
+    dataset, split = spec.split(":")
+    return (model, load_membership_set(data_config(dataset, split)), SplitConfig(),
+            REFERENCE[model], dataset, split)
+
+
+def test_curve(epoch, model, pipeline, split) -> dict:
+    """Test AUROC after this epoch (documentation of convergence, never used to choose)."""
+    scores = pipeline.score(model, split.test.texts)
+    return {"test_auroc": round(compute_metrics(np.array(split.test.labels), scores,
+                                                n_bootstrap=0).auroc, 4)}
+
+
+def append_run(record: dict) -> None:
+    runs = json.loads(RUNS.read_text()) if RUNS.exists() else []
+    RUNS.write_text(json.dumps(runs + [record], indent=1) + "\n")
+
+
+def detection_records(result, model, dataset, split, config, seconds) -> list[dict]:
+    """detection.json rows of this run: MIA-Tuner's and every baseline's, same test texts."""
+    rows = records_of(result, model, dataset, split, seconds)
+    n_test = len(result.split.test.texts)
+    for row in rows:
+        row["test_texts"] = n_test
+        if row["method"] == ROW:
+            row.update(mode=result.detector.pipeline.mode, peft=config.peft,
+                       train_seconds=round(result.train_seconds, 1),
+                       chosen_epoch=result.history.chosen_epoch, epochs=config.epochs,
+                       learning_rate=config.learning_rate)
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--set", required=True, help="dataset:split (as bench/detection.py), controlled, "
+                        "or wikimia24:debiased (bench/shift.py)")
+    parser.add_argument("--preset", default="default", choices=list(PRESETS))
+    parser.add_argument("--mode", default="auto")
+    parser.add_argument("--peft", default="prompt")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--batch-per-class", type=int)
+    parser.add_argument("--num-virtual-tokens", type=int)
+    parser.add_argument("--lora-rank", type=int)
+    parser.add_argument("--temperature", type=float)
+    parser.add_argument("--distance-scale", type=float)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--curve", action="store_true", help="also score the test part after every epoch")
+    parser.add_argument("--record", action="store_true", help="write the rows into detection.json")
+    parser.add_argument("--no-compare", action="store_true", help="MIA-Tuner only (sweeps)")
+    parser.add_argument("--tag", default="")
+    parser.add_argument("--cache-dir", default=str(default_cache_dir()))
+    args = parser.parse_args()
+
+    target, data, split_config, reference, dataset, split = resolve_set(args.model, args.set, args.cache_dir)
+    config = TunerConfig.from_preset(
+        args.preset, mode=args.mode, peft=args.peft, epochs=args.epochs, learning_rate=args.lr,
+        batch_per_class=args.batch_per_class, num_virtual_tokens=args.num_virtual_tokens,
+        lora_rank=args.lora_rank, temperature=args.temperature,
+        distance_scale=args.distance_scale, seed=args.seed)
+    if args.seed is not None:
+        split_config = replace(split_config, seed=args.seed)
+    loaded = load_model(ModelConfig(name=target), cache_dir=args.cache_dir)
+    out = ROOT / "runs" / "bench" / "mia-tuner" / args.model / f"{dataset}-{split}"
+    started = time.perf_counter()
+    result = train_detector(loaded, data, config, out_dir=out, split_config=split_config,
+                            compare_methods=not args.no_compare, reference=reference,
+                            cache_dir=args.cache_dir, on_epoch=test_curve if args.curve else None)
+    seconds = time.perf_counter() - started
+    print(result.table, flush=True)
+    tuner = result.metrics[ROW]
+    append_run({"model": args.model, "dataset": dataset, "split": split, "tag": args.tag,
+                "mode": result.detector.pipeline.mode, "config": config.to_dict(),
+                "epochs": result.history.epochs,
+                "initial_validation_auroc": result.history.initial_validation_auroc,
+                "chosen_epoch": result.history.chosen_epoch, "selection": result.history.selection,
+                "test_auroc": round(tuner.auroc, 4), "test_auroc_low": round(tuner.auroc_low, 4),
+                "test_auroc_high": round(tuner.auroc_high, 4),
+                "tpr_at_1_fpr": round(tuner.tpr_at_fpr[0.01], 4),
+                "train_seconds": round(result.train_seconds, 1), "run_seconds": round(seconds, 1),
+                "test_texts": len(result.split.test.texts), "date": time.strftime("%Y-%m-%d %H:%M")})
+    if args.record:
+        merge(detection_records(result, args.model, dataset, split, config, seconds))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""`mia-tuner data ...`: check a set (hygiene and shift), build a controlled-membership set,
+build a WikiMIA-24-style set."""
+
+from __future__ import annotations
+
+CHECK_EPILOG = """A DIR with several splits (a build-wiki output, WikiMIA-24) is checked split by split.
+Shift: the blind baseline's cross-validated AUROC and the year-only heuristic's AUROC; 0.5 means
+a model-free classifier finds nothing, near 1 means the set can be solved without the model."""
+
+
+def add_check_parser(commands, add_data_options) -> None:
+    check = commands.add_parser("check", help="hygiene report and shift measures of a labelled set",
+                                epilog=CHECK_EPILOG)
+    check.add_argument("source", nargs="?", help="same as --data")
+    add_data_options(check, required=False)
+    check.add_argument("--mask-dates", action="store_true", help="check the set with dates masked")
+    check.add_argument("--paired", action="store_true", help="check the set's paired (topic-matched) part")
+    check.add_argument("--folds", type=int, default=5, help="cross-validation folds of the blind baseline")
+
+
+def add_controlled_parser(commands, add_model_options, positive_int) -> None:
+    controlled = commands.add_parser("controlled", help="build a controlled-membership set")
+    add_model_options(controlled)
+    controlled.add_argument("--corpus", default="python-docs",
+                            help="python-docs (offline default) or a .txt/.jsonl file")
+    controlled.add_argument("--out", required=True)
+    controlled.add_argument("--n-per-class", type=positive_int, default=250)
+    controlled.add_argument("--n-words", type=positive_int, default=64)
+    controlled.add_argument("--epochs", type=positive_int, default=1)
+    controlled.add_argument("--lr", type=float, default=6e-5)
+    controlled.add_argument("--batch-size", type=positive_int, default=8)
+    controlled.add_argument("--method", default="full", choices=["full", "lora"])
+    controlled.add_argument("--seed", type=int, default=42)
+
+
+def add_build_wiki_parser(commands) -> None:
+    build = commands.add_parser(
+        "build-wiki", help="build a WikiMIA-24-style set (online, or offline from a pages file)",
+        description="Members: articles of '<Month Year> events by country' in the --members "
+                    "months; non-members: the same for --non-members (after the model's cutoff).")
+    build.add_argument("--members", required=True, help="month range, e.g. 2015-01:2016-12")
+    build.add_argument("--non-members", required=True, help="month range, e.g. 2024-03:2024-12")
+    build.add_argument("--out", required=True)
+    build.add_argument("--pages", help="offline: JSONL of {title, categories, lead} (category pages included)")
+    build.add_argument("--depth", type=int, default=1, help="sub-category levels to follow")
+    build.add_argument("--lengths", default="32,64,128,256", help="word-count buckets")
+    build.add_argument("--nested", action="store_true",
+                       help="WikiMIA style: a long text also feeds every shorter bucket")
+    build.add_argument("--mask-dates", action="store_true", help="replace dates, years and ordinals")
+    build.add_argument("--paired", action="store_true",
+                       help="keep only events present in both ranges (same title once dates are masked)")
+    build.add_argument("--seed", type=int, default=42)
+    build.add_argument("--user-agent", default="", help="online: 'project/1.0 (contact)', required by Wikipedia")
+    build.add_argument("--fetch-cache", help="online: cache of fetched pages (default: OUT/.fetch-cache)")
+    build.add_argument("--min-interval", type=float, default=0.5, help="online: seconds between requests")
+    build.add_argument("--language", default="en")
+
+
+def add_data_parser(commands, add_data_options, add_model_options, positive_int) -> None:
+    data = commands.add_parser("data", help="data sets: check, controlled, build-wiki")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    add_check_parser(data_commands, add_data_options)
+    add_controlled_parser(data_commands, add_model_options, positive_int)
+    add_build_wiki_parser(data_commands)
+
+
+def cmd_check(args, data_config) -> None:
+    from .data import deduplicate, format_hygiene, hygiene_report, load_membership_set
+    from .data.loading import available_splits
+    from .data.shift import debias, format_shift, shift_report
+    from .errors import DataError
+
+    args.data = args.data or args.source
+    if not args.data:
+        raise DataError("data check needs a set: mia-tuner data check DIR (or --data PATH)")
+    splits = [args.split] if args.split else (available_splits(args.data) or [None])
+    for split in splits:
+        args.split = split
+        data = load_membership_set(data_config(args))
+        if args.paired or args.mask_dates:
+            data = debias(deduplicate(data)[0], mask=args.mask_dates, paired=args.paired)
+        print(f"== {data.name}")
+        print(format_hygiene(hygiene_report(data)))
+        try:
+            print(format_shift(shift_report(data, folds=args.folds)) + "\n")
+        except DataError as error:  # a split too small to cross-validate: say so, go on
+            print(f"Shift: not measured ({error})\n")
+
+
+def cmd_build_wiki(args) -> None:
+    from pathlib import Path
+
+    from .data.wiki import OfflinePages, OnlinePages, WikiBuildConfig, build_wiki
+
+    config = WikiBuildConfig(members=args.members, non_members=args.non_members, depth=args.depth,
+                             lengths=tuple(int(n) for n in args.lengths.split(",") if n.strip()),
+                             nested=args.nested, mask_dates=args.mask_dates, paired=args.paired,
+                             seed=args.seed)
+    if args.pages:
+        source = OfflinePages(args.pages)
+    else:
+        source = OnlinePages(args.fetch_cache or Path(args.out) / ".fetch-cache",
+                             user_agent=args.user_agent, language=args.language,
+                             min_interval=args.min_interval)
+    card = build_wiki(source, config, args.out)
+    for length, counts in card["lengths"].items():
+        print(f"length {length}: {counts['member']} members + {counts['nonmember']} non-members")
+    print(f"Saved to {args.out} (datasets folder, jsonl/, card.json)")
+
+
+def cmd_data(args, data_config) -> None:
+    if args.data_command == "check":
+        cmd_check(args, data_config)
+        return
+    if args.data_command == "build-wiki":
+        cmd_build_wiki(args)
+        return
+    from .data.controlled import ControlledConfig, build_controlled
+
+    config = ControlledConfig(
+        corpus=args.corpus, n_words=args.n_words, n_per_class=args.n_per_class, seed=args.seed,
+        injection={"epochs": args.epochs, "learning_rate": args.lr,
+                   "batch_size": args.batch_size, "method": args.method})
+    out = build_controlled(args.model, args.out, config, device=args.device)
+    print(f"Controlled-membership set written to {out}")
