@@ -81,11 +81,20 @@ def run_controlled(model: str, cache_dir: str) -> None:
     merge(records_of(result, model, "controlled", "python-docs-64w", time.perf_counter() - started))
 
 
+def column_order(group: tuple[str, str]) -> tuple:
+    """WikiMIA-24 by length, its de-biased version, WikiMIA by length, then the controlled set."""
+    dataset, split = group
+    digits = "".join(ch for ch in split if ch.isdigit())
+    rank = {"wikimia24": 0, "wikimia": 2, "controlled": 3}.get(dataset, 4) + ("debiased" in split)
+    return (rank, int(digits) if digits and "debiased" not in split else 0, split)
+
+
 def markdown() -> str:
     records = json.loads(RESULTS.read_text())
     lines = []
     for model in dict.fromkeys(r["model"] for r in records):
-        groups = dict.fromkeys((r["dataset"], r["split"]) for r in records if r["model"] == model)
+        groups = sorted(dict.fromkeys((r["dataset"], r["split"]) for r in records if r["model"] == model),
+                        key=column_order)
         methods = list(dict.fromkeys(r["method"] for r in records if r["model"] == model))
         lines += [f"\n**{model}** — AUROC [95% CI] / TPR@1%FPR; test texts: members + non-members\n",
                   "| method | " + " | ".join(f"{d} {s}" for d, s in groups) + " |",
@@ -103,6 +112,11 @@ def markdown() -> str:
             r = next(x for x in records if x["model"] == model and (x["dataset"], x["split"]) == (d, s))
             sizes.append(f"{r['n_member']}+{r['n_nonmember']}")
         lines.append("| *test texts* | " + " | ".join(sizes) + " |")
+        tuned = [table.get((d, s, "mia-tuner")) for d, s in groups]
+        if any(tuned):
+            lines.append("| *MIA-Tuner: mode, training time* | " + " | ".join(
+                "—" if r is None else f"{r['mode']} {r.get('peft', '')}, {r['train_seconds']:.0f} s"
+                for r in tuned) + " |")
     return "\n".join(lines)
 
 
