@@ -105,6 +105,8 @@ def test_wrap_model_trains_only_the_adapter(kind):
     ids = torch.tensor([[1, 5, 9, 12], [3, 4, 0, 0]])
     logits = forward_logits(model, ids, (ids != 0).long())
     assert logits.shape == (2, 4, len(loaded.tokenizer))
+    full = model(input_ids=ids, attention_mask=(ids != 0).long()).logits  # soft prompt's too
+    torch.testing.assert_close(logits, full[:, full.shape[1] - 4:])
 
 
 def test_soft_prompt_starts_as_the_init_text():

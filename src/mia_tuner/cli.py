@@ -127,7 +127,8 @@ def add_train_parser(commands) -> None:
     train.add_argument("--chat-template", choices=sorted(FALLBACK_TEMPLATES),
                        help="template for a tokenizer that has none")
     train.add_argument("--num-virtual-tokens", type=positive_int, default=50)
-    train.add_argument("--max-tokens", type=positive_int, default=256)
+    train.add_argument("--max-tokens", type=positive_int, default=256,
+                       help="MIA-Tuner cuts longer texts (the baselines use the model context)")
     train.add_argument("--methods", default="all", help="baselines to compare with, or all")
     train.add_argument("--reference", help="reference model for `ref`")
     train.add_argument("--no-compare", action="store_true", help="train and score MIA-Tuner only")
@@ -213,8 +214,7 @@ def cmd_train(args) -> None:
         split_config=SplitConfig(seed=args.seed, max_train_per_class=args.train_per_class,
                                  max_test_per_class=args.test_per_class, group_by=args.group_by),
         reference=args.reference, cache_dir=args.cache_dir,
-        methods=MethodConfig(methods=[m.strip() for m in args.methods.split(",") if m.strip()],
-                             max_tokens=args.max_tokens))
+        methods=MethodConfig(methods=[m.strip() for m in args.methods.split(",") if m.strip()]))
     h = result.history
     print(f"Trained {config.peft} ({result.detector.pipeline.mode} pipeline) in {h.seconds:.1f} s; "
           f"kept epoch {h.chosen_epoch} of {config.epochs} ({h.selection})\n")

@@ -57,8 +57,10 @@ def _validation_part(split: EvaluationSplit, config: TunerConfig):
 
 def _run_config(loaded, config: TunerConfig, split_config: SplitConfig, out_dir, reference,
                 cache_dir, methods: MethodConfig | None) -> RunConfig:
-    """A RunConfig for the baselines: texts truncated like MIA-Tuner's, same split."""
-    methods = methods or MethodConfig(max_tokens=config.max_tokens, batch_size=config.batch_size)
+    """A RunConfig for the baselines on the same split, with the settings of `mia-tuner scores`
+    (so their scores are shared through the cache with plain scoring runs; texts are cut at the
+    model's context, where MIA-Tuner cuts them at ``config.max_tokens``)."""
+    methods = methods or MethodConfig(batch_size=config.batch_size)
     if reference:
         methods = replace(methods, reference=reference)
     return RunConfig(model=ModelConfig(name=loaded.name), split=split_config, methods=methods,
@@ -103,11 +105,12 @@ def train_detector(loaded, data: MembershipSet, config: TunerConfig | None = Non
                    on_epoch: Callable | None = None) -> TrainResult:
     """Train MIA-Tuner on ``loaded`` and write ``out_dir`` (run files) + ``out_dir/detector``.
 
-    ``methods`` selects and configures the baselines (default: all, texts truncated to
-    ``config.max_tokens``); ``reference`` is the model for ``ref``. ``on_epoch(epoch, model,
+    ``methods`` selects and configures the baselines (default: all, with the settings of
+    `mia-tuner scores`); ``reference`` is the model for ``ref``. ``on_epoch(epoch, model,
     pipeline, split) -> dict`` runs after every epoch (learning curves; see ``Trainer``).
-    Under several processes only the main one scores the baselines and writes files. ``loaded.model`` gets the adapter
-    (LoRA/IA3 modify its modules), so use ``result.detector`` afterwards.
+    Under several processes only the main one scores the baselines and writes files.
+    ``loaded.model`` gets the adapter (LoRA/IA3 modify its modules), so use
+    ``result.detector`` afterwards.
     """
     config = config or TunerConfig()
     split_config = split_config or SplitConfig(max_train_per_class=config.train_per_class)

@@ -101,10 +101,18 @@ def count_parameters(model) -> dict[str, int]:
 
 
 def forward_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B, T, V) logits aligned with ``input_ids``: virtual-token positions are dropped."""
+    """(B, T, V) logits aligned with ``input_ids``: virtual-token positions are dropped.
+
+    The output layer runs on the ``T`` real positions only (``logits_to_keep``), not on the
+    soft prompt's: with a large vocabulary (Gemma: 262k) it is a large share of the step.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+        try:
+            logits = model(input_ids=input_ids, attention_mask=attention_mask,
+                           logits_to_keep=input_ids.shape[1]).logits
+        except TypeError:  # a model class without logits_to_keep: every position
+            logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
     extra = logits.shape[1] - input_ids.shape[1]
     if extra < 0:
         raise ModelError(f"the model returned {logits.shape[1]} positions for {input_ids.shape[1]} inputs")
