@@ -21,6 +21,7 @@ import argparse
 import json
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -37,6 +38,7 @@ from mia_tuner.tuner.config import PRESETS, TunerConfig
 RUNS = ROOT / "bench" / "results" / "tuner_runs.json"
 REFERENCE = {"smollm2-135m-instruct": "gemma-3-270m", "gemma-3-270m": "smollm2-135m-instruct"}
 CONTROLLED_SPLIT = "python-docs-64w"
+POOLED_NAME = "debiased-pooled32"  # bench/shift.py's POOLED
 
 
 def resolve_set(model: str, spec: str, cache_dir: str):
@@ -68,17 +70,28 @@ def append_run(record: dict) -> None:
     RUNS.write_text(json.dumps(runs + [record], indent=1) + "\n")
 
 
-def detection_records(result, model, dataset, split, config, seconds) -> list[dict]:
-    """detection.json rows of this run: MIA-Tuner's and every baseline's, same test texts."""
-    rows = records_of(result, model, dataset, split, seconds)
-    n_test = len(result.split.test.texts)
-    for row in rows:
-        row["test_texts"] = n_test
-        if row["method"] == ROW:
-            row.update(mode=result.detector.pipeline.mode, peft=config.peft,
-                       train_seconds=round(result.train_seconds, 1),
-                       chosen_epoch=result.history.chosen_epoch, epochs=config.epochs,
-                       learning_rate=config.learning_rate)
+def detection_records(out: Path, model: str, dataset: str, split: str, seconds: float | None) -> list[dict]:
+    """detection.json rows of a finished run, read from its run directory: MIA-Tuner's and
+    every baseline's, all on the same test texts."""
+    metrics = json.loads((out / "metrics.json").read_text())
+    tuner = json.loads((out / "config.json").read_text())["tuner"]
+    extra = metrics["extra"]
+    detector = json.loads((out / "detector" / "detector.json").read_text())
+    rows = []
+    for method, m in metrics["methods"].items():
+        row = {"model": model, "dataset": dataset, "split": split, "method": method,
+               "auroc": round(m["auroc"], 4), "auroc_low": round(m["auroc_low"], 4),
+               "auroc_high": round(m["auroc_high"], 4), "tpr_at_1_fpr": round(m["tpr_at_1_fpr"], 4),
+               "n_member": m["n_member"], "n_nonmember": m["n_nonmember"],
+               "test_texts": metrics["n_texts"],
+               "run_seconds": None if seconds is None else round(seconds, 1),
+               "date": time.strftime("%Y-%m-%d")}
+        if method == ROW:
+            row.update(mode=detector["mode"], peft=tuner["peft"],
+                       train_seconds=round(extra["train_seconds"], 1),
+                       chosen_epoch=extra["history"]["chosen_epoch"], epochs=tuner["epochs"],
+                       learning_rate=tuner["learning_rate"])
+        rows.append(row)
     return rows
 
 
@@ -100,11 +113,21 @@ def main():
     parser.add_argument("--seed", type=int)
     parser.add_argument("--curve", action="store_true", help="also score the test part after every epoch")
     parser.add_argument("--record", action="store_true", help="write the rows into detection.json")
+    parser.add_argument("--record-only", action="store_true",
+                        help="write the rows of the last finished run of this model and set, without training")
     parser.add_argument("--no-compare", action="store_true", help="MIA-Tuner only (sweeps)")
     parser.add_argument("--tag", default="")
     parser.add_argument("--cache-dir", default=str(default_cache_dir()))
     args = parser.parse_args()
 
+    if args.record_only:  # rows of a run already in runs/bench/mia-tuner (no training)
+        dataset, split = ("wikimia24", POOLED_NAME) if args.set == "wikimia24:debiased" else (
+            ("controlled", CONTROLLED_SPLIT) if args.set == "controlled" else args.set.split(":"))
+        out = ROOT / "runs" / "bench" / "mia-tuner" / args.model / f"{dataset}-{split}"
+        runs = [r for r in json.loads(RUNS.read_text()) if (r["model"], r["dataset"], r["split"])
+                == (args.model, dataset, split)] if RUNS.exists() else []
+        merge(detection_records(out, args.model, dataset, split, runs[-1]["run_seconds"] if runs else None))
+        return
     target, data, split_config, reference, dataset, split = resolve_set(args.model, args.set, args.cache_dir)
     config = TunerConfig.from_preset(
         args.preset, mode=args.mode, peft=args.peft, epochs=args.epochs, learning_rate=args.lr,
@@ -133,7 +156,7 @@ def main():
                 "train_seconds": round(result.train_seconds, 1), "run_seconds": round(seconds, 1),
                 "test_texts": len(result.split.test.texts), "date": time.strftime("%Y-%m-%d %H:%M")})
     if args.record:
-        merge(detection_records(result, args.model, dataset, split, config, seconds))
+        merge(detection_records(out, args.model, dataset, split, seconds))
 
 
 if __name__ == "__main__":
