@@ -95,7 +95,8 @@ def markdown() -> str:
     for model in dict.fromkeys(r["model"] for r in records):
         groups = sorted(dict.fromkeys((r["dataset"], r["split"]) for r in records if r["model"] == model),
                         key=column_order)
-        methods = list(dict.fromkeys(r["method"] for r in records if r["model"] == model))
+        methods = sorted(dict.fromkeys(r["method"] for r in records if r["model"] == model),
+                         key=lambda m: m != "mia-tuner")  # MIA-Tuner's row first
         lines += [f"\n**{model}** — AUROC [95% CI] / TPR@1%FPR; test texts: members + non-members\n",
                   "| method | " + " | ".join(f"{d} {s}" for d, s in groups) + " |",
                   "|---|" + "---|" * len(groups)]
