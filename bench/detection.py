@@ -39,16 +39,19 @@ def data_config(dataset: str, split: str) -> DataConfig:
     return DataConfig(path=str(DATA / dataset), split=split)
 
 
+def metric_row(model: str, dataset: str, split: str, method: str, m: dict, seconds: float | None) -> dict:
+    """One detection.json record from a method's metrics (``Metrics.to_dict`` form)."""
+    return {"model": model, "dataset": dataset, "split": split, "method": method,
+            "auroc": round(m["auroc"], 4), "auroc_low": round(m["auroc_low"], 4),
+            "auroc_high": round(m["auroc_high"], 4), "tpr_at_1_fpr": round(m["tpr_at_1_fpr"], 4),
+            "n_member": m["n_member"], "n_nonmember": m["n_nonmember"],
+            "run_seconds": None if seconds is None else round(seconds, 1),
+            "date": time.strftime("%Y-%m-%d")}
+
+
 def records_of(result, model: str, dataset: str, split: str, seconds: float) -> list[dict]:
-    rows = []
-    for method, m in result.metrics.items():
-        rows.append({"model": model, "dataset": dataset, "split": split, "method": method,
-                     "auroc": round(m.auroc, 4), "auroc_low": round(m.auroc_low, 4),
-                     "auroc_high": round(m.auroc_high, 4),
-                     "tpr_at_1_fpr": round(m.tpr_at_fpr[0.01], 4),
-                     "n_member": m.n_member, "n_nonmember": m.n_nonmember,
-                     "run_seconds": round(seconds, 1), "date": time.strftime("%Y-%m-%d")})
-    return rows
+    return [metric_row(model, dataset, split, method, m.to_dict(), seconds)
+            for method, m in result.metrics.items()]
 
 
 def merge(records: list[dict]) -> None:

@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
-from mia_tuner.config import DataConfig
 from mia_tuner.data import deduplicate, load_membership_set
 from mia_tuner.data.shift import debias, mask_set, shift_report
 from mia_tuner.data.types import MembershipSet
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+from detection import ROOT, data_config
+
 RESULTS = ROOT / "bench" / "results" / "shift.json"
 DETECTION = ROOT / "bench" / "results" / "detection.json"
 SETS = [("wikimia24", f"WikiMIA_length{n}") for n in (32, 64, 128, 256)] + \
@@ -37,9 +35,7 @@ SCORE_BASED = ["loss", "zlib", "lowercase", "ref", "min-k%", "min-k%++", "neighb
 
 
 def load(dataset: str, split: str) -> MembershipSet:
-    if dataset == "wikimia":
-        return load_membership_set(DataConfig(path=str(DATA / "wikimia" / f"{split}.jsonl")))
-    return load_membership_set(DataConfig(path=str(DATA / dataset), split=split))
+    return load_membership_set(data_config(dataset, split))
 
 
 def debiased_wikimia24(words: int = 32, seed: int = 0) -> MembershipSet:

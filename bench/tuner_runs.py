@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from detection import ROOT, data_config, merge, records_of
+from detection import REFERENCE, ROOT, data_config, merge, metric_row
+from shift import POOLED, debiased_wikimia24
 from mia_tuner.config import ModelConfig, SplitConfig, default_cache_dir
 from mia_tuner.data import load_membership_set
 from mia_tuner.data.controlled import ControlledConfig
@@ -36,26 +37,29 @@ from mia_tuner.tuner.api import ROW, train_detector
 from mia_tuner.tuner.config import PRESETS, TunerConfig
 
 RUNS = ROOT / "bench" / "results" / "tuner_runs.json"
-REFERENCE = {"smollm2-135m-instruct": "gemma-3-270m", "gemma-3-270m": "smollm2-135m-instruct"}
 CONTROLLED_SPLIT = "python-docs-64w"
-POOLED_NAME = "debiased-pooled32"  # bench/shift.py's POOLED
+
+
+def set_names(spec: str) -> tuple[str, str]:
+    """(dataset, split) under which a --set is recorded."""
+    if spec == "controlled":
+        return "controlled", CONTROLLED_SPLIT
+    if spec == "wikimia24:debiased":
+        return "wikimia24", POOLED
+    dataset, split = spec.split(":")
+    return dataset, split
 
 
 def resolve_set(model: str, spec: str, cache_dir: str):
-    """(target model name or path, data, split config, reference, dataset, split) for a set."""
+    """(target model name or path, data, split config, reference) for a --set."""
     if spec == "controlled":
         set_dir = ensure_controlled(model, ControlledConfig(), cache_dir)
         run = demo_config(set_dir, model, "unused", cache_dir, "auto")
-        return (run.model.name, load_membership_set(run.data), DEMO_SPLIT, model,
-                "controlled", CONTROLLED_SPLIT)
+        return run.model.name, load_membership_set(run.data), DEMO_SPLIT, model
     if spec == "wikimia24:debiased":  # pooled, paired, masked (bench/shift.py); twins stay together
-        from shift import POOLED, debiased_wikimia24
-
         return (model, debiased_wikimia24(), SplitConfig(train_fraction=0.6, group_by="event"),
-                REFERENCE[model], "wikimia24", POOLED)
-    dataset, split = spec.split(":")
-    return (model, load_membership_set(data_config(dataset, split)), SplitConfig(),
-            REFERENCE[model], dataset, split)
+                REFERENCE[model])
+    return model, load_membership_set(data_config(*set_names(spec))), SplitConfig(), REFERENCE[model]
 
 
 def test_curve(epoch, model, pipeline, split) -> dict:
@@ -79,13 +83,7 @@ def detection_records(out: Path, model: str, dataset: str, split: str, seconds: 
     detector = json.loads((out / "detector" / "detector.json").read_text())
     rows = []
     for method, m in metrics["methods"].items():
-        row = {"model": model, "dataset": dataset, "split": split, "method": method,
-               "auroc": round(m["auroc"], 4), "auroc_low": round(m["auroc_low"], 4),
-               "auroc_high": round(m["auroc_high"], 4), "tpr_at_1_fpr": round(m["tpr_at_1_fpr"], 4),
-               "n_member": m["n_member"], "n_nonmember": m["n_nonmember"],
-               "test_texts": metrics["n_texts"],
-               "run_seconds": None if seconds is None else round(seconds, 1),
-               "date": time.strftime("%Y-%m-%d")}
+        row = {**metric_row(model, dataset, split, method, m, seconds), "test_texts": metrics["n_texts"]}
         if method == ROW:
             row.update(mode=detector["mode"], peft=tuner["peft"],
                        train_seconds=round(extra["train_seconds"], 1),
@@ -120,15 +118,14 @@ def main():
     parser.add_argument("--cache-dir", default=str(default_cache_dir()))
     args = parser.parse_args()
 
+    dataset, split = set_names(args.set)
+    out = ROOT / "runs" / "bench" / "mia-tuner" / args.model / f"{dataset}-{split}"
     if args.record_only:  # rows of a run already in runs/bench/mia-tuner (no training)
-        dataset, split = ("wikimia24", POOLED_NAME) if args.set == "wikimia24:debiased" else (
-            ("controlled", CONTROLLED_SPLIT) if args.set == "controlled" else args.set.split(":"))
-        out = ROOT / "runs" / "bench" / "mia-tuner" / args.model / f"{dataset}-{split}"
         runs = [r for r in json.loads(RUNS.read_text()) if (r["model"], r["dataset"], r["split"])
                 == (args.model, dataset, split)] if RUNS.exists() else []
         merge(detection_records(out, args.model, dataset, split, runs[-1]["run_seconds"] if runs else None))
         return
-    target, data, split_config, reference, dataset, split = resolve_set(args.model, args.set, args.cache_dir)
+    target, data, split_config, reference = resolve_set(args.model, args.set, args.cache_dir)
     config = TunerConfig.from_preset(
         args.preset, mode=args.mode, peft=args.peft, epochs=args.epochs, learning_rate=args.lr,
         batch_per_class=args.batch_per_class, num_virtual_tokens=args.num_virtual_tokens,
@@ -137,7 +134,6 @@ def main():
     if args.seed is not None:
         split_config = replace(split_config, seed=args.seed)
     loaded = load_model(ModelConfig(name=target), cache_dir=args.cache_dir)
-    out = ROOT / "runs" / "bench" / "mia-tuner" / args.model / f"{dataset}-{split}"
     started = time.perf_counter()
     result = train_detector(loaded, data, config, out_dir=out, split_config=split_config,
                             compare_methods=not args.no_compare, reference=reference,

@@ -26,6 +26,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import DataError
+from .hygiene import deduplicate
 from .shift import event_key, mask_dates, pair_by_event
 from .types import MEMBER, NON_MEMBER, MembershipSet
 
@@ -251,44 +252,28 @@ class LengthRows:
     titles: list[str] = field(default_factory=list)
 
 
-def _drop_duplicates(rows: LengthRows) -> tuple[LengthRows, int]:
-    """Exact duplicate texts removed: the first copy kept within a class, every copy of a text
-    found in both classes dropped."""
-    labels_of: dict[str, set[int]] = defaultdict(set)
-    for text, label in zip(rows.texts, rows.labels):
-        labels_of[text].add(label)
-    out, seen = LengthRows(), set()
-    for text, label, title in zip(rows.texts, rows.labels, rows.titles):
-        if len(labels_of[text]) > 1 or text in seen:
-            continue
-        seen.add(text)
-        out.texts.append(text), out.labels.append(label), out.titles.append(title)
-    return out, len(rows.texts) - len(out.texts)
-
-
-def _balance(rows: LengthRows, seed: int) -> LengthRows:
+def _balance(data: MembershipSet, seed: int) -> MembershipSet:
     """Both classes cut to the smaller one's size by a seeded random draw (row order kept)."""
     rng = np.random.default_rng(seed)
-    by_class = {c: [i for i, y in enumerate(rows.labels) if y == c] for c in (MEMBER, NON_MEMBER)}
+    by_class = {c: [i for i, y in enumerate(data.labels) if y == c] for c in (MEMBER, NON_MEMBER)}
     n = min(len(v) for v in by_class.values())
-    keep = sorted(i for v in by_class.values() for i in rng.permutation(v)[:n].tolist())
-    return LengthRows([rows.texts[i] for i in keep], [rows.labels[i] for i in keep],
-                      [rows.titles[i] for i in keep])
+    return data.subset(sorted(i for v in by_class.values() for i in rng.permutation(v)[:n].tolist()))
 
 
 def _finish_length(rows: LengthRows, config: WikiBuildConfig) -> tuple[LengthRows, dict]:
-    """Dedupe, pair (on titles), balance one length; with its counts."""
-    rows, duplicates = _drop_duplicates(rows)
-    counts = {"duplicates_removed": duplicates}
+    """Dedupe (``hygiene.deduplicate``: a text found in both classes leaves both), pair (on
+    titles), balance one length; with its counts."""
+    title_of: dict[str, str] = {}
+    for text, title in zip(rows.texts, rows.titles):
+        title_of.setdefault(text, title)
+    data, removed = deduplicate(MembershipSet(texts=rows.texts, labels=rows.labels))
+    counts = {"duplicates_removed": removed["duplicate_rows"] + removed["conflicting_rows"]}
     if config.paired:
-        data = MembershipSet(texts=rows.texts, labels=rows.labels)
-        keep_titles = dict(zip(rows.texts, rows.titles))
-        paired = pair_by_event(data, config.seed, keys=[event_key(t) for t in rows.titles])
-        rows = LengthRows(list(paired.texts), list(paired.labels), [keep_titles[t] for t in paired.texts])
-        counts["paired_events"] = paired.info["paired_events"]
-    rows = _balance(rows, config.seed)
-    counts.update(member=rows.labels.count(MEMBER), nonmember=rows.labels.count(NON_MEMBER))
-    return rows, counts
+        data = pair_by_event(data, config.seed, keys=[event_key(title_of[t]) for t in data.texts])
+        counts["paired_events"] = data.info["paired_events"]
+    data = _balance(data, config.seed)
+    counts.update(member=data.n_member, nonmember=data.n_nonmember)
+    return LengthRows(list(data.texts), list(data.labels), [title_of[t] for t in data.texts]), counts
 
 
 def split_name(length: int) -> str:
