@@ -3,7 +3,9 @@
 In one process, on the same batches (B members + B non-members of WikiMIA-24 length 32) and
 the same peft-wrapped model with the same soft prompt:
   * step: what `Trainer` times per step (encoding, the pipeline's loss, backward, AdamW and
-    the schedule), read from its history;
+    the schedule), read from its history: the median step of the Trainer's second epoch
+    (steady state; epoch 1's median and the first, unmemoised encoding of a batch are
+    reported apart as first_epoch_step_s and encode_cold_s);
   * bare: `model(input_ids, attention_mask, labels=...)` with transformers' own next-token loss,
     then `.backward()` — no pipeline, no optimiser.
 The bare pass is timed before and after the Trainer (median of both rounds) so drift on this
@@ -53,39 +55,73 @@ def bare_seconds(model, pipeline, train: MembershipSet, batches) -> list[float]:
     for members, nonmembers in batches:
         rows = members + nonmembers
         batch = pipeline.encode([train.texts[i] for i in rows], [train.labels[i] for i in rows])
+        device = next(model.parameters()).device
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, IGNORE_INDEX)
         started = time.perf_counter()
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels)
         out.loss.backward()
+        if out.loss.is_cuda:  # kernels run asynchronously; the Trainer's step syncs via .item()
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - started)
         model.zero_grad(set_to_none=True)
     return times
 
 
+def cold_encode_seconds(pipeline, train: MembershipSet, batches) -> list[float]:
+    """Seconds to encode each batch the first time (the pipeline memoises per text)."""
+    times = []
+    for members, nonmembers in batches:
+        rows = members + nonmembers
+        started = time.perf_counter()
+        pipeline.encode([train.texts[i] for i in rows], [train.labels[i] for i in rows])
+        times.append(time.perf_counter() - started)
+    return times
+
+
 def measure(model_name: str, steps: int, batch_per_class: int) -> dict:
     loaded = load_model(ModelConfig(name=model_name))
+    return measure_loaded(loaded, training_texts(steps * batch_per_class), batch_per_class)
+
+
+def measure_loaded(loaded, train: MembershipSet, batch_per_class: int) -> dict:
+    """Step against bare forward+backward for ``loaded`` on ``train`` (two epochs of it)."""
     config = TunerConfig(batch_per_class=batch_per_class, epochs=1)
     pipeline = make_pipeline(loaded, config)
     model = wrap_model(loaded.model, loaded.tokenizer, config)
-    train = training_texts(steps * batch_per_class)
     members = [i for i, y in enumerate(train.labels) if y == 1]
     nonmembers = [i for i, y in enumerate(train.labels) if y == 0]
     # the Trainer's first epoch draws exactly these batches (same seed, same rule)
     batches = epoch_batches(members, nonmembers, batch_per_class, np.random.default_rng(config.seed))
-    bare_seconds(model, pipeline, train, batches[:1])  # warm-up (allocator, encode memo)
+    # the first encoding of each batch (tokenisation, chat template): paid in epoch 1 only
+    encode_cold = cold_encode_seconds(pipeline, train, batches)
+    # warm-up, untimed: every batch once (allocator, kernels for each shape), so the timed steps
+    # measure steady state, as in epochs 2+ of a run
+    bare_seconds(model, pipeline, train, batches)
     bare = bare_seconds(model, pipeline, train, batches)
     trainer = Trainer(model, pipeline.loss, pipeline.encode,
-                      TrainerConfig(learning_rate=config.learning_rate, epochs=1,
+                      TrainerConfig(learning_rate=config.learning_rate, epochs=2,
                                     batch_per_class=batch_per_class, seed=config.seed, desc="step"))
     history = trainer.fit(train)
-    step = [s["seconds"] for s in history.steps][1:]  # the first step carries one-off set-up
+    # epoch 1 carries one-off costs (optimizer state, allocator growth for the pipeline's own
+    # tensors); epoch 2 is what the rest of a run costs per step
+    first = [s["seconds"] for s in history.steps if s["epoch"] == 1][1:]
+    step = [s["seconds"] for s in history.steps if s["epoch"] == 2]
     bare += bare_seconds(trainer.model, pipeline, train, batches)
     step_s, bare_s = statistics.median(step), statistics.median(bare)
-    return {"model": model_name, "mode": pipeline.mode, "batch": 2 * batch_per_class,
+    return {"model": loaded.name, "mode": pipeline.mode, "batch": 2 * batch_per_class,
             "step_s": round(step_s, 4), "bare_forward_backward_s": round(bare_s, 4),
-            "ratio": round(step_s / bare_s, 3), "steps_timed": len(step), "bare_timed": len(bare),
-            "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+            "ratio": round(step_s / bare_s, 3),
+            "encode_cold_s": round(statistics.median(encode_cold), 4),
+            "first_epoch_step_s": round(statistics.median(first), 4) if first else None, "steps_timed": len(step), "bare_timed": len(bare),
+            "machine": machine(loaded.device),
             "date": time.strftime("%Y-%m-%d")}
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.machine()}, {torch.get_num_threads()} torch threads"
 
 
 def main():

@@ -119,7 +119,9 @@ def main():
     args = parser.parse_args()
 
     dataset, split = set_names(args.set)
-    out = ROOT / "runs" / "bench" / "mia-tuner" / args.model / f"{dataset}-{split}"
+    # a tagged experiment keeps its own run directory; the default run's is the one recorded
+    suffix = f"-{args.tag}" if args.tag not in ("", "default") else ""
+    out = ROOT / "runs" / "bench" / "mia-tuner" / args.model / f"{dataset}-{split}{suffix}"
     if args.record_only:  # rows of a run already in runs/bench/mia-tuner (no training)
         runs = [r for r in json.loads(RUNS.read_text()) if (r["model"], r["dataset"], r["split"])
                 == (args.model, dataset, split)] if RUNS.exists() else []
