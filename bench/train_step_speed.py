@@ -91,13 +91,15 @@ def measure_loaded(loaded, train: MembershipSet, batch_per_class: int) -> dict:
     model = wrap_model(loaded.model, loaded.tokenizer, config)
     members = [i for i, y in enumerate(train.labels) if y == 1]
     nonmembers = [i for i, y in enumerate(train.labels) if y == 0]
-    # the Trainer's first epoch draws exactly these batches (same seed, same rule)
-    batches = epoch_batches(members, nonmembers, batch_per_class, np.random.default_rng(config.seed))
+    # the Trainer's two epochs draw exactly these batches (same seed, same rule, one generator)
+    rng = np.random.default_rng(config.seed)
+    first_batches = epoch_batches(members, nonmembers, batch_per_class, rng)
+    batches = epoch_batches(members, nonmembers, batch_per_class, rng)  # epoch 2: the timed steps
     # the first encoding of each batch (tokenisation, chat template): paid in epoch 1 only
-    encode_cold = cold_encode_seconds(pipeline, train, batches)
+    encode_cold = cold_encode_seconds(pipeline, train, first_batches)
     # warm-up, untimed: every batch once (allocator, kernels for each shape), so the timed steps
     # measure steady state, as in epochs 2+ of a run
-    bare_seconds(model, pipeline, train, batches)
+    bare_seconds(model, pipeline, train, first_batches + batches)
     bare = bare_seconds(model, pipeline, train, batches)
     trainer = Trainer(model, pipeline.loss, pipeline.encode,
                       TrainerConfig(learning_rate=config.learning_rate, epochs=2,
@@ -113,7 +115,8 @@ def measure_loaded(loaded, train: MembershipSet, batch_per_class: int) -> dict:
             "step_s": round(step_s, 4), "bare_forward_backward_s": round(bare_s, 4),
             "ratio": round(step_s / bare_s, 3),
             "encode_cold_s": round(statistics.median(encode_cold), 4),
-            "first_epoch_step_s": round(statistics.median(first), 4) if first else None, "steps_timed": len(step), "bare_timed": len(bare),
+            "first_epoch_step_s": round(statistics.median(first), 4) if first else None,
+            "steps_timed": len(step), "bare_timed": len(bare),
             "machine": machine(loaded.device),
             "date": time.strftime("%Y-%m-%d")}
 
