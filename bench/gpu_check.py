@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from test_tuner import small_config, tiny_loaded, toy_set  # noqa: E402  (the tests' tiny models)
 from train_step_speed import measure_loaded  # noqa: E402
 
-from mia_tuner.data.types import MembershipSet  # noqa: E402
+from mia_tuner.config import DataConfig  # noqa: E402
+from mia_tuner.data import load_membership_set  # noqa: E402
 from mia_tuner.models.loading import LoadedModel, load_tokenizer, weights_fingerprint  # noqa: E402
 from mia_tuner.tuner.api import train_detector  # noqa: E402
 from mia_tuner.tuner.peft_setup import trainable_state  # noqa: E402
@@ -94,13 +95,8 @@ def random_like(shape_dir: Path, device: str = "cuda") -> LoadedModel:
                        weights_fingerprint(model), kind)
 
 
-def read_texts(path: Path) -> MembershipSet:
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return MembershipSet([r["input"] for r in rows], [int(r["label"]) for r in rows], name=path.stem)
-
-
 def step_speed_check(shapes: Path, texts: Path, batch_per_class: int, device: str = "cuda") -> list[dict]:
-    train = read_texts(texts)
+    train = load_membership_set(DataConfig(path=str(texts)))  # columns input, label
     records = []
     for shape_dir in sorted(p for p in shapes.iterdir() if p.is_dir()):
         record = measure_loaded(random_like(shape_dir, device), train, batch_per_class)
