@@ -107,7 +107,7 @@ def test_scores_bad_labels_fail_without_skip_invalid(tiny_model_dir, tmp_path, c
     rows = labelled_rows() + [{"input": "A text with label two.", "label": 2}]
     data = write_jsonl(tmp_path / "bad.jsonl", rows)
     rc = main(scores_argv(tiny_model_dir, data, tmp_path, "--methods", "loss"))
-    err = assert_error(capsys, rc, "1 of 21 rows are invalid", "row 20", "label 2")
+    err = assert_error(capsys, rc, "1 of 21 rows are invalid", "line 21", "label 2")
     assert "skip_invalid" in err or "skip-invalid" in err
     assert not (tmp_path / "run").exists()
 

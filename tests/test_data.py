@@ -189,7 +189,7 @@ def test_real_wikimia24_without_dedupe_refuses_overlap():
 
 @pytest.mark.parametrize("bad_label", [2, "x", "1", None, 0.5, float("nan")])
 def test_invalid_label_is_reported(bad_label):
-    with pytest.raises(DataError, match=r"1 of 3 rows are invalid: 1 with a label that is not 0 or 1 \(row 2\)"):
+    with pytest.raises(DataError, match=r"1 of 3 rows are invalid: 1 with a label that is not 0 or 1 \(row 3\)"):
         validate(["a", "b", "c"], [1, 0, bad_label])
 
 
@@ -206,8 +206,8 @@ def test_empty_and_none_texts_are_reported_with_rows():
         validate(["ok", "   ", None, 5, "fine"], [1, 0, 1, 0, 0])
     message = str(info.value)
     assert "3 of 5 rows are invalid" in message
-    assert "2 with a text that is missing or not a string (rows 2, 3)" in message
-    assert "1 with an empty or whitespace-only text (row 1)" in message
+    assert "2 with a text that is missing or not a string (rows 3, 4)" in message  # from 1
+    assert "1 with an empty or whitespace-only text (row 2)" in message
     assert "skip_invalid=True" in message
 
 
@@ -290,8 +290,21 @@ def test_unreachable_hub_name(monkeypatch):
         raise ConnectionError("Couldn't reach 'someone/nothing' on the Hub")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
+    monkeypatch.setattr("mia_tuner.hub.hub_unreachable", lambda: None)  # the hub answers, the set is not there
     with pytest.raises(DataError, match="neither a local file/folder nor reachable on the .*hub.*Couldn't reach"):
         load_membership_set("someone/nothing", "train")
+
+
+def test_hub_name_fails_at_once_when_the_hub_cannot_be_reached(monkeypatch):
+    import datasets
+
+    def never(*args, **kwargs):
+        raise AssertionError("load_dataset must not be tried (it retries for a minute)")
+
+    monkeypatch.setattr(datasets, "load_dataset", never)
+    monkeypatch.setattr("mia_tuner.hub.hub_unreachable", lambda: "huggingface.co unreachable (test)")
+    with pytest.raises(DataError, match="no such local file or folder, and the Hugging Face hub.*unreachable"):
+        load_membership_set("data/wikimia24-typo", "train")
 
 
 def test_hub_dataset_through_load_dataset(monkeypatch):
@@ -304,6 +317,7 @@ def test_hub_dataset_through_load_dataset(monkeypatch):
         return datasets.DatasetDict({"WikiMIA_length32": datasets.Dataset.from_list(ROWS)})
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    monkeypatch.setattr("mia_tuner.hub.hub_unreachable", lambda: None)
     ms = load_membership_set("wjfu99/WikiMIA-24", "WikiMIA_length32")
     assert calls == ["wjfu99/WikiMIA-24"]
     assert ms.name == "WikiMIA-24/WikiMIA_length32" and ms.info["source_type"] == "hub"

@@ -14,6 +14,7 @@ import torch
 
 from mia_tuner.config import ModelConfig
 from mia_tuner.errors import ModelError
+from mia_tuner import hub
 from mia_tuner.models import loading, offline
 from mia_tuner.models import (
     list_models,
@@ -146,14 +147,14 @@ def test_hub_unreachable_reasons(monkeypatch):
 
     for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HF_HUB_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(loading.socket, "create_connection", refuse)
+    monkeypatch.setattr(hub.socket, "create_connection", refuse)
     monkeypatch.setenv("HF_ENDPOINT", "https://hub.example.org")
-    assert "hub.example.org unreachable" in loading.hub_unreachable()
+    assert "hub.example.org unreachable" in hub.hub_unreachable()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert "HF_HUB_OFFLINE" in loading.hub_unreachable()
+    assert "HF_HUB_OFFLINE" in hub.hub_unreachable()
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
-    assert loading.hub_unreachable() is None  # behind a proxy: let transformers try
+    assert hub.hub_unreachable() is None  # behind a proxy: let transformers try
 
 
 def test_missing_path_is_not_sent_to_hub(tmp_path, monkeypatch):

@@ -8,30 +8,10 @@ import sys
 
 from .config import (DataConfig, MethodConfig, ModelConfig, RunConfig, SplitConfig,
                      default_cache_dir)
+from .cli_args import (check_out_dir, check_out_file, method_names, positive_int, seed_value,
+                       share, shares, token_budget)
 from .cli_data import add_data_parser, cmd_data
 from .errors import MiaTunerError
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def share(text: str) -> float:
-    """A number in (0, 1]: a share of tokens or words."""
-    value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return value
-
-
-def shares(text: str) -> list[float]:
-    try:
-        return [share(x) for x in text.split(",") if x.strip()]
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers in (0, 1]: {error}")
 
 
 def add_model_options(parser: argparse.ArgumentParser, default: str | None = "smollm2-135m-instruct"):
@@ -42,6 +22,12 @@ def add_model_options(parser: argparse.ArgumentParser, default: str | None = "sm
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--device-map", help='"auto" to spread a large model over several devices')
     parser.add_argument("--quantization", choices=["8bit", "4bit"], help="bitsandbytes loading")
+    add_trust_option(parser)
+
+
+def add_trust_option(parser: argparse.ArgumentParser):
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run custom model code shipped with the model (off unless given here)")
 
 
 def add_data_options(parser: argparse.ArgumentParser, required: bool = True):
@@ -56,7 +42,7 @@ def add_data_options(parser: argparse.ArgumentParser, required: bool = True):
 
 
 def add_split_options(parser: argparse.ArgumentParser):
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=seed_value, default=42)
     parser.add_argument("--train-per-class", type=positive_int, default=80)
     parser.add_argument("--test-per-class", type=positive_int, default=100)
     parser.add_argument("--group-by", choices=["event"],
@@ -92,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     scores.add_argument("--neighbors-file", help="JSONL {text, neighbors} for `neighbor`")
     scores.add_argument("--perturbation-model", help="masked LM generating neighbours")
     scores.add_argument("--batch-size", type=positive_int, default=8)
-    scores.add_argument("--max-tokens", type=positive_int, help="truncate longer texts (with a warning)")
+    scores.add_argument("--max-tokens", type=token_budget, help="truncate longer texts (with a warning)")
     scores.add_argument("--no-cache", action="store_true", help="neither read nor write scores")
     scores.add_argument("--out", default="runs/latest")
 
@@ -102,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = model_commands.add_parser("fetch", help="download and prepare offline models")
     fetch.add_argument("names", nargs="*", help="default: all offline models")
 
-    add_data_parser(commands, add_data_options, add_model_options, positive_int)
+    add_data_parser(commands, add_data_options, add_model_options)
     commands.add_parser("methods", help="list the registered methods")
     add_train_parser(commands)
     add_detect_parser(commands)
@@ -127,11 +113,13 @@ def add_train_parser(commands) -> None:
     train.add_argument("--chat-template", choices=sorted(FALLBACK_TEMPLATES),
                        help="template for a tokenizer that has none")
     train.add_argument("--num-virtual-tokens", type=positive_int, default=50)
-    train.add_argument("--max-tokens", type=positive_int, default=256,
+    train.add_argument("--max-tokens", type=token_budget, default=256,
                        help="MIA-Tuner cuts longer texts (the baselines use the model context)")
     train.add_argument("--methods", default="all", help="baselines to compare with, or all")
     train.add_argument("--reference", help="reference model for `ref`")
     train.add_argument("--no-compare", action="store_true", help="train and score MIA-Tuner only")
+    train.add_argument("--restart", action="store_true",
+                       help="ignore the checkpoint of an interrupted run in --out and start afresh")
     train.add_argument("--out", default="runs/mia-tuner")
 
 
@@ -143,17 +131,20 @@ def add_detect_parser(commands) -> None:
     source.add_argument("--text", action="append", help="a text to score (repeatable)")
     source.add_argument("--file", help=".jsonl/.json/.csv/.parquet file of texts")
     detect.add_argument("--text-column", default="input")
+    detect.add_argument("--skip-invalid", action="store_true",
+                        help="skip (and count) rows whose text is missing or empty")
     detect.add_argument("--model", help="the base model (default: the name the detector records)")
     detect.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     detect.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     detect.add_argument("--out", help="write one JSON line per text here")
+    add_trust_option(detect)
     add_cache_options(detect)
 
 
 def model_config(args) -> ModelConfig:
     return ModelConfig(name=args.model, device=args.device, dtype=args.dtype,
                        device_map=args.device_map, quantization=args.quantization,
-                       gguf_file=args.gguf_file)
+                       gguf_file=args.gguf_file, trust_remote_code=args.trust_remote_code)
 
 
 def data_config(args) -> DataConfig:
@@ -168,7 +159,7 @@ def scores_config(args) -> RunConfig:
         split=SplitConfig(seed=args.seed, max_train_per_class=args.train_per_class,
                           max_test_per_class=args.test_per_class, group_by=args.group_by),
         methods=MethodConfig(
-            methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+            methods=method_names(args.methods),
             k=args.k, k_sweep=list(args.k_sweep), num_neighbors=args.num_neighbors,
             neighbor_fraction=args.neighbor_fraction, neighbors_file=args.neighbors_file,
             perturbation_model=args.perturbation_model, reference=args.reference,
@@ -176,9 +167,19 @@ def scores_config(args) -> RunConfig:
         out=args.out, cache_dir=args.cache_dir, use_cache=not args.no_cache)
 
 
+def print_skipped(data) -> None:
+    """Say on screen how many rows --skip-invalid dropped."""
+    from .data.validation import describe_skipped
+
+    line = describe_skipped(data.info.get("n_skipped"))
+    if line:
+        print(line)
+
+
 def print_result(result) -> None:
     from .data import format_hygiene
 
+    print_skipped(result.data)
     print(format_hygiene(result.hygiene))
     print(result.split_summary() + "\n")
     print(result.table)
@@ -207,14 +208,16 @@ def cmd_train(args) -> None:
         batch_per_class=args.batch_per_class, train_per_class=args.train_per_class,
         validation_per_class=args.validation_per_class, chat_template=args.chat_template,
         num_virtual_tokens=args.num_virtual_tokens, max_tokens=args.max_tokens, seed=args.seed)
+    check_out_dir(args.out)
     data = load_membership_set(data_config(args))
+    print_skipped(data)
     loaded = load_model(model_config(args), cache_dir=args.cache_dir)
     result = train_detector(
         loaded, data, config, out_dir=args.out, compare_methods=not args.no_compare,
         split_config=SplitConfig(seed=args.seed, max_train_per_class=args.train_per_class,
                                  max_test_per_class=args.test_per_class, group_by=args.group_by),
         reference=args.reference, cache_dir=args.cache_dir,
-        methods=MethodConfig(methods=[m.strip() for m in args.methods.split(",") if m.strip()]))
+        methods=MethodConfig(methods=method_names(args.methods)), resume=not args.restart)
     h = result.history
     print(f"Trained {config.peft} ({result.detector.pipeline.mode} pipeline) in {h.seconds:.1f} s; "
           f"kept epoch {h.chosen_epoch} of {config.epochs} ({h.selection})\n")
@@ -223,16 +226,29 @@ def cmd_train(args) -> None:
 
 
 def detect_texts(args) -> list[str]:
-    """The texts of `detect`: --text values or a column of --file."""
-    if args.text:
-        return list(args.text)
+    """The texts of `detect`: --text values or a column of --file, validated like `scores`."""
     from .data.loading import read_columns
+    from .data.validation import validate_texts
     from .errors import DataError
 
-    columns, _, _ = read_columns(args.file, None)
-    if args.text_column not in columns:
-        raise DataError(f"{args.file}: no column {args.text_column!r}; available: {sorted(columns)}")
-    return [str(t) for t in columns[args.text_column]]
+    if args.text is not None:
+        texts, numbers, unit = list(args.text), None, "--text"
+    else:
+        columns, _, info = read_columns(args.file, None)
+        if args.text_column not in columns:
+            raise DataError(f"{args.file}: no column {args.text_column!r}; available: "
+                            f"{sorted(columns)} (choose one with --text-column)")
+        texts = list(columns[args.text_column])
+        numbers, unit = (info["row_lines"], "line") if "row_lines" in info else (None, "row")
+    source = "the --text values" if args.text is not None else args.file
+    try:
+        kept, _, skipped = validate_texts(texts, skip_invalid=args.skip_invalid,
+                                          row_numbers=numbers, unit=unit)
+    except DataError as error:
+        raise DataError(f"{source}: {error}") from None
+    if skipped:
+        print(f"Skipped {skipped} row(s) with a missing or empty text (--skip-invalid)")
+    return kept
 
 
 def cmd_detect(args) -> None:
@@ -241,11 +257,14 @@ def cmd_detect(args) -> None:
     from .models import load_model
     from .tuner.detector import load_detector, read_detector_info
 
-    name = args.model or read_detector_info(args.detector)["base_model"]["name"]
-    loaded = load_model(ModelConfig(name=name, device=args.device, dtype=args.dtype),
+    check_out_file(args.out)
+    texts = detect_texts(args)
+    info = read_detector_info(args.detector)
+    name = args.model or info["base_model"]["name"]
+    loaded = load_model(ModelConfig(name=name, device=args.device, dtype=args.dtype,
+                                    trust_remote_code=args.trust_remote_code),
                         cache_dir=args.cache_dir)
     detector = load_detector(args.detector, loaded)
-    texts = detect_texts(args)
     scores = detector.score(texts)
     rows = [{"text": t, "score": float(s), "member": bool(s >= detector.threshold),
              "threshold": detector.threshold} for t, s in zip(texts, scores)]
@@ -261,13 +280,16 @@ def dispatch(args) -> None:
     if args.command in (None, "demo"):
         from .demo import run_demo
 
+        check_out_dir(getattr(args, "out", "runs/demo"))
         print_result(run_demo(out=getattr(args, "out", "runs/demo"),
                               cache_dir=getattr(args, "cache_dir", None),
                               device=getattr(args, "device", "auto")))
     elif args.command == "scores":
         from .run import run_scores
 
-        print_result(run_scores(scores_config(args)))
+        config = scores_config(args)
+        check_out_dir(config.out)
+        print_result(run_scores(config))
     elif args.command == "models":
         cmd_models(args)
     elif args.command == "data":
@@ -289,6 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         dispatch(args)
     except MiaTunerError as error:
+        print(f"mia-tuner: {'stopped' if error.exit_code == 130 else 'error'}: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("mia-tuner: stopped (Ctrl-C)", file=sys.stderr)
+        return 130
+    except OSError as error:  # a file system refusal (permissions, full disk, ...): no traceback
         print(f"mia-tuner: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -3,6 +3,8 @@ build a WikiMIA-24-style set."""
 
 from __future__ import annotations
 
+from .cli_args import at_least_two, check_out_dir, positive_int, seed_value, word_lengths
+
 CHECK_EPILOG = """A DIR with several splits (a build-wiki output, WikiMIA-24) is checked split by split.
 Shift: the blind baseline's cross-validated AUROC and the year-only heuristic's AUROC; 0.5 means
 a model-free classifier finds nothing, near 1 means the set can be solved without the model."""
@@ -15,10 +17,10 @@ def add_check_parser(commands, add_data_options) -> None:
     add_data_options(check, required=False)
     check.add_argument("--mask-dates", action="store_true", help="check the set with dates masked")
     check.add_argument("--paired", action="store_true", help="check the set's paired (topic-matched) part")
-    check.add_argument("--folds", type=int, default=5, help="cross-validation folds of the blind baseline")
+    check.add_argument("--folds", type=at_least_two, default=5, help="cross-validation folds of the blind baseline")
 
 
-def add_controlled_parser(commands, add_model_options, positive_int) -> None:
+def add_controlled_parser(commands, add_model_options) -> None:
     controlled = commands.add_parser("controlled", help="build a controlled-membership set")
     add_model_options(controlled)
     controlled.add_argument("--corpus", default="python-docs",
@@ -30,7 +32,7 @@ def add_controlled_parser(commands, add_model_options, positive_int) -> None:
     controlled.add_argument("--lr", type=float, default=6e-5)
     controlled.add_argument("--batch-size", type=positive_int, default=8)
     controlled.add_argument("--method", default="full", choices=["full", "lora"])
-    controlled.add_argument("--seed", type=int, default=42)
+    controlled.add_argument("--seed", type=seed_value, default=42)
 
 
 def add_build_wiki_parser(commands) -> None:
@@ -43,24 +45,24 @@ def add_build_wiki_parser(commands) -> None:
     build.add_argument("--out", required=True)
     build.add_argument("--pages", help="offline: JSONL of {title, categories, lead} (category pages included)")
     build.add_argument("--depth", type=int, default=1, help="sub-category levels to follow")
-    build.add_argument("--lengths", default="32,64,128,256", help="word-count buckets")
+    build.add_argument("--lengths", type=word_lengths, default=(32, 64, 128, 256), help="word-count buckets")
     build.add_argument("--nested", action="store_true",
                        help="WikiMIA style: a long text also feeds every shorter bucket")
     build.add_argument("--mask-dates", action="store_true", help="replace dates, years and ordinals")
     build.add_argument("--paired", action="store_true",
                        help="keep only events present in both ranges (same title once dates are masked)")
-    build.add_argument("--seed", type=int, default=42)
+    build.add_argument("--seed", type=seed_value, default=42)
     build.add_argument("--user-agent", default="", help="online: 'project/1.0 (contact)', required by Wikipedia")
     build.add_argument("--fetch-cache", help="online: cache of fetched pages (default: OUT/.fetch-cache)")
     build.add_argument("--min-interval", type=float, default=0.5, help="online: seconds between requests")
     build.add_argument("--language", default="en")
 
 
-def add_data_parser(commands, add_data_options, add_model_options, positive_int) -> None:
+def add_data_parser(commands, add_data_options, add_model_options) -> None:
     data = commands.add_parser("data", help="data sets: check, controlled, build-wiki")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     add_check_parser(data_commands, add_data_options)
-    add_controlled_parser(data_commands, add_model_options, positive_int)
+    add_controlled_parser(data_commands, add_model_options)
     add_build_wiki_parser(data_commands)
 
 
@@ -93,7 +95,7 @@ def cmd_build_wiki(args) -> None:
     from .data.wiki import OfflinePages, OnlinePages, WikiBuildConfig, build_wiki
 
     config = WikiBuildConfig(members=args.members, non_members=args.non_members, depth=args.depth,
-                             lengths=tuple(int(n) for n in args.lengths.split(",") if n.strip()),
+                             lengths=args.lengths,
                              nested=args.nested, mask_dates=args.mask_dates, paired=args.paired,
                              seed=args.seed)
     if args.pages:
@@ -121,5 +123,7 @@ def cmd_data(args, data_config) -> None:
         corpus=args.corpus, n_words=args.n_words, n_per_class=args.n_per_class, seed=args.seed,
         injection={"epochs": args.epochs, "learning_rate": args.lr,
                    "batch_size": args.batch_size, "method": args.method})
+    config.injection_config()  # validates the settings before anything is loaded
+    check_out_dir(args.out)
     out = build_controlled(args.model, args.out, config, device=args.device)
     print(f"Controlled-membership set written to {out}")

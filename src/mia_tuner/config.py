@@ -30,6 +30,9 @@ class ModelConfig:
     device_map: str | None = None  # "auto" spreads a large model over several devices
     quantization: str | None = None  # None | "8bit" | "4bit" (bitsandbytes)
     gguf_file: str | None = None  # a GGUF file inside a local directory or hub repo
+    # run custom model code shipped with a model folder or hub repo; never without the user's
+    # explicit --trust-remote-code (a detector or suite file cannot turn it on)
+    trust_remote_code: bool = False
 
 
 @dataclass

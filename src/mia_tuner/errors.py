@@ -2,7 +2,12 @@
 
 
 class MiaTunerError(Exception):
-    """Base class of every error this package raises on purpose."""
+    """Base class of every error this package raises on purpose.
+
+    The command line prints the message as one line and exits with ``exit_code``.
+    """
+
+    exit_code = 2
 
 
 class DataError(MiaTunerError, ValueError):
@@ -15,3 +20,17 @@ class ModelError(MiaTunerError, ValueError):
 
 class MethodError(MiaTunerError, ValueError):
     """A detection method is unknown or misconfigured."""
+
+
+class ArtefactError(MiaTunerError, ValueError):
+    """A saved artefact (detector, checkpoint, cache) is missing, incomplete or corrupted."""
+
+
+class CacheError(MiaTunerError):
+    """The score cache cannot be used (locked by another process, or not a cache file)."""
+
+
+class Interrupted(MiaTunerError):
+    """The user stopped a run (Ctrl-C); the message says what was kept for a re-run."""
+
+    exit_code = 130

@@ -23,6 +23,9 @@ from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
 from .metrics import Metrics, validate_scores  # noqa: E402
 
 TABLE_FPR_LEVELS = (0.001, 0.01, 0.05, 0.1)
+BALANCED_COLUMN = "Bal. acc*"
+TABLE_NOTE = ("* balanced accuracy at the best threshold chosen on these same test texts: an upper "
+              "bound, not what a threshold fixed in advance would reach")
 _RESERVED_COLUMNS = ("index", "label", "text")
 
 
@@ -39,10 +42,10 @@ def metrics_table(results: dict[str, Metrics]) -> pd.DataFrame:
         for level in TABLE_FPR_LEVELS:
             row[_tpr_column(level)] = m.tpr_at_fpr.get(level, float("nan"))
         row["FPR@95%TPR"] = m.fpr_at_95_tpr
-        row["Balanced acc"] = m.balanced_accuracy
+        row[BALANCED_COLUMN] = m.balanced_accuracy
         rows.append(row)
     columns = ["method", "AUROC", "AUROC low", "AUROC high",
-               *[_tpr_column(level) for level in TABLE_FPR_LEVELS], "FPR@95%TPR", "Balanced acc"]
+               *[_tpr_column(level) for level in TABLE_FPR_LEVELS], "FPR@95%TPR", BALANCED_COLUMN]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -104,6 +107,11 @@ def table_text(df: pd.DataFrame) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(header), rule, *map(line, rows)]) + "\n"
+
+
+def with_note(table: str) -> str:
+    """A rendered table followed by the footnote of its balanced-accuracy column."""
+    return f"{table}\n{TABLE_NOTE}\n" if BALANCED_COLUMN in table else table
 
 
 def safe_filename(name: str) -> str:
@@ -238,7 +246,9 @@ def write_run(out_dir, *, config: dict, texts, labels, scores: dict[str, np.ndar
     if extra is not None:
         payload["extra"] = extra
     _write_json(out / "metrics.json", payload)
-    (out / "table.md").write_text(table_markdown(metrics_table(metrics)), encoding="utf-8")
+    (out / "table.md").write_text(with_note(table_markdown(metrics_table(metrics))), encoding="utf-8")
     plot_roc(labels, scores, out / "roc.png")
+    for stale in out.glob("hist_*.png"):  # a re-used folder: no plot of a method not in this run
+        stale.unlink()
     plot_histograms(labels, scores, out)
     return out

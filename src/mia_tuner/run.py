@@ -18,7 +18,7 @@ from .methods import ScoringContext, StatsProvider, build_methods
 from .methods.neighbor import NEIGHBOR_TOPK
 from .metrics import compute_metrics
 from .models import load_model
-from .reports import metrics_table, table_text, write_run
+from .reports import metrics_table, table_text, with_note, write_run
 from .scoring import score_methods
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ class RunResult:
     train: MembershipSet
     hygiene: dict
     split_report: dict
+    data: MembershipSet | None = None  # the loaded set (its info counts skipped rows)
 
     def split_summary(self) -> str:
         r = self.split_report
@@ -103,14 +104,15 @@ def run_scores(config: RunConfig, *, data: MembershipSet | None = None, loaded=N
     scores, info, target = score_split(config, loaded, split, methods)
     labels = np.array(split.test.labels)
     metrics = {name: compute_metrics(labels, s) for name, s in scores.items()}
-    extra = {"model": {"name": loaded.name, "fingerprint": loaded.fingerprint},
+    extra = {"model": {"name": loaded.name, "fingerprint": loaded.fingerprint,
+                       "device": str(loaded.device)},
              "data": {"name": dataset.name, **dataset.info}, "hygiene": hygiene,
              "split": split.report, "methods": info,
              "max_tokens": target.max_tokens,
              "truncated_texts": target.count_too_long(list(split.test.texts))}
     out_dir = write_run(config.out, config=config.to_dict(), texts=list(split.test.texts),
                         labels=labels, scores=scores, metrics=metrics, extra=extra)
-    table = table_text(metrics_table(metrics))
+    table = with_note(table_text(metrics_table(metrics)))
     return RunResult(out_dir=Path(out_dir), scores=scores, metrics=metrics, table=table,
                      test=split.test, train=split.train, hygiene=hygiene,
-                     split_report=split.report)
+                     split_report=split.report, data=dataset)

@@ -1,43 +1,94 @@
 """The scoring engine: runs methods over texts, reading and filling the score cache.
 
 Methods that read the target model's statistics share one ``StatsProvider``, so each text is
-run through the model once, whatever the number of such methods; the cache makes a re-run or
-an added method compute only the missing rows.
+run through the model once, whatever the number of such methods. Texts missing from the cache
+are worked through one batch at a time (longest first, as the model batches them), and every
+method's scores of a batch are written to the cache before the next batch starts: a run that
+is interrupted loses at most one batch, and its re-run computes only what is missing.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .data.types import text_hash
+from .errors import Interrupted
 from .methods import Method, ScoringContext
 
 log = logging.getLogger(__name__)
 
 
-def score_methods(methods: list[Method], texts: list[str], ctx: ScoringContext, *,
-                  cache, model_key: str) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
-    """Scores of every method on ``texts`` (higher = member) and per-method run info."""
-    scores: dict[str, np.ndarray] = {}
-    info: dict[str, dict] = {}
-    hashes = [text_hash(t) for t in texts]
+@dataclass
+class _Plan:
+    """One method's cache slot and what of it is already known."""
+
+    method: Method
+    owner: str
+    settings: dict
+    known: dict[str, float]
+    computed: int = 0
+    seconds: float = 0.0
+
+
+def _plans(methods: list[Method], texts: list[str], ctx: ScoringContext, cache, model_key: str):
+    plans = []
     for method in methods:
-        started = time.perf_counter()
         settings = method.cache_settings(ctx)
         owner = model_key if method.uses_model else "model-free"
         known = cache.get(owner, method.name, settings, texts)
-        missing = list(dict.fromkeys(t for t, h in zip(texts, hashes) if h not in known))
-        if missing:
-            fresh = method.score(missing, ctx)
-            cache.put(owner, method.name, settings, missing, fresh)
-            known.update(zip((text_hash(t) for t in missing), fresh))
-        scores[method.label] = np.array([known[h] for h in hashes])
-        info[method.label] = {"settings": settings, "computed": len(missing),
-                              "cached": len(set(hashes)) - len(missing),
-                              "seconds": round(time.perf_counter() - started, 3)}
-        log.info("%s: %d computed, %d from cache", method.label, len(missing),
-                 info[method.label]["cached"])
+        plans.append(_Plan(method, owner, settings, known))
+    return plans
+
+
+def _work_batches(texts: list[str], plans: list[_Plan], batch_size: int) -> list[list[str]]:
+    """Distinct texts some method still needs, longest first, in batches."""
+    missing = [t for t in dict.fromkeys(texts)
+               if any(text_hash(t) not in p.known for p in plans)]
+    missing.sort(key=len, reverse=True)
+    return [missing[i:i + batch_size] for i in range(0, len(missing), batch_size)]
+
+
+def _score_batch(plans: list[_Plan], batch: list[str], ctx: ScoringContext, cache) -> None:
+    for plan in plans:
+        todo = [t for t in batch if text_hash(t) not in plan.known]
+        if not todo:
+            continue
+        started = time.perf_counter()
+        fresh = plan.method.score(todo, ctx)
+        cache.put(plan.owner, plan.method.name, plan.settings, todo, fresh)
+        plan.known.update(zip(map(text_hash, todo), fresh))
+        plan.computed += len(todo)
+        plan.seconds += time.perf_counter() - started
+
+
+def score_methods(methods: list[Method], texts: list[str], ctx: ScoringContext, *,
+                  cache, model_key: str) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+    """Scores of every method on ``texts`` (higher = member) and per-method run info.
+
+    Ctrl-C raises ``Interrupted`` saying how many texts were finished and kept in the cache.
+    """
+    hashes = [text_hash(t) for t in texts]
+    plans = _plans(methods, texts, ctx, cache, model_key)
+    batches = _work_batches(texts, plans, ctx.settings.batch_size)
+    done = 0
+    try:
+        for batch in tqdm(batches, desc="scoring", unit="batch", disable=len(batches) < 2):
+            _score_batch(plans, batch, ctx, cache)
+            done += len(batch)
+    except KeyboardInterrupt:
+        total = sum(len(b) for b in batches)
+        where = f"kept in the score cache {cache.path}" if cache.path else "not kept (--no-cache)"
+        raise Interrupted(f"interrupted: {done} of {total} texts to score were finished and "
+                          f"{where}; re-run the same command to continue") from None
+    scores = {p.method.label: np.array([p.known[h] for h in hashes]) for p in plans}
+    info = {p.method.label: {"settings": p.settings, "computed": p.computed,
+                             "cached": len(set(hashes)) - p.computed,
+                             "seconds": round(p.seconds, 3)} for p in plans}
+    for label, row in info.items():
+        log.info("%s: %d computed, %d from cache", label, row["computed"], row["cached"])
     return scores, info

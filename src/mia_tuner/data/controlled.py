@@ -67,9 +67,15 @@ def random_membership(passages: list[str], n_per_class: int, seed: int) -> Membe
 
 def build_controlled(model_name: str, out_dir: str | Path, config: ControlledConfig,
                      *, device: str = "auto", cache_dir: str | Path | None = None) -> Path:
-    """Build the labelled set, inject the members into the model, save both under out_dir."""
+    """Build the labelled set, inject the members into the model, save both under out_dir.
+
+    The injection is checkpointed in ``out_dir/.injection-checkpoint``: a build stopped midway
+    continues from its last saved state when run again with the same settings.
+    """
     from ..config import ModelConfig
+    from ..integrity import content_sha256
     from ..models import load_model
+    from ..training.checkpoint import Checkpoint
     from ..training.injection import continue_pretraining
 
     out = Path(out_dir)
@@ -78,7 +84,10 @@ def build_controlled(model_name: str, out_dir: str | Path, config: ControlledCon
     loaded = load_model(ModelConfig(name=model_name, device=device), cache_dir=cache_dir)
     members = [t for t, y in zip(labelled.texts, labelled.labels) if y == MEMBER]
     injection = config.injection_config()
-    result = continue_pretraining(loaded.model, loaded.tokenizer, members, injection)
+    checkpoint = Checkpoint(out / ".injection-checkpoint", content_sha256(
+        {"model": loaded.fingerprint, "config": config.resolved(), "set": labelled.fingerprint()}))
+    result = continue_pretraining(loaded.model, loaded.tokenizer, members, injection,
+                                  checkpoint=checkpoint)
     model_dir = out / MODEL_DIR
     result["model"].save_pretrained(model_dir, safe_serialization=True)
     loaded.tokenizer.save_pretrained(model_dir)
@@ -93,6 +102,7 @@ def build_controlled(model_name: str, out_dir: str | Path, config: ControlledCon
         "built": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     (out / CARD_FILE).write_text(json.dumps(card, indent=2))  # written last: marks completion
+    checkpoint.clear()
     return out
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import re
 from pathlib import Path
@@ -41,16 +42,19 @@ def load_membership_set(config: DataConfig | str, split: str | None = None, **ov
     """
     config = resolve_config(config, split, **overrides)
     if not config.path:
-        raise DataError("no data path given: pass a file, a folder or a hub dataset name")
+        raise DataError("no data path given: pass --data with a file, a folder or a hub dataset name")
     columns, name, info = read_columns(config.path, config.split)
     texts = _column(columns, config.text_column, "text", info)
     labels = _column(columns, config.label_column, "label", info)
     if info["source_type"] == "csv":
         labels = [_parse_csv_label(value) for value in labels]
+    numbers, unit = (info["row_lines"], "line") if "row_lines" in info else (None, "row")
     try:
-        texts, labels, skipped = validate(texts, labels, skip_invalid=config.skip_invalid)
+        texts, labels, skipped = validate(texts, labels, skip_invalid=config.skip_invalid,
+                                          row_numbers=numbers, unit=unit)
     except DataError as error:
         raise DataError(f"{name} ({info['source']}): {error}") from None
+    info.pop("row_lines", None)
     info.update(
         text_column=config.text_column,
         label_column=config.label_column,
@@ -86,8 +90,8 @@ def read_columns(path: str, split: str | None) -> tuple[dict[str, list], str, di
     if local.is_file():
         if split is not None and split != local.stem:
             raise DataError(
-                f"{local} is a single file and has no splits; drop split={split!r} "
-                f"(or pass the folder {local.parent} with split={local.stem!r})"
+                f"{local} is a single file and has no splits; drop --split {split} "
+                f"(or pass the folder {local.parent} with --split {local.stem})"
             )
         return _read_file(local, split)
     return _read_hub(path, split)
@@ -98,7 +102,7 @@ def _column(columns: dict[str, list], column: str, role: str, info: dict) -> lis
     if column not in columns:
         raise DataError(
             f"{info['source']}: no {role} column {column!r}; available columns: "
-            f"{sorted(columns)} (set {role}_column to one of them)"
+            f"{sorted(columns)} (choose one with --{role}-column)"
         )
     return columns[column]
 
@@ -121,7 +125,7 @@ def _choose_split(available: list[str], split: str | None, source: str) -> str:
     if split is None:
         if len(available) == 1:
             return available[0]
-        raise DataError(f"{source} has several splits; choose one with split=...: {available}")
+        raise DataError(f"{source} has several splits; choose one with --split: {available}")
     if split not in available:
         raise DataError(f"{source} has no split {split!r}; available splits: {available}")
     return split
@@ -140,7 +144,7 @@ def _read_saved_dataset(folder: Path, split: str | None):
         dataset, name = loaded[split], f"{folder.name}/{split}"
     else:
         if split is not None:
-            raise DataError(f"{folder} holds one dataset without splits; drop split={split!r}")
+            raise DataError(f"{folder} holds one dataset without splits; drop --split {split}")
         dataset, name = loaded, folder.name
     info = {"source": str(folder), "source_type": "save_to_disk", "split": split,
             "columns": list(dataset.column_names)}
@@ -172,39 +176,64 @@ def _read_file(file: Path, split: str | None):
         raise
     except Exception as error:  # noqa: BLE001 - reported with its cause
         raise DataError(f"could not read {file} as {kind}: {error}") from error
+    lines = columns.pop(_LINES, None)
+    if not any(len(values) for values in columns.values()):
+        raise DataError(f"{file} has no rows (the file is empty)")
     name = f"{file.parent.name}/{file.stem}" if file.parent.name else file.stem
     info = {"source": str(file), "source_type": kind, "split": split, "columns": list(columns)}
+    if lines is not None:
+        info["row_lines"] = lines
     return columns, name, info
 
 
-def _rows_to_columns(rows: list, source: Path) -> dict[str, list]:
+_LINES = object()  # key of the JSONL reader's line numbers among the columns
+
+
+def _read_text(file: Path) -> str:
+    """The file as UTF-8 text; a DataError naming the line of the first bad byte."""
+    raw = file.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise DataError(f"{file}, line {line}: not UTF-8 text (byte {raw[error.start]:#04x}); "
+                        "save the file as UTF-8") from None
+
+
+def _rows_to_columns(rows: list, source: Path, lines: list[int] | None = None) -> dict[str, list]:
     """Column lists from row objects; a key missing from a row reads as None."""
     keys: dict[str, None] = {}
     for number, row in enumerate(rows):
         if not isinstance(row, dict):
-            raise DataError(f"{source}: record {number} is a {type(row).__name__}, expected an object")
+            where = f"line {lines[number]}" if lines else f"record {number + 1}"
+            raise DataError(f"{source}, {where}: a {type(row).__name__}, expected an object")
         keys.update(dict.fromkeys(row))
     return {key: [row.get(key) for row in rows] for key in keys}
 
 
 def _read_jsonl(file: Path) -> dict[str, list]:
-    """One JSON object per line; blank lines are ignored."""
-    rows = []
-    with file.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise DataError(f"{file}, line {line_number}: not valid JSON ({error})") from None
-    return _rows_to_columns(rows, file)
+    """One JSON object per line; blank lines are ignored. The line of each row is kept (under
+    ``_LINES``) so that validation errors name file lines."""
+    rows, lines = [], []
+    for line_number, line in enumerate(_read_text(file).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise DataError(f"{file}, line {line_number}: not valid JSON ({error})") from None
+        lines.append(line_number)
+    columns = _rows_to_columns(rows, file, lines)
+    columns[_LINES] = lines
+    return columns
 
 
 def _read_json(file: Path) -> dict[str, list]:
     """A JSON list of objects, or an object of equally long column lists."""
-    with file.open(encoding="utf-8") as handle:
-        data = json.load(handle)
+    try:
+        data = json.loads(_read_text(file))
+    except json.JSONDecodeError as error:
+        raise DataError(f"{file}, line {error.lineno}: not valid JSON ({error.msg})") from None
     if isinstance(data, list):
         return _rows_to_columns(data, file)
     if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
@@ -228,10 +257,9 @@ def _parse_csv_label(value: str):
 
 def _read_csv(file: Path) -> dict[str, list]:
     """A CSV file with a header row; every cell is a string (labels are parsed later)."""
-    with file.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        rows = list(reader)
-        fields = list(reader.fieldnames or [])
+    reader = csv.DictReader(io.StringIO(_read_text(file), newline=""))
+    rows = list(reader)
+    fields = list(reader.fieldnames or [])
     return {key: [row.get(key) for row in rows] for key in fields}
 
 
@@ -246,6 +274,11 @@ def _read_hub(path: str, split: str | None):
     """Load a hub dataset with ``datasets.load_dataset``; any failure becomes a DataError."""
     if not _HUB_NAME.match(path) or Path(path).suffix.lower() in FILE_FORMATS:
         raise DataError(f"{path!r}: no such local file or folder (and not a hub dataset name)")
+    from mia_tuner.hub import hub_unreachable
+
+    if reason := hub_unreachable():  # fail at once instead of after a minute of retries
+        raise DataError(f"{path!r}: no such local file or folder, and the Hugging Face hub, where "
+                        f"it would be a dataset name, cannot be reached ({reason})")
     import datasets
 
     try:
@@ -259,7 +292,7 @@ def _read_hub(path: str, split: str | None):
         split = _choose_split(list(loaded.keys()), split, f"hub dataset {path}")
         dataset = loaded[split]
     elif split is not None:
-        raise DataError(f"hub dataset {path} has no splits; drop split={split!r}")
+        raise DataError(f"hub dataset {path} has no splits; drop --split {split}")
     else:
         dataset = loaded
     name = f"{path.rsplit('/', 1)[-1]}/{split}" if split else path.rsplit("/", 1)[-1]

@@ -48,6 +48,9 @@ class Blind(Method):
                 "classifier": "tfidf-1-2gram+logreg-C10"}
 
     def raw_statistic(self, texts, ctx):
-        classifier = fit_blind(ctx.train_texts, ctx.train_labels, ctx.seed)
+        key = self.cache_settings(ctx)["train"], ctx.seed
+        if getattr(self, "_fitted", (None, None))[0] != key:  # fit once, score batch by batch
+            self._fitted = key, fit_blind(ctx.train_texts, ctx.train_labels, ctx.seed)
+        classifier = self._fitted[1]
         member_column = list(classifier.classes_).index(1)
         return classifier.predict_proba(list(texts))[:, member_column]

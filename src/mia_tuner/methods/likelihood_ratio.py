@@ -20,12 +20,13 @@ class Lowercase(Method):
     higher_is_member = True
 
     def cache_settings(self, ctx: ScoringContext) -> dict:
-        return {"max_tokens": ctx.target.max_tokens}
+        return {"max_tokens": ctx.target.max_tokens, "lowercased": "scored-text"}
 
     def raw_statistic(self, texts, ctx):
         original = ctx.target.mean_logprobs(texts)
-        lowered = ctx.target.mean_logprobs([t.lower() for t in texts])  # unchanged texts: no pass
-        return lowered / original
+        # a truncated text is lowercased as scored, so both likelihoods cover the same words
+        lowered = [t.lower() for t in ctx.target.seen_texts(texts)]
+        return ctx.target.mean_logprobs(lowered) / original  # unchanged texts: no pass
 
 
 @register
@@ -41,7 +42,10 @@ class Ref(Method):
             "max_tokens": ctx.target.max_tokens,
             "reference": reference.loaded.fingerprint,
             "reference_max_tokens": reference.max_tokens,
+            "reference_reads": "scored-text",
         }
 
     def raw_statistic(self, texts, ctx):
-        return ctx.reference_stats().mean_logprobs(texts) - ctx.target.mean_logprobs(texts)
+        # the reference reads the text as the target scored it (their tokenizers differ)
+        seen = ctx.target.seen_texts(texts)
+        return ctx.reference_stats().mean_logprobs(seen) - ctx.target.mean_logprobs(texts)

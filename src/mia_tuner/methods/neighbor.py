@@ -85,8 +85,16 @@ def masked_lm_neighbors(texts: list[str], model_name: str, *, n: int, fraction: 
     import torch
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_name)
-    model = AutoModelForMaskedLM.from_pretrained(model_name).eval()
+    from ..hub import hub_unreachable
+
+    if not Path(model_name).is_dir() and (reason := hub_unreachable()):
+        raise MethodError(f"--perturbation-model {model_name!r} is no local folder and the hub "
+                          f"cannot be reached ({reason}); leave it out for offline neighbours")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_name, trust_remote_code=False)
+        model = AutoModelForMaskedLM.from_pretrained(model_name, trust_remote_code=False).eval()
+    except (OSError, ValueError) as error:
+        raise MethodError(f"cannot load the perturbation model {model_name!r}: {error}") from None
     if tokenizer.mask_token is None:
         raise MethodError(f"{model_name} has no mask token; it is not a masked LM")
     result = []
@@ -117,15 +125,24 @@ def masked_lm_neighbors(texts: list[str], model_name: str, *, n: int, fraction: 
 
 
 def read_neighbors_file(path: str) -> dict[str, list[str]]:
+    """``{text: [neighbour, ...]}`` from a JSONL file of ``{"text", "neighbors"}`` rows."""
     table = {}
-    with Path(path).open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
+    shape = "expected {'text': str, 'neighbors': [str, ...]}"
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise MethodError(f"cannot read the neighbours file {path}: {error}") from None
+    for line_no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
             row = json.loads(line)
-            if not isinstance(row.get("text"), str) or not isinstance(row.get("neighbors"), list):
-                raise MethodError(f"{path}:{line_no}: expected {{'text': str, 'neighbors': [str, ...]}}")
-            table[row["text"]] = [str(x) for x in row["neighbors"]]
+        except json.JSONDecodeError as error:
+            raise MethodError(f"{path}, line {line_no}: not valid JSON ({error})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str) \
+                or not isinstance(row.get("neighbors"), list) or not row["neighbors"]:
+            raise MethodError(f"{path}, line {line_no}: {shape}")
+        table[row["text"]] = [str(x) for x in row["neighbors"]]
     return table
 
 
@@ -152,13 +169,15 @@ class Neighbor(Method):
     def neighbors(self, texts: list[str], ctx: ScoringContext) -> list[list[str]]:
         s = self.settings
         if s.neighbors_file:
-            table = read_neighbors_file(s.neighbors_file)
+            if getattr(self, "_table", None) is None:  # read once, used batch by batch
+                self._table = read_neighbors_file(s.neighbors_file)
+            table = self._table
             missing = [t for t in texts if t not in table]
             if missing:
                 raise MethodError(f"{len(missing)} text(s) have no neighbours in {s.neighbors_file}")
             return [table[t] for t in texts]
         if s.perturbation_model:
-            return masked_lm_neighbors(texts, s.perturbation_model, n=s.num_neighbors,
+            return masked_lm_neighbors(ctx.target.seen_texts(texts), s.perturbation_model, n=s.num_neighbors,
                                        fraction=s.neighbor_fraction, seed=ctx.seed)
         tokenizer = ctx.target.loaded.tokenizer
         if getattr(ctx.target, "word_mask", None) is None:

@@ -37,9 +37,11 @@ class StatsMethod(Method):
         return {"max_tokens": ctx.target.max_tokens}
 
     def raw_statistic(self, texts, ctx):
-        return np.array([self.statistic(s, t) for s, t in zip(ctx.target.get(texts), texts)])
+        seen = ctx.target.seen_texts(texts)
+        return np.array([self.statistic(s, t) for s, t in zip(ctx.target.get(texts), seen)])
 
     def statistic(self, stats: TokenStats, text: str) -> float:
+        """The statistic of one text; ``text`` is cut as the model scored it (seen_texts)."""
         raise NotImplementedError
 
 
@@ -60,6 +62,11 @@ class Zlib(StatsMethod):
 
     name = "zlib"
     higher_is_member = False
+
+    def cache_settings(self, ctx):
+        # "scored-text": the compressed size is of the truncated text (older caches used the
+        # whole text, wrong for truncated texts)
+        return {**super().cache_settings(ctx), "length_of": "scored-text"}
 
     def statistic(self, stats, text):
         return -stats.mean_logprob / zlib_length(text)

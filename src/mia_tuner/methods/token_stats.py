@@ -125,6 +125,17 @@ class StatsProvider:
         return np.array([self._memo[h].mean_logprob if h in self._memo else self._mean_logprob[h]
                          for h in map(text_hash, texts)])
 
+    def seen_texts(self, texts: list[str]) -> list[str]:
+        """Each text as the model scored it: a truncated text is cut to its scored tokens.
+
+        A method that combines the likelihood with a property of the text (its compressed
+        size, its lowercased version, its likelihood under another model) must use this, so
+        that both sides describe the same words.
+        """
+        decode = self.loaded.tokenizer.decode
+        return [decode(s.token_ids, skip_special_tokens=True) if s.truncated else t
+                for t, s in zip(texts, self.get(texts))]
+
     def count_too_long(self, texts: list[str]) -> int:
         """How many of ``texts`` exceed the token budget (and are truncated when scored)."""
         encoded = self.loaded.tokenizer(list(texts), add_special_tokens=True)["input_ids"]
@@ -150,7 +161,7 @@ class StatsProvider:
         order = sorted(range(len(texts)), key=lambda i: len(ids[i]), reverse=True)
         batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         results: list[TokenStats | None] = [None] * len(texts)
-        for batch in tqdm(batches, desc=self.desc, unit="batch", leave=False):
+        for batch in tqdm(batches, desc=self.desc, unit="batch", leave=False, disable=len(batches) < 2):
             for index, stats in zip(batch, self._forward([ids[i] for i in batch], light)):
                 stats.truncated = truncated[index]
                 results[index] = stats

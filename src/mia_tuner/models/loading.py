@@ -6,16 +6,15 @@ import hashlib
 import json
 import os
 import re
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 
 from mia_tuner.config import ModelConfig
 from mia_tuner.errors import ModelError
+from mia_tuner.hub import hub_unreachable  # noqa: F401 - tests stub it here
 from mia_tuner.models import offline
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -226,7 +225,7 @@ def _tokenizer_from_files(directory: Path):
 
 
 def _model_kwargs(config: ModelConfig, device: str, dtype: torch.dtype) -> dict:
-    kwargs: dict[str, Any] = {"dtype": dtype}
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": bool(config.trust_remote_code)}
     quant = quantization_config(config.quantization, dtype)
     if quant is not None:
         kwargs["quantization_config"] = quant
@@ -234,20 +233,6 @@ def _model_kwargs(config: ModelConfig, device: str, dtype: torch.dtype) -> dict:
     elif config.device_map:
         kwargs["device_map"] = config.device_map
     return kwargs
-
-
-def hub_unreachable(timeout: float = 3.0) -> str | None:
-    """Why the Hugging Face hub cannot be reached (None when it can, or behind a proxy)."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        return "HF_HUB_OFFLINE is set"
-    if any(os.environ.get(var) for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return None
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-    except OSError as exc:
-        return f"{host} unreachable ({exc})"
-    return None
 
 
 def _from_pretrained(source: _Source, kwargs: dict):
@@ -269,8 +254,24 @@ def _from_pretrained(source: _Source, kwargs: dict):
             raise OSError(f"{reason}, and {source.location!r} is not in the local Hugging Face cache") from exc
         return _from_pretrained(_Source(local, source.gguf_file), kwargs)
     model = AutoModelForCausalLM.from_pretrained(source.location, **kwargs)
-    tokenizer = load_tokenizer(source.location, source.gguf_file, fast_path=source.offline)
+    tokenizer = load_tokenizer(source.location, source.gguf_file, fast_path=source.offline,
+                               trust_remote_code=kwargs["trust_remote_code"])
     return model, tokenizer
+
+
+def _custom_code_hint(source: _Source, config: ModelConfig) -> str | None:
+    """Why a local model that ships its own code did not load, when that is the reason."""
+    path = Path(source.location) / "config.json"
+    if config.trust_remote_code or source.is_hub or not path.is_file():
+        return None
+    try:
+        ships_code = "auto_map" in json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not ships_code:
+        return None
+    return ("this model ships its own Python code (auto_map in config.json); mia-tuner runs such "
+            "code only when you pass --trust-remote-code, after reading it")
 
 
 def load_model(config: ModelConfig | str, cache_dir=None) -> LoadedModel:
@@ -289,7 +290,8 @@ def load_model(config: ModelConfig | str, cache_dir=None) -> LoadedModel:
         raise
     except Exception as exc:  # transformers raises OSError, ValueError, HTTP errors, ...
         where = "the Hugging Face hub" if source.is_hub else source.location
-        raise _fail(config.name, tried, f"loading from {where}: {type(exc).__name__}: {exc}") from exc
+        tried.append(f"loading from {where}: {type(exc).__name__}: {exc}")
+        raise _fail(config.name, tried, _custom_code_hint(source, config)) from exc
     if "device_map" not in kwargs:
         model.to(device)
     model.eval()

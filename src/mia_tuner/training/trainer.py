@@ -32,9 +32,10 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from ..data.types import MEMBER, NON_MEMBER, MembershipSet
-from ..errors import DataError
+from ..errors import DataError, Interrupted
 from ..metrics import compute_metrics
 from ..tuner.peft_setup import load_trainable_state, trainable_state
+from .checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 LAST_TOO_SMALL = "last (validation too small)"
@@ -156,8 +157,9 @@ class Trainer:
 
     def __init__(self, model, loss_fn: Callable, encode_fn: Callable, config: TrainerConfig,
                  score_fn: Callable | None = None, accelerator: Accelerator | None = None,
-                 on_epoch: Callable | None = None):
+                 on_epoch: Callable | None = None, checkpoint: Checkpoint | None = None):
         self.model = model
+        self.checkpoint = checkpoint
         self.on_epoch = on_epoch
         self.loss_fn = loss_fn
         self.encode_fn = encode_fn
@@ -204,7 +206,12 @@ class Trainer:
         return validation_auroc(self.score_fn, self.accelerator.unwrap_model(model), validation)
 
     def fit(self, train: MembershipSet, validation: MembershipSet | None = None) -> TrainHistory:
-        """Train for ``config.epochs`` epochs; keep the best validation epoch's state."""
+        """Train for ``config.epochs`` epochs; keep the best validation epoch's state.
+
+        With a ``checkpoint``, the state is saved after every update and at the end of every
+        epoch, and a run with a saved state continues from it (at most one step is redone);
+        Ctrl-C then raises ``Interrupted`` saying what was kept.
+        """
         c, acc = self.config, self.accelerator
         set_seed(c.seed)
         rng = np.random.default_rng(c.seed)
@@ -215,43 +222,80 @@ class Trainer:
         optimizer = torch.optim.AdamW(params, lr=c.learning_rate, weight_decay=c.weight_decay)
         scheduler = get_linear_schedule_with_warmup(optimizer, 0, updates)  # stepped here, not by accelerate
         model, optimizer = acc.prepare(self.model, optimizer)
-        sync = BatchSync(acc)
         can_select = validation is not None and min(validation.n_member, validation.n_nonmember) >= 2
-        history = TrainHistory(batch_per_class=b, steps_per_epoch=steps_per_epoch, processes=acc.num_processes,
-                               selection="best validation AUROC" if can_select else LAST_TOO_SMALL)
-        history.initial_validation_auroc = self._evaluate(model, validation)
-        best, best_state, started = None, None, time.perf_counter()
+        run = _RunState(history=TrainHistory(
+            batch_per_class=b, steps_per_epoch=steps_per_epoch, processes=acc.num_processes,
+            selection="best validation AUROC" if can_select else LAST_TOO_SMALL))
+        saved = self.checkpoint.load() if self.checkpoint is not None else None
+        if saved is not None:
+            run = _RunState.restore(saved, acc.unwrap_model(model), optimizer, scheduler, rng)
+            log.info("resuming from epoch %d, step %d", run.epoch, run.step)
+        else:
+            run.history.initial_validation_auroc = self._evaluate(model, validation)
+        self._state = (model, optimizer, scheduler, rng)
         progress = tqdm(total=c.epochs * steps_per_epoch, desc=c.desc, unit="step",
-                        disable=not acc.is_local_main_process)
-        for epoch in range(1, c.epochs + 1):
-            epoch_started = time.perf_counter()
+                        initial=len(run.history.steps), disable=not acc.is_local_main_process)
+        try:
+            self._epochs(run, train, validation, members, nonmembers, b, can_select, progress)
+        except KeyboardInterrupt:
+            raise Interrupted(self._interrupted_message(run)) from None
+        finally:
+            progress.close()
+        self.model = acc.unwrap_model(model)
+        if run.best_state is not None:
+            load_trainable_state(self.model, run.best_state)
+        else:
+            run.history.chosen_epoch = c.epochs
+        self.model.eval()
+        run.history.seconds = round(run.elapsed(), 3)
+        return run.history
+
+    def _epochs(self, run: "_RunState", train, validation, members, nonmembers, b, can_select, progress):
+        c, acc = self.config, self.accelerator
+        model, optimizer, scheduler, rng = self._state
+        sync = BatchSync(acc)
+        while run.epoch <= c.epochs:
+            epoch, epoch_started = run.epoch, time.perf_counter()
+            if run.step == 0:
+                run.rng_at_epoch_start = rng.bit_generator.state
+            rng.bit_generator.state = run.rng_at_epoch_start  # the same batches after a resume
+            batches = epoch_batches(members, nonmembers, b, rng)
             model.train()
-            self._run_epoch(model, optimizer, scheduler, sync, train,
-                            epoch_batches(members, nonmembers, b, rng), epoch, history, progress)
+            self._run_epoch(model, optimizer, scheduler, sync, train, batches, epoch, run, progress)
             auroc = self._evaluate(model, validation)
             entry = {"epoch": epoch, "validation_auroc": auroc,
                      "seconds": round(time.perf_counter() - epoch_started, 3)}
             if self.on_epoch is not None:
                 entry.update(self.on_epoch(epoch, acc.unwrap_model(model)) or {})
-            history.epochs.append(entry)
-            if can_select and _better(auroc, best, c.objective):
-                best, best_state = auroc, trainable_state(acc.unwrap_model(model))
-                history.chosen_epoch = epoch
-        progress.close()
-        self.model = acc.unwrap_model(model)
-        if best_state is not None:
-            load_trainable_state(self.model, best_state)
-        else:
-            history.chosen_epoch = c.epochs
-        self.model.eval()
-        history.seconds = round(time.perf_counter() - started, 3)
-        return history
+            run.history.epochs.append(entry)
+            if can_select and _better(auroc, run.best, c.objective):
+                run.best, run.best_state = auroc, trainable_state(acc.unwrap_model(model))
+                run.history.chosen_epoch = epoch
+            run.epoch, run.step = epoch + 1, 0
+            self._save(run)
 
-    def _run_epoch(self, model, optimizer, scheduler, sync, train, batches, epoch, history, progress):
-        """Forward/backward every step of one epoch; update every grad_accum steps and at the end."""
-        c, acc = self.config, self.accelerator
-        for i, pair in enumerate(batches):
-            step_started = time.perf_counter()
+    def _save(self, run: "_RunState") -> None:
+        """Write the run's state to the checkpoint (main process only)."""
+        if self.checkpoint is None or not self.accelerator.is_main_process:
+            return
+        model, optimizer, scheduler, rng = self._state
+        if run.step == 0:
+            run.rng_at_epoch_start = rng.bit_generator.state
+        self.checkpoint.save(run.snapshot(self.accelerator.unwrap_model(model), optimizer, scheduler))
+
+    def _interrupted_message(self, run: "_RunState") -> str:
+        where = f"epoch {run.epoch} of {self.config.epochs}, after step {run.step}"
+        if self.checkpoint is None:
+            return f"training stopped in {where}; nothing was saved (no checkpoint folder)"
+        return (f"training stopped in {where}; that state is saved in {self.checkpoint.directory}: "
+                "re-run the same command to resume (--restart starts afresh)")
+
+    def _run_epoch(self, model, optimizer, scheduler, sync, train, batches, epoch, run, progress):
+        """Forward/backward the epoch's steps from ``run.step`` on; update every grad_accum
+        steps and at the end, saving the state after each update."""
+        c, acc, history = self.config, self.accelerator, run.history
+        for i in range(run.step, len(batches)):
+            pair, step_started = batches[i], time.perf_counter()
             update = (i + 1) % c.grad_accum == 0 or i == len(batches) - 1
             group = min(c.grad_accum, len(batches) - (i // c.grad_accum) * c.grad_accum)
             batch = self._step_batch(train, pair)
@@ -269,3 +313,41 @@ class Trainer:
                                   "seconds": round(time.perf_counter() - step_started, 4), **parts})
             progress.update(1)
             progress.set_postfix(loss=f"{parts['total'] if 'total' in parts else loss.item():.3f}")
+            if update and i < len(batches) - 1:  # the epoch's last update is saved with its validation
+                run.step = i + 1
+                self._save(run)
+
+
+@dataclass
+class _RunState:
+    """Where a run stands: what a checkpoint holds besides the model and optimizer."""
+
+    history: TrainHistory
+    epoch: int = 1
+    step: int = 0  # steps of ``epoch`` already done
+    rng_at_epoch_start: dict | None = None
+    best: float | None = None
+    best_state: dict | None = None
+    seconds_before: float = 0.0  # training time of the runs before a resume
+    started: float = field(default_factory=time.perf_counter)
+
+    def elapsed(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.started
+
+    def snapshot(self, model, optimizer, scheduler) -> dict:
+        return {"model": trainable_state(model), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+                "history": self.history.to_dict(), "epoch": self.epoch, "step": self.step,
+                "rng_at_epoch_start": self.rng_at_epoch_start, "best": self.best,
+                "best_state": self.best_state, "seconds": self.elapsed()}
+
+    @classmethod
+    def restore(cls, saved: dict, model, optimizer, scheduler, rng) -> "_RunState":
+        load_trainable_state(model, saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["torch_rng"])
+        rng.bit_generator.state = saved["rng_at_epoch_start"]
+        return cls(history=TrainHistory(**saved["history"]), epoch=saved["epoch"], step=saved["step"],
+                   rng_at_epoch_start=saved["rng_at_epoch_start"], best=saved["best"],
+                   best_state=saved["best_state"], seconds_before=saved["seconds"])

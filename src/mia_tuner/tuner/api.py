@@ -21,7 +21,9 @@ from mia_tuner.config import MethodConfig, ModelConfig, RunConfig, SplitConfig, 
 from mia_tuner.data.split import EvaluationSplit, carve_validation, make_split
 from mia_tuner.data.types import MembershipSet
 from mia_tuner.metrics import compute_metrics
-from mia_tuner.reports import metrics_table, table_text, write_run
+from mia_tuner.reports import metrics_table, table_text, with_note, write_run
+from mia_tuner.integrity import content_sha256
+from mia_tuner.training.checkpoint import Checkpoint
 from mia_tuner.training.trainer import TrainHistory, Trainer, TrainerConfig
 from mia_tuner.tuner.config import TunerConfig
 from mia_tuner.tuner.detector import Detector, calibrate_threshold, read_detector_info, save_detector
@@ -97,12 +99,21 @@ def _evaluate(detector_model, pipeline, config, split, validation, rest) -> tupl
     return test_scores, metrics, threshold
 
 
+def _checkpoint(out_dir: Path, loaded, config: TunerConfig, rest, validation, accelerator) -> Checkpoint:
+    """The run's checkpoint, keyed by everything that determines the training."""
+    key = content_sha256({
+        "model": loaded.fingerprint, "config": config.to_dict(), "train": rest.fingerprint(),
+        "validation": validation.fingerprint() if validation is not None else None,
+        "processes": accelerator.num_processes})
+    return Checkpoint(out_dir / "checkpoint", key)
+
+
 def train_detector(loaded, data: MembershipSet, config: TunerConfig | None = None,
                    out_dir="runs/mia-tuner", split_config: SplitConfig | None = None,
                    compare_methods: bool = True, reference: str | None = None, cache_dir=None,
                    methods: MethodConfig | None = None,
                    accelerator: Accelerator | None = None,
-                   on_epoch: Callable | None = None) -> TrainResult:
+                   on_epoch: Callable | None = None, resume: bool = True) -> TrainResult:
     """Train MIA-Tuner on ``loaded`` and write ``out_dir`` (run files) + ``out_dir/detector``.
 
     ``methods`` selects and configures the baselines (default: all, with the settings of
@@ -110,7 +121,9 @@ def train_detector(loaded, data: MembershipSet, config: TunerConfig | None = Non
     pipeline, split) -> dict`` runs after every epoch (learning curves; see ``Trainer``).
     Under several processes only the main one scores the baselines and writes files.
     ``loaded.model`` gets the adapter (LoRA/IA3 modify its modules), so use
-    ``result.detector`` afterwards.
+    ``result.detector`` afterwards. The training state is checkpointed in
+    ``out_dir/checkpoint`` after every step: a run stopped midway continues from there when
+    started again with the same settings (``resume=False`` starts afresh).
     """
     config = config or TunerConfig()
     split_config = split_config or SplitConfig(max_train_per_class=config.train_per_class)
@@ -125,8 +138,12 @@ def train_detector(loaded, data: MembershipSet, config: TunerConfig | None = Non
     pipeline = make_pipeline(loaded, config)
     set_seed(config.seed)
     model = wrap_model(loaded.model, loaded.tokenizer, config)
+    checkpoint = _checkpoint(out_dir, loaded, config, rest, validation, accelerator)
+    if not resume and accelerator.is_main_process:
+        checkpoint.clear()
+    accelerator.wait_for_everyone()
     trainer = Trainer(model, pipeline.loss, pipeline.encode, _trainer_config(config),
-                      score_fn=pipeline.score, accelerator=accelerator,
+                      score_fn=pipeline.score, accelerator=accelerator, checkpoint=checkpoint,
                       on_epoch=(lambda epoch, m: on_epoch(epoch, m, pipeline, split)) if on_epoch else None)
     history = trainer.fit(rest, validation)
     model = trainer.model
@@ -140,7 +157,8 @@ def train_detector(loaded, data: MembershipSet, config: TunerConfig | None = Non
         save_detector(detector_dir, model, pipeline, loaded, config, threshold=threshold,
                       metrics=tuner_metrics, history=history.summary(),
                       parameters=count_parameters(model))
-        extra = {"model": {"name": loaded.name, "fingerprint": loaded.fingerprint},
+        extra = {"model": {"name": loaded.name, "fingerprint": loaded.fingerprint,
+                           "device": str(loaded.device)},
                  "data": {"name": data.name, **data.info}, "split": split.report,
                  "validation": {"member": validation.n_member, "nonmember": validation.n_nonmember}
                  if validation is not None else None,
@@ -153,5 +171,5 @@ def train_detector(loaded, data: MembershipSet, config: TunerConfig | None = Non
     accelerator.wait_for_everyone()
     return TrainResult(out_dir=out_dir, detector_dir=detector_dir, detector=detector,
                        history=history, scores=scores, metrics=metrics,
-                       table=table_text(metrics_table(metrics)), split=split,
+                       table=with_note(table_text(metrics_table(metrics))), split=split,
                        validation=validation, train_seconds=history.seconds)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from mia_tuner.errors import MethodError
@@ -77,7 +78,7 @@ class TunerConfig:
             raise MethodError(f"validation_per_class must be >= 0, got {self.validation_per_class}")
         if not 0.0 <= self.target_fpr <= 1.0:
             raise MethodError(f"target_fpr must be in [0, 1], got {self.target_fpr}")
-        if self.learning_rate <= 0:
+        if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
             raise MethodError(f"learning_rate must be > 0, got {self.learning_rate}")
 
     @classmethod

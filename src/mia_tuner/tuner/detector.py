@@ -17,15 +17,19 @@ from pathlib import Path
 
 import numpy as np
 
-from mia_tuner.errors import ModelError
+from mia_tuner.errors import ArtefactError, ModelError
+from mia_tuner.integrity import content_sha256, file_sha256
 from mia_tuner.metrics import threshold_for_fpr
-from mia_tuner.reports import _write_json
+from mia_tuner.reports import _jsonable, _write_json
 from mia_tuner.tuner.config import TunerConfig
 from mia_tuner.tuner.pipelines import Pipeline, make_pipeline
 
 DETECTOR_FILE = "detector.json"
 FORMAT = "mia-tuner-detector"
-VERSION = 1
+VERSION = 2  # 2: detector.json records the SHA-256 of every file and of itself
+REQUIRED_KEYS = ("format", "version", "mode", "pipeline", "base_model", "tuner_config", "threshold")
+ADAPTER_CONFIG = "adapter_config.json"
+UNCHECKED_FILES = ("README.md",)  # peft's model card: free text, never read back
 
 
 @dataclass
@@ -66,7 +70,11 @@ def _template_hash(tokenizer) -> str | None:
 
 def save_detector(out_dir, model, pipeline: Pipeline, loaded, config: TunerConfig, *,
                   threshold: dict, metrics: dict, history: dict, parameters: dict | None = None) -> Path:
-    """Write the adapter and ``detector.json`` into ``out_dir`` (created); return the path."""
+    """Write the adapter and ``detector.json`` into ``out_dir`` (created); return the path.
+
+    ``detector.json`` records the SHA-256 of every adapter file and of its own content, so
+    that ``load_detector`` refuses a detector whose files were changed or damaged.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
@@ -79,20 +87,67 @@ def save_detector(out_dir, model, pipeline: Pipeline, loaded, config: TunerConfi
         "base_model": {"name": loaded.name, "fingerprint": loaded.fingerprint},
         "tuner_config": config.to_dict(), "threshold": threshold, "metrics": metrics,
         "history": history, "parameters": parameters or {},
+        "files": {path.name: file_sha256(path) for path in _adapter_files(out)},
     }
+    info["sha256"] = content_sha256(_jsonable(info))
     _write_json(out / DETECTOR_FILE, info)
     return out
 
 
+def _adapter_files(directory: Path) -> list[Path]:
+    """The files peft wrote (everything but detector.json and the model card)."""
+    skip = {DETECTOR_FILE, *UNCHECKED_FILES}
+    return sorted(p for p in directory.iterdir() if p.is_file() and p.name not in skip)
+
+
 def read_detector_info(directory) -> dict:
-    """The parsed ``detector.json`` of a detector directory (ModelError when absent/invalid)."""
+    """The parsed, self-consistent ``detector.json`` of a detector directory.
+
+    ArtefactError when it is absent, not valid JSON, incomplete, or its content does not
+    match the hash it records (a damaged or hand-edited file).
+    """
     path = Path(directory) / DETECTOR_FILE
+    if not Path(directory).is_dir():
+        raise ArtefactError(f"{directory} is not a detector directory (no such folder)")
     if not path.is_file():
-        raise ModelError(f"{directory} is not a detector directory (no {DETECTOR_FILE})")
-    info = json.loads(path.read_text("utf-8"))
-    if info.get("format") != FORMAT:
-        raise ModelError(f"{path} is not a mia-tuner detector file")
+        raise ArtefactError(f"{directory} is not a detector directory (no {DETECTOR_FILE})")
+    try:
+        info = json.loads(path.read_text("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ArtefactError(f"{path} is damaged: not valid JSON ({error})") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise ArtefactError(f"{path} is not a mia-tuner detector file")
+    missing = [key for key in REQUIRED_KEYS if key not in info]
+    if missing:
+        raise ArtefactError(f"{path} is incomplete: no {', '.join(missing)}")
+    if info.get("version", 0) >= 2:
+        recorded = info.pop("sha256", None)
+        if recorded != content_sha256(info):
+            raise ArtefactError(f"{path} was changed or damaged after it was saved (its content "
+                                "does not match the hash it records); re-train or restore the detector")
+        info["sha256"] = recorded
     return info
+
+
+def verify_detector_files(directory, info: dict) -> None:
+    """ArtefactError unless every adapter file is there and matches its recorded hash."""
+    directory = Path(directory)
+    if not (directory / ADAPTER_CONFIG).is_file():
+        raise ArtefactError(f"detector {directory} has no {ADAPTER_CONFIG}: the adapter is missing")
+    if not any(p.name.startswith("adapter_model") for p in directory.iterdir()):
+        raise ArtefactError(f"detector {directory} has no adapter weights (adapter_model.*)")
+    files = info.get("files")
+    if files is None:  # version 1: saved before detectors recorded their hashes
+        warnings.warn(f"detector {directory} records no file hashes (saved by mia-tuner < 0.2): "
+                      "its files cannot be checked")
+        return
+    for name, expected in files.items():
+        path = directory / name
+        if not path.is_file():
+            raise ArtefactError(f"detector {directory} is incomplete: {name} is missing")
+        if file_sha256(path) != expected:
+            raise ArtefactError(f"detector file {path} was changed or damaged after it was saved "
+                                "(SHA-256 mismatch); re-train or restore the detector")
 
 
 def check_base_model(info: dict, loaded_base) -> None:
@@ -117,12 +172,16 @@ def _check_pipeline(info: dict, pipeline: Pipeline) -> None:
 def load_detector(directory, loaded_base) -> Detector:
     """The detector in ``directory`` on ``loaded_base`` (a LoadedModel of the same weights).
 
+    Every file is checked against its recorded hash before peft reads it (so a missing
+    adapter never turns into a hub request).
+
     The adapter is attached to ``loaded_base.model`` (LoRA/IA3 inject layers into it); a
     fallback chat template recorded in the config is applied to its tokenizer.
     """
     from peft import PeftModel
 
     info = read_detector_info(directory)
+    verify_detector_files(directory, info)
     check_base_model(info, loaded_base)
     config = replace(TunerConfig.from_dict(info["tuner_config"]), mode=info["mode"])
     pipeline = make_pipeline(loaded_base, config)

@@ -1,0 +1,154 @@
+"""Faults injected into real runs on the offline SmolLM2: Ctrl-C (SIGINT) during scoring,
+training and set building, then the same command again. Measures what the killed run said,
+how much of its work the re-run found (and how much it had to redo), and the bad-input cases
+of the test suite. Writes bench/results/reliability.json.
+
+    .venv/bin/python bench/reliability.py            # ~10 min on 2 cores
+    .venv/bin/python bench/reliability.py --only scores
+
+Each fault runs the CLI as a user would (a subprocess of `python -m mia_tuner.cli`), in a
+fresh cache folder, and sends SIGINT after a delay chosen to fall in the middle of the work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "wikimia24"
+RESULTS = ROOT / "bench" / "results" / "reliability.json"
+MODEL = "smollm2-135m-instruct"
+
+
+def cli(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "mia_tuner.cli", *argv]
+
+
+def run(argv: list[str], env: dict, stop_after: float | None = None) -> dict:
+    """Run a command; with ``stop_after`` send SIGINT once that many seconds have passed."""
+    started = time.perf_counter()
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if stop_after is not None:
+        try:
+            process.wait(timeout=stop_after)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=1800)
+    return {"rc": process.returncode, "seconds": round(time.perf_counter() - started, 1),
+            "stdout": out, "stderr": err, "traceback": "Traceback" in err,
+            "last_line": (err.strip().splitlines() or [""])[-1]}
+
+
+def environment(work: Path) -> dict:
+    """A fresh cache in ``work`` that shares the prepared offline models (no second download)."""
+    from mia_tuner.config import default_cache_dir
+
+    cache = work / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / "models").symlink_to(default_cache_dir() / "models", target_is_directory=True)
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "MIA_TUNER_CACHE": str(cache)}
+
+
+def scores_fault(work: Path) -> dict:
+    """SIGINT 40 s into a ~2-minute scoring run of 200 texts; the re-run finishes it."""
+    argv = cli("scores", "--model", MODEL, "--data", str(DATA), "--split", "WikiMIA_length32",
+               "--methods", "loss,zlib,min-k%,min-k%++,lowercase,neighbor",
+               "--cache-dir", str(work / "cache"), "--out", str(work / "scores"))
+    env = environment(work)
+    killed = run(argv, env, stop_after=40)
+    finished = re.search(r"(\d+) of (\d+) texts", killed["last_line"])
+    again = run(argv, env)
+    computed = {}
+    metrics = work / "scores" / "metrics.json"
+    if metrics.is_file():
+        info = json.loads(metrics.read_text())["extra"]["methods"]
+        computed = {name: row["computed"] for name, row in info.items()}
+    done, total = (int(finished[1]), int(finished[2])) if finished else (None, None)
+    redone = None if done is None else max(computed.values(), default=0) - (total - done)
+    return {"fault": "SIGINT during `scores`", "killed": _brief(killed), "rerun": _brief(again),
+            "texts_finished_before_kill": done, "texts_total": total,
+            "texts_computed_by_rerun": computed, "texts_redone": redone}
+
+
+def train_fault(work: Path) -> dict:
+    """SIGINT in the second epoch of a 2-epoch aligned run; the re-run resumes."""
+    argv = cli("train", "--model", MODEL, "--data", str(DATA), "--split", "WikiMIA_length32",
+               "--epochs", "2", "--train-per-class", "26", "--validation-per-class", "10",
+               "--test-per-class", "20", "--no-compare",
+               "--cache-dir", str(work / "cache"), "--out", str(work / "train"))
+    env = environment(work)
+    killed = run(argv, env, stop_after=75)
+    step = re.search(r"epoch (\d+) of \d+, after step (\d+)", killed["last_line"])
+    again = run(argv, env)
+    history = {}
+    metrics = work / "train" / "metrics.json"
+    if metrics.is_file():
+        history = json.loads(metrics.read_text())["extra"]["history"]
+    steps_total = len(history.get("steps", []))
+    return {"fault": "SIGINT during `train`", "killed": _brief(killed), "rerun": _brief(again),
+            "stopped_in_epoch": int(step[1]) if step else None,
+            "steps_done_in_that_epoch": int(step[2]) if step else None,
+            "steps_total": steps_total, "steps_per_epoch": history.get("steps_per_epoch")}
+
+
+def controlled_fault(work: Path) -> dict:
+    """SIGINT 90 s into building a 100 + 100 controlled set (injection checkpoints every 60 s)."""
+    argv = cli("data", "controlled", "--model", MODEL, "--n-per-class", "100",
+               "--out", str(work / "controlled"))
+    env = environment(work)
+    killed = run(argv, env, stop_after=90)
+    step = re.search(r"step (\d+) of (\d+)", killed["last_line"])
+    again = run(argv, env)
+    card = work / "controlled" / "card.json"
+    return {"fault": "SIGINT during `data controlled` (injection)", "killed": _brief(killed),
+            "rerun": _brief(again), "steps_done_before_kill": int(step[1]) if step else None,
+            "steps_total": int(step[2]) if step else None,
+            "built": card.is_file(), "card": json.loads(card.read_text()) if card.is_file() else None}
+
+
+def bad_input_cases() -> dict:
+    """The bad-input tests: how many cases, how many ended in a clear error."""
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "tests/test_bad_input.py", "tests/test_resume.py"],
+                          cwd=ROOT, capture_output=True, text=True)
+    summary = done.stdout.strip().splitlines()[-1]
+    collected = subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only",
+                                "-p", "no:cacheprovider", "tests/test_bad_input.py"],
+                               cwd=ROOT, capture_output=True, text=True).stdout.splitlines()
+    return {"pytest_summary": summary, "cases": [line for line in collected if "::" in line]}
+
+
+def _brief(result: dict) -> dict:
+    return {k: result[k] for k in ("rc", "seconds", "traceback", "last_line")}
+
+
+FAULTS = {"scores": scores_fault, "train": train_fault, "controlled": controlled_fault}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=[*FAULTS, "bad-input"], action="append")
+    args = parser.parse_args()
+    chosen = args.only or [*FAULTS, "bad-input"]
+    record = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    for name in chosen:
+        with tempfile.TemporaryDirectory(prefix=f"reliability-{name}-") as work:
+            result = bad_input_cases() if name == "bad-input" else FAULTS[name](Path(work))
+        result["date"] = time.strftime("%Y-%m-%d %H:%M")
+        record[name] = result
+        print(json.dumps(result, indent=2)[:3000])
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

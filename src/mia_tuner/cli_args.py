@@ -1,0 +1,98 @@
+"""Argument types and output checks of the command line: every value a user types is
+checked here, before any work, with a message that names the option."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .errors import DataError, MethodError
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def seed_value(text: str) -> int:
+    """A random seed: an integer in [0, 2**32) (what numpy and torch accept alike)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if not 0 <= value < 2 ** 32:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2^32), got {text}")
+    return value
+
+
+def token_budget(text: str) -> int:
+    """A token budget: at least 2 (one token to condition on, one to score)."""
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2 (one token is read, the next scored), got {text}")
+    return value
+
+
+def method_names(text: str) -> list[str]:
+    """Comma-separated method names; at least one."""
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    if not names:
+        raise MethodError(f"--methods {text!r} names no method; give names such as loss,zlib or all")
+    return names
+
+
+def share(text: str) -> float:
+    """A number in (0, 1]: a share of tokens or words."""
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def shares(text: str) -> list[float]:
+    try:
+        return [share(x) for x in text.split(",") if x.strip()]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers in (0, 1]: {error}")
+
+
+def at_least_two(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2, got {text}")
+    return value
+
+
+def word_lengths(text: str) -> tuple[int, ...]:
+    """Comma-separated positive word counts, e.g. 32,64,128."""
+    try:
+        lengths = tuple(int(n) for n in text.split(",") if n.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated word counts such as 32,64, got {text!r}") from None
+    if not lengths or min(lengths) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive word counts, got {text!r}")
+    return lengths
+
+
+def check_out_dir(path) -> None:
+    """Before any work: ``path`` must be a folder or not exist yet (a run directory)."""
+    if Path(path).exists() and not Path(path).is_dir():
+        raise DataError(f"--out {path} is an existing file; the output is a folder: choose another path")
+
+
+def check_out_file(path) -> None:
+    """Before any work: ``path`` must not be a folder, and its folder must exist."""
+    if path is None:
+        return
+    if Path(path).is_dir():
+        raise DataError(f"--out {path} is a folder; give a file name for the JSON lines")
+    if not Path(path).resolve().parent.is_dir():
+        raise DataError(f"--out {path}: the folder {Path(path).parent} does not exist")
