@@ -18,7 +18,8 @@ import json
 import time
 from pathlib import Path
 
-from mia_tuner.config import DataConfig, MethodConfig, ModelConfig, RunConfig, default_cache_dir
+from mia_tuner.config import (DataConfig, MethodConfig, ModelConfig, RunConfig, SplitConfig,
+                              default_cache_dir)
 from mia_tuner.data.controlled import ControlledConfig
 from mia_tuner.demo import demo_config, ensure_controlled
 from mia_tuner.run import run_scores
@@ -31,6 +32,7 @@ REFERENCE = {"smollm2-135m-instruct": "gemma-3-270m", "gemma-3-270m": "smollm2-1
 SETS = ["wikimia24:WikiMIA_length32", "wikimia24:WikiMIA_length128", "wikimia24:WikiMIA_length64",
         "wikimia:32", "wikimia:64"]
 KEY = ("model", "dataset", "split", "method")
+PAPER_SPLIT = SplitConfig(fill_test_first=False)
 
 
 def data_config(dataset: str, split: str) -> DataConfig:
@@ -65,6 +67,7 @@ def merge(records: list[dict]) -> None:
 def run_benchmark_set(model: str, spec: str, cache_dir: str) -> None:
     dataset, split = spec.split(":")
     config = RunConfig(model=ModelConfig(name=model), data=data_config(dataset, split),
+                       split=PAPER_SPLIT,  # the recorded rows' protocol (80/20 cut, test <= 100)
                        methods=MethodConfig(methods=["all"], reference=REFERENCE[model]),
                        out=str(ROOT / "runs" / "bench" / model / f"{dataset}-{split}"),
                        cache_dir=cache_dir)

@@ -30,7 +30,7 @@ MODEL = "smollm2-135m-instruct"
 
 
 def cli(*argv: str) -> list[str]:
-    return [sys.executable, "-m", "mia_tuner.cli", *argv]
+    return [sys.executable, "-m", "mia_tuner.cli", "-v", *argv]  # -v: the resume log lines
 
 
 def run(argv: list[str], env: dict, stop_after: float | None = None) -> dict:
@@ -80,15 +80,16 @@ def scores_fault(work: Path) -> dict:
 
 
 def train_fault(work: Path) -> dict:
-    """SIGINT in the second epoch of a 2-epoch aligned run; the re-run resumes."""
+    """SIGINT a minute into a 3-epoch aligned run (12 steps); the re-run resumes."""
     argv = cli("train", "--model", MODEL, "--data", str(DATA), "--split", "WikiMIA_length32",
-               "--epochs", "2", "--train-per-class", "26", "--validation-per-class", "10",
+               "--epochs", "3", "--train-per-class", "42", "--validation-per-class", "10",
                "--test-per-class", "20", "--no-compare",
                "--cache-dir", str(work / "cache"), "--out", str(work / "train"))
     env = environment(work)
-    killed = run(argv, env, stop_after=75)
+    killed = run(argv, env, stop_after=60)
     step = re.search(r"epoch (\d+) of \d+, after step (\d+)", killed["last_line"])
     again = run(argv, env)
+    resumed = re.search(r"resuming from epoch (\d+), step (\d+)", again["stderr"])
     history = {}
     metrics = work / "train" / "metrics.json"
     if metrics.is_file():
@@ -97,7 +98,8 @@ def train_fault(work: Path) -> dict:
     return {"fault": "SIGINT during `train`", "killed": _brief(killed), "rerun": _brief(again),
             "stopped_in_epoch": int(step[1]) if step else None,
             "steps_done_in_that_epoch": int(step[2]) if step else None,
-            "steps_total": steps_total, "steps_per_epoch": history.get("steps_per_epoch")}
+            "steps_total": steps_total, "steps_per_epoch": history.get("steps_per_epoch"),
+            "rerun_resumed_at": {"epoch": int(resumed[1]), "step": int(resumed[2])} if resumed else None}
 
 
 def controlled_fault(work: Path) -> dict:
@@ -108,10 +110,12 @@ def controlled_fault(work: Path) -> dict:
     killed = run(argv, env, stop_after=90)
     step = re.search(r"step (\d+) of (\d+)", killed["last_line"])
     again = run(argv, env)
+    resumed = re.search(r"resuming the injection at epoch \d+, step (\d+)", again["stderr"])
     card = work / "controlled" / "card.json"
     return {"fault": "SIGINT during `data controlled` (injection)", "killed": _brief(killed),
             "rerun": _brief(again), "steps_done_before_kill": int(step[1]) if step else None,
             "steps_total": int(step[2]) if step else None,
+            "rerun_resumed_after_step": int(resumed[1]) if resumed else None,
             "built": card.is_file(), "card": json.loads(card.read_text()) if card.is_file() else None}
 
 

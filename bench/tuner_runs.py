@@ -31,12 +31,14 @@ from mia_tuner.config import ModelConfig, SplitConfig, default_cache_dir
 from mia_tuner.data import load_membership_set
 from mia_tuner.data.controlled import ControlledConfig
 from mia_tuner.demo import DEMO_SPLIT, demo_config, ensure_controlled
-from mia_tuner.metrics import compute_metrics
+from mia_tuner.metrics import compute_metrics, paired_auroc_difference
 from mia_tuner.models import load_model
 from mia_tuner.tuner.api import ROW, train_detector
 from mia_tuner.tuner.config import PRESETS, TunerConfig
 
 RUNS = ROOT / "bench" / "results" / "tuner_runs.json"
+CURVES = ROOT / "bench" / "results" / "learning_curves.json"
+LARGE_TEST = 200  # test texts per class on the large controlled sets
 CONTROLLED_SPLIT = "python-docs-64w"
 
 
@@ -44,22 +46,31 @@ def set_names(spec: str) -> tuple[str, str]:
     """(dataset, split) under which a --set is recorded."""
     if spec == "controlled":
         return "controlled", CONTROLLED_SPLIT
+    if spec.startswith("controlled:"):  # controlled:600 -> 600 + 600 passages
+        n = int(spec.split(":")[1])
+        return "controlled", f"{CONTROLLED_SPLIT}-{n}+{n}"
     if spec == "wikimia24:debiased":
         return "wikimia24", POOLED
     dataset, split = spec.split(":")
     return dataset, split
 
 
-def resolve_set(model: str, spec: str, cache_dir: str):
+def resolve_set(model: str, spec: str, cache_dir: str, train_per_class: int = 80):
     """(target model name or path, data, split config, reference) for a --set."""
     if spec == "controlled":
         set_dir = ensure_controlled(model, ControlledConfig(), cache_dir)
         run = demo_config(set_dir, model, "unused", cache_dir, "auto")
         return run.model.name, load_membership_set(run.data), DEMO_SPLIT, model
+    if spec.startswith("controlled:"):  # a large set: 200 + 200 test texts, the rest to train
+        set_dir = ensure_controlled(model, ControlledConfig(n_per_class=int(spec.split(":")[1])), cache_dir)
+        run = demo_config(set_dir, model, "unused", cache_dir, "auto")
+        split = SplitConfig(max_train_per_class=train_per_class, max_test_per_class=LARGE_TEST)
+        return run.model.name, load_membership_set(run.data), split, model
     if spec == "wikimia24:debiased":  # pooled, paired, masked (bench/shift.py); twins stay together
         return (model, debiased_wikimia24(), SplitConfig(train_fraction=0.6, group_by="event"),
                 REFERENCE[model])
-    return model, load_membership_set(data_config(*set_names(spec))), SplitConfig(), REFERENCE[model]
+    return (model, load_membership_set(data_config(*set_names(spec))), SplitConfig(fill_test_first=False),
+            REFERENCE[model])
 
 
 def test_curve(epoch, model, pipeline, split) -> dict:
@@ -109,6 +120,12 @@ def main():
     parser.add_argument("--temperature", type=float)
     parser.add_argument("--distance-scale", type=float)
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--train-per-class", type=int, default=80)
+    parser.add_argument("--validation-per-class", type=int)
+    parser.add_argument("--base-score", choices=["raw", "calibrated"])
+    parser.add_argument("--method-tag", default="", help="record MIA-Tuner as mia-tuner:<tag>")
+    parser.add_argument("--learning-curve", action="store_true",
+                        help="append MIA-Tuner's and fused's test AUROC to learning_curves.json")
     parser.add_argument("--curve", action="store_true", help="also score the test part after every epoch")
     parser.add_argument("--record", action="store_true", help="write the rows into detection.json")
     parser.add_argument("--record-only", action="store_true",
@@ -127,12 +144,14 @@ def main():
                 == (args.model, dataset, split)] if RUNS.exists() else []
         merge(detection_records(out, args.model, dataset, split, runs[-1]["run_seconds"] if runs else None))
         return
-    target, data, split_config, reference = resolve_set(args.model, args.set, args.cache_dir)
+    target, data, split_config, reference = resolve_set(args.model, args.set, args.cache_dir,
+                                                        args.train_per_class)
     config = TunerConfig.from_preset(
         args.preset, mode=args.mode, peft=args.peft, epochs=args.epochs, learning_rate=args.lr,
         batch_per_class=args.batch_per_class, num_virtual_tokens=args.num_virtual_tokens,
         lora_rank=args.lora_rank, temperature=args.temperature,
-        distance_scale=args.distance_scale, seed=args.seed)
+        distance_scale=args.distance_scale, seed=args.seed, train_per_class=args.train_per_class,
+        validation_per_class=args.validation_per_class, base_score=args.base_score)
     if args.seed is not None:
         split_config = replace(split_config, seed=args.seed)
     loaded = load_model(ModelConfig(name=target), cache_dir=args.cache_dir)
@@ -153,8 +172,47 @@ def main():
                 "tpr_at_1_fpr": round(tuner.tpr_at_fpr[0.01], 4),
                 "train_seconds": round(result.train_seconds, 1), "run_seconds": round(seconds, 1),
                 "test_texts": len(result.split.test.texts), "date": time.strftime("%Y-%m-%d %H:%M")})
+    paired = paired_rows(result)
+    if paired:
+        print(json.dumps(paired, indent=1))
     if args.record:
-        merge(detection_records(out, args.model, dataset, split, seconds))
+        rows = detection_records(out, args.model, dataset, split, seconds)
+        for row in rows:
+            if row["method"] == ROW:
+                row["paired"] = paired
+                if args.method_tag:
+                    row["method"] = f"{ROW}:{args.method_tag}"
+        merge(rows)
+    if args.learning_curve:
+        append_curves(result, args.model, dataset, args.train_per_class,
+                      f"{ROW}:{args.method_tag}" if args.method_tag else ROW)
+
+
+def paired_rows(result) -> dict:
+    """MIA-Tuner minus `fused` and minus the best reference-free score-based method (picked on
+    these test texts, which favours the baseline), with paired bootstrap 95% intervals."""
+    labels = np.array(result.split.test.labels)
+    candidates = {name: m.auroc for name, m in result.metrics.items()
+                  if name not in (ROW, "blind", "fused", "fused+ref", "ref")}
+    against = [name for name in ("fused",) if name in result.scores]
+    if candidates:
+        against.append(max(candidates, key=candidates.get))
+    return {name: {k: round(v, 4) if isinstance(v, float) else v for k, v in
+                   paired_auroc_difference(labels, result.scores[ROW], result.scores[name]).items()}
+            for name in against}
+
+
+def append_curves(result, model: str, dataset: str, train_per_class: int, method: str) -> None:
+    """learning_curves.json: one record per detector that uses labelled texts."""
+    records = json.loads(CURVES.read_text()) if CURVES.exists() else []
+    for name, label in ((ROW, method), ("fused", "fused")):
+        if name in result.metrics:
+            m = result.metrics[name]
+            records.append({"model": model, "dataset": dataset, "method": label,
+                            "train_per_class": train_per_class, "auroc": round(m.auroc, 4),
+                            "auroc_low": round(m.auroc_low, 4), "auroc_high": round(m.auroc_high, 4),
+                            "n_test": len(result.split.test.texts), "date": time.strftime("%Y-%m-%d")})
+    CURVES.write_text(json.dumps(records, indent=1) + "\n")
 
 
 if __name__ == "__main__":

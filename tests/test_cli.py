@@ -163,11 +163,11 @@ def test_scores_bad_numeric_option_is_an_error_message(tiny_model_dir, data_file
 # ---------------------------------------------------------------- other commands
 
 
-def test_methods_lists_the_eight_names(capsys):
+def test_methods_lists_every_name(capsys):
     assert main(["methods"]) == 0
     names = capsys.readouterr().out.split()
     assert sorted(names) == sorted(["loss", "zlib", "lowercase", "ref", "min-k%", "min-k%++",
-                                    "neighbor", "blind"])
+                                    "neighbor", "recall", "con-recall", "blind", "fused", "fused+ref"])
     assert names == available_methods()
 
 

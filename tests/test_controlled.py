@@ -127,6 +127,22 @@ def test_card_records_the_build(built, config, tiny_model_dir):
     assert np.isfinite(card["first_loss"]) and np.isfinite(card["last_epoch_loss"])
 
 
+def test_a_damaged_set_is_refused(built, tmp_path):
+    import shutil
+
+    from mia_tuner.data.controlled import check_built
+    from mia_tuner.errors import ArtefactError
+
+    copy = tmp_path / "set"
+    shutil.copytree(built, copy)
+    check_built(copy)  # intact (copytree keeps mtimes; sizes and hashes match)
+    with (copy / DATA_FILE).open("a", encoding="utf-8") as handle:
+        handle.write('{"input": "an extra member", "label": 1}\n')
+    (copy / MODEL_DIR / "config.json").unlink()
+    with pytest.raises(ArtefactError, match="data.jsonl was changed.*model/config.json is missing"):
+        check_built(copy)
+
+
 def test_injected_model_loads_and_differs_from_the_base(built, tiny_model_dir):
     injected = load_model(str(built / MODEL_DIR))
     base = load_model(str(tiny_model_dir))

@@ -162,9 +162,11 @@ def test_real_wikimia24_hygiene_matches_readme():
 
 @needs_shared
 def test_real_wikimia24_128_split():
-    """572 rows, 64 extra copies -> 263 / 245 distinct -> 245 per class -> 196 train / 49 test."""
+    """572 rows, 64 extra copies -> 263 / 245 distinct -> 245 per class -> 196 train / 49 test
+    with the official cut (the default fills the test part: 100 per class)."""
     ms = load_membership_set(str(SHARED_DATA / "wikimia24"), "WikiMIA_length128")
-    split = make_split(ms)
+    assert make_split(ms).report["test"] == {"member": 100, "nonmember": 100}
+    split = make_split(ms, SplitConfig(fill_test_first=False))
     report = split.report
     assert report["duplicates_removed"]["duplicate_rows"] == 64
     assert report["before_balancing"] == {"member": 263, "nonmember": 245}
@@ -420,6 +422,21 @@ def test_few_shot_keeps_the_test_part():
     assert few.test == full.test
     assert few.report["train"] == {"member": 4, "nonmember": 4}
     assert set(few.train.texts) <= set(full.train.texts)
+
+
+def test_a_large_set_fills_the_test_part_first():
+    """250 per class, caps 80 + 100: the 80/20 cut would leave 50 test texts; the test part is
+    filled to 100 with the texts a 0.6 cut gives (the demo's split), and train keeps 80."""
+    ms = toy_set(250)
+    filled = make_split(ms, SplitConfig(seed=5))
+    assert filled.report["test"] == {"member": 100, "nonmember": 100}
+    assert filled.report["train"] == {"member": 80, "nonmember": 80}
+    assert filled.test == make_split(ms, SplitConfig(seed=5, train_fraction=0.6)).test
+    assert not set(filled.train.texts) & set(filled.test.texts)
+    paper = make_split(ms, SplitConfig(seed=5, fill_test_first=False))
+    assert paper.report["test"] == {"member": 50, "nonmember": 50}
+    small = make_split(toy_set(100), SplitConfig(seed=5))  # cannot fill both caps: 80/20 cut
+    assert small.report["test"] == {"member": 20, "nonmember": 20}
 
 
 def test_split_without_dedupe_on_clean_set_and_bad_config():

@@ -152,7 +152,7 @@ def test_unknown_method_lists_available():
         build_methods(["nope"], MethodConfig())
     names = [m.name for m in build_methods(["all"], MethodConfig())]
     assert set(names) == {"loss", "zlib", "lowercase", "ref", "min-k%", "min-k%++",
-                          "neighbor", "blind"}
+                          "neighbor", "recall", "con-recall", "blind", "fused", "fused+ref"}
 
 
 def test_k_sweep_adds_labelled_rows():

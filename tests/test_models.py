@@ -321,6 +321,18 @@ def test_prepare_rebuilds_when_source_hash_changes(tmp_path, fake_source):
     assert offline.read_manifest("smollm2-135m-instruct", tmp_path)["source_sha256"] == offline.sha256_file(src)
 
 
+def test_damaged_prepared_copy_is_rebuilt(tmp_path, fake_source):
+    src, builds = fake_source
+    hf = offline.prepare("smollm2-135m-instruct", tmp_path)
+    assert set(offline.read_manifest("smollm2-135m-instruct", tmp_path)["files"]) >= {"config.json"}
+    weights = next(p for p in hf.iterdir() if p.suffix == ".safetensors")
+    data = bytearray(weights.read_bytes())
+    data[-4:] = b"\x00\x01\x02\x03"  # same size, other bytes (mtime moves)
+    weights.write_bytes(bytes(data))
+    offline.prepare("smollm2-135m-instruct", tmp_path)
+    assert builds == [b"version 1", b"version 1"]  # rebuilt from the (verified) source
+
+
 def test_touched_source_with_same_hash_is_not_rebuilt(tmp_path, fake_source):
     src, builds = fake_source
     offline.prepare("smollm2-135m-instruct", tmp_path)

@@ -22,9 +22,11 @@ from mia_tuner.run import run_scores
 N_PER_CLASS = 20
 SPLIT = SplitConfig(max_train_per_class=8, max_test_per_class=6)
 # 20 per class, train_fraction 0.8: 16 train / 4 test per class; the caps keep 8 train, 4 test.
-N_TEST = 2 * min(SPLIT.max_test_per_class, N_PER_CLASS - round(N_PER_CLASS * SPLIT.train_fraction))
+# the split fills the test part first when a class holds enough texts for both caps
+N_TEST = 2 * (SPLIT.max_test_per_class if N_PER_CLASS >= SPLIT.max_train_per_class + SPLIT.max_test_per_class
+              else min(SPLIT.max_test_per_class, N_PER_CLASS - round(N_PER_CLASS * SPLIT.train_fraction)))
 N_TRAIN = 2 * SPLIT.max_train_per_class
-ALL_BUT_REF = [m for m in available_methods() if m != "ref"]
+ALL_BUT_REF = [m for m in available_methods() if m not in ("ref", "fused+ref")]  # need a reference
 COLOURS = ["red", "green", "blue", "black", "white"]
 
 

@@ -164,6 +164,59 @@ def test_base_score_is_minus_mean_nll_by_hand():
         assert score == pytest.approx(-float(nll), abs=1e-5)
 
 
+def test_calibrated_base_score_by_hand():
+    """score = ℓ₀(x) − ℓ(x): the text's loss without the soft prompt minus with it."""
+    loaded, pipeline, model = setup(False, num_virtual_tokens=4, base_score="calibrated")
+    with torch.no_grad():  # give the soft prompt a visible effect
+        model.prompt_encoder["default"].embedding.weight.mul_(3.0)
+    scores = pipeline.score(model, TEXTS, batch_size=2)
+
+    def mean_nll(logits, ids):
+        logp = torch.log_softmax(logits[:-1].double(), dim=-1)
+        return -float(logp.gather(-1, ids[0, 1:, None]).mean())
+
+    for text, score in zip(TEXTS, scores):
+        ids = torch.tensor([loaded.tokenizer(text)["input_ids"]])
+        with torch.no_grad():
+            prompted = mean_nll(model(input_ids=ids).logits[0, 4:], ids)
+            plain = mean_nll(model.get_base_model()(input_ids=ids).logits[0], ids)
+        assert score == pytest.approx(plain - prompted, abs=1e-5)
+    assert abs(float(scores[0])) > 1e-4  # the prompt moves the loss
+
+
+def test_calibrated_base_pipeline_trains_and_saves(tmp_path):
+    result = train_detector(tiny_loaded(False), toy_set(), small_config(epochs=2, base_score="calibrated"),
+                            out_dir=tmp_path / "run", compare_methods=False)
+    texts = list(result.split.test.texts)
+    steps = result.history.steps
+    assert steps[-1]["total"] < steps[0]["total"]
+    reloaded = load_detector(result.detector_dir, tiny_loaded(False))
+    np.testing.assert_allclose(reloaded.score(texts), result.detector.score(texts), atol=1e-6)
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_shared_prefix_gives_the_same_loss_and_gradient(chat):
+    """The soft prompt and the chat template's opening run once per batch: the loss and the
+    soft prompt's gradient equal those of the plain forward (every row runs it all)."""
+    results = {}
+    for share in (False, True):
+        loaded, pipeline, model = setup(chat, num_virtual_tokens=4, share_prefix=share)
+        texts = [*TEXTS, "A fourth text."] if chat else \
+            ["The cat sat.", "The cat ran over the mat today.", "The cat.", "The cat is black."]
+        batch = pipeline.encode(texts, [1, 0, 1, 0])
+        total, _ = pipeline.loss(model, batch)
+        total.backward()
+        weight = model.prompt_encoder["default"].embedding.weight
+        results[share] = (float(total), weight.grad.clone(), pipeline.score(model, texts))
+    assert results[True][0] == pytest.approx(results[False][0], rel=1e-5)
+    torch.testing.assert_close(results[True][1], results[False][1], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(results[True][2], results[False][2], rtol=1e-5, atol=1e-6)
+    batch = pipeline.encode(texts, [1, 0, 1, 0])
+    from mia_tuner.tuner.peft_setup import common_prefix_length
+
+    assert common_prefix_length(batch["input_ids"], batch["attention_mask"]) >= (10 if chat else 2)
+
+
 def test_loss_variants_run():
     _, pipeline, model = setup(True, full_vocab_classification=True)
     total, parts = pipeline.loss(model, pipeline.encode(TEXTS[:2], [1, 0]))
@@ -233,6 +286,25 @@ def test_checkpoint_selection(per_class, expected_epoch):
     assert not torch.equal(states[2][next(iter(final))], states[3][next(iter(final))])
 
 
+def test_the_untrained_state_can_be_kept():
+    _, pipeline, model = setup(False)
+    data = toy_set(6)
+    train, validation = data.subset(range(8, 12)), data.subset(range(4))
+    states: list = []
+    score = _scripted_scores(validation, [1.0, 0.5, 0.0, 0.5], states)  # initial best
+    trainer = Trainer(model, pipeline.loss, pipeline.encode,
+                      TrainerConfig(learning_rate=0.1, epochs=3, batch_per_class=2), score_fn=score)
+    history = trainer.fit(train, validation)
+    assert history.chosen_epoch == 0 and history.initial_validation_auroc == 1.0
+    final = trainable_state(trainer.model)
+    assert all(torch.equal(final[name], value) for name, value in states[0].items())
+    _, pipeline, model = setup(False)
+    off = Trainer(model, pipeline.loss, pipeline.encode,
+                  TrainerConfig(learning_rate=0.1, epochs=3, batch_per_class=2, initial_candidate=False),
+                  score_fn=_scripted_scores(validation, [1.0, 0.5, 0.0, 0.5], []))
+    assert off.fit(train, validation).chosen_epoch == 1
+
+
 def test_on_epoch_hook_adds_to_history_without_changing_the_choice():
     _, pipeline, model = setup(False)
     data = toy_set(6)
@@ -292,6 +364,26 @@ def test_train_detector_compares_on_the_same_texts(tmp_path):
     assert {"mia-tuner", "loss", "blind"} <= set(metrics["methods"])
     assert metrics["n_texts"] == len(result.split.test)
     assert metrics["extra"]["train_seconds"] > 0 and metrics["extra"]["validation"] == {"member": 2, "nonmember": 2}
+
+
+def test_the_reference_model_keeps_the_target_model_settings(tmp_path, monkeypatch):
+    """train's `ref` loads the reference with the device, dtype and quantization the target
+    was loaded with (only the name differs)."""
+    from mia_tuner.config import MethodConfig, ModelConfig
+
+    seen = []
+
+    def fake_load(config, cache_dir=None):
+        seen.append(config)
+        return tiny_loaded(True, seed=1)
+
+    monkeypatch.setattr("mia_tuner.run.load_model", fake_load)
+    target = ModelConfig(name="tiny-0", device="cpu", dtype="bfloat16", quantization="8bit")
+    train_detector(tiny_loaded(True), toy_set(), small_config(epochs=1), out_dir=tmp_path / "run",
+                   reference="some-reference", methods=MethodConfig(methods=["ref"]),
+                   cache_dir=tmp_path / "cache", model_config=target)
+    assert [(c.name, c.device, c.dtype, c.quantization) for c in seen] == \
+        [("some-reference", "cpu", "bfloat16", "8bit")]
 
 
 # ---------------------------------------------------------------- CLI

@@ -8,8 +8,8 @@ import sys
 
 from .config import (DataConfig, MethodConfig, ModelConfig, RunConfig, SplitConfig,
                      default_cache_dir)
-from .cli_args import (check_out_dir, check_out_file, method_names, positive_int, seed_value,
-                       share, shares, token_budget)
+from .cli_args import (check_out_dir, check_out_file, fraction, method_names, positive_int,
+                       seed_value, share, shares, token_budget)
 from .cli_data import add_data_parser, cmd_data
 from .errors import MiaTunerError
 
@@ -47,6 +47,11 @@ def add_split_options(parser: argparse.ArgumentParser):
     parser.add_argument("--test-per-class", type=positive_int, default=100)
     parser.add_argument("--group-by", choices=["event"],
                         help="keep texts of the same event on one side (paired sets)")
+    parser.add_argument("--train-fraction", type=fraction, default=0.8,
+                        help="share of each class on the train side of the cut")
+    parser.add_argument("--paper-split", action="store_true",
+                        help="always cut at --train-fraction, as the official code does, even "
+                             "when a large set could fill the test part to its cap")
 
 
 def add_cache_options(parser: argparse.ArgumentParser):
@@ -77,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     scores.add_argument("--neighbor-fraction", type=share, default=0.15)
     scores.add_argument("--neighbors-file", help="JSONL {text, neighbors} for `neighbor`")
     scores.add_argument("--perturbation-model", help="masked LM generating neighbours")
+    scores.add_argument("--recall-shots", type=positive_int, default=10,
+                        help="ReCaLL / Con-ReCall: training texts per class in the prefix")
+    scores.add_argument("--con-recall-gamma", type=float, default=0.5,
+                        help="Con-ReCall: weight of the member-prefix likelihood")
     scores.add_argument("--batch-size", type=positive_int, default=8)
     scores.add_argument("--max-tokens", type=token_budget, help="truncate longer texts (with a warning)")
     scores.add_argument("--no-cache", action="store_true", help="neither read nor write scores")
@@ -97,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_train_parser(commands) -> None:
     """`train`: MIA-Tuner on a labelled set, compared with the baselines on the same texts."""
-    from .tuner.config import MODES, PEFT_KINDS, PRESETS
+    from .tuner.config import BASE_SCORES, MODES, PEFT_KINDS, PRESETS
     from .tuner.prompts import FALLBACK_TEMPLATES
 
     train = commands.add_parser("train", help="train a MIA-Tuner detector and compare it with the baselines")
@@ -105,6 +114,9 @@ def add_train_parser(commands) -> None:
         add(train)
     train.add_argument("--mode", default="auto", choices=MODES, help="auto: aligned iff a chat template")
     train.add_argument("--peft", default="prompt", choices=PEFT_KINDS)
+    train.add_argument("--base-score", default="raw", choices=BASE_SCORES,
+                       help="base pipeline: raw loss under the prompt, or calibrated (minus the "
+                            "loss without it)")
     train.add_argument("--preset", default="default", choices=list(PRESETS))
     train.add_argument("--epochs", type=positive_int, help="default: the preset's")
     train.add_argument("--lr", type=float, help="default: the preset's")
@@ -153,17 +165,23 @@ def data_config(args) -> DataConfig:
                       dedupe=not args.no_dedupe)
 
 
+def split_config(args) -> SplitConfig:
+    return SplitConfig(seed=args.seed, train_fraction=args.train_fraction,
+                       max_train_per_class=args.train_per_class, max_test_per_class=args.test_per_class,
+                       fill_test_first=not args.paper_split, group_by=args.group_by)
+
+
 def scores_config(args) -> RunConfig:
     return RunConfig(
         model=model_config(args), data=data_config(args),
-        split=SplitConfig(seed=args.seed, max_train_per_class=args.train_per_class,
-                          max_test_per_class=args.test_per_class, group_by=args.group_by),
+        split=split_config(args),
         methods=MethodConfig(
             methods=method_names(args.methods),
             k=args.k, k_sweep=list(args.k_sweep), num_neighbors=args.num_neighbors,
             neighbor_fraction=args.neighbor_fraction, neighbors_file=args.neighbors_file,
             perturbation_model=args.perturbation_model, reference=args.reference,
-            batch_size=args.batch_size, max_tokens=args.max_tokens),
+            batch_size=args.batch_size, max_tokens=args.max_tokens,
+            recall_shots=args.recall_shots, con_recall_gamma=args.con_recall_gamma),
         out=args.out, cache_dir=args.cache_dir, use_cache=not args.no_cache)
 
 
@@ -204,7 +222,8 @@ def cmd_train(args) -> None:
     from .tuner.config import TunerConfig
 
     config = TunerConfig.from_preset(
-        args.preset, mode=args.mode, peft=args.peft, epochs=args.epochs, learning_rate=args.lr,
+        args.preset, mode=args.mode, peft=args.peft, base_score=args.base_score,
+        epochs=args.epochs, learning_rate=args.lr,
         batch_per_class=args.batch_per_class, train_per_class=args.train_per_class,
         validation_per_class=args.validation_per_class, chat_template=args.chat_template,
         num_virtual_tokens=args.num_virtual_tokens, max_tokens=args.max_tokens, seed=args.seed)
@@ -214,8 +233,8 @@ def cmd_train(args) -> None:
     loaded = load_model(model_config(args), cache_dir=args.cache_dir)
     result = train_detector(
         loaded, data, config, out_dir=args.out, compare_methods=not args.no_compare,
-        split_config=SplitConfig(seed=args.seed, max_train_per_class=args.train_per_class,
-                                 max_test_per_class=args.test_per_class, group_by=args.group_by),
+        model_config=model_config(args),
+        split_config=split_config(args),
         reference=args.reference, cache_dir=args.cache_dir,
         methods=MethodConfig(methods=method_names(args.methods)), resume=not args.restart)
     h = result.history

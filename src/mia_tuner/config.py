@@ -55,6 +55,10 @@ class SplitConfig:
     train_fraction: float = 0.8
     max_train_per_class: int = 80
     max_test_per_class: int = 100
+    # when a class holds enough texts for both caps, cut it so that the test part is full
+    # (train_fraction only decides smaller sets); False: always cut at train_fraction, as the
+    # official MIA-Tuner code does (WikiMIA-24 length 128: 58 + 58 test texts)
+    fill_test_first: bool = True
     # "event": texts about the same event (data.shift.event_key) stay on one side of the split,
     # so a paired set's member and non-member twins are never split between train and test
     group_by: str | None = None
@@ -74,6 +78,9 @@ class MethodConfig:
     reference: str | None = None  # reference model for `ref`
     batch_size: int = 8
     max_tokens: int | None = None  # truncate longer texts (default: the model's context)
+    recall_shots: int = 10  # ReCaLL / Con-ReCall: training texts per class in the prefix
+    con_recall_gamma: float = 0.5  # Con-ReCall: weight of the member-prefix likelihood
+    fused_k: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.5])  # Min-K(++) k's `fused` reads
 
 
 @dataclass

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from .config import (DataConfig, MethodConfig, ModelConfig, RunConfig, SplitConfig,
                      default_cache_dir)
-from .data.controlled import DATA_FILE, MODEL_DIR, ControlledConfig, build_controlled, is_built
+from .data.controlled import (DATA_FILE, MODEL_DIR, ControlledConfig, build_controlled, check_built,
+                              is_built)
 
 DEMO_MODEL = "smollm2-135m-instruct"
 # 250 texts per class: 60% (150) form the train part (80 used, the rest for validation later),
@@ -32,6 +33,7 @@ def ensure_controlled(model: str, config: ControlledConfig, cache_dir: str | Pat
     if not is_built(out):
         print(f"Building the controlled-membership set in {out} (first run only) ...")
         build_controlled(model, out, config, device=device, cache_dir=cache_dir)
+    check_built(out)
     return out
 
 

@@ -61,23 +61,24 @@ def reference_factory(config: RunConfig):
 
 
 def select_methods(config: RunConfig):
-    """Build the methods; `all` leaves out `ref` when no reference model was given."""
+    """Build the methods; `all` leaves out those that need a reference model when none is given."""
     names = config.methods.methods
     methods = build_methods(names, config.methods)
     if not config.methods.reference:
-        if "ref" in names:
-            raise MethodError("`ref` needs a reference model: pass --reference MODEL")
-        skipped = [m for m in methods if m.name == "ref"]
+        named = [m.name for m in methods if m.needs_reference and m.name in names]
+        if named:
+            raise MethodError(f"`{named[0]}` needs a reference model: pass --reference MODEL")
+        skipped = [m.label for m in methods if m.needs_reference]
         if skipped:
-            log.warning("skipping `ref`: no reference model given (--reference MODEL)")
-        methods = [m for m in methods if m.name != "ref"]
+            log.warning("skipping %s: no reference model given (--reference MODEL)", ", ".join(skipped))
+        methods = [m for m in methods if not m.needs_reference]
     return methods
 
 
 def score_split(config: RunConfig, loaded, split, methods) -> tuple[dict, dict, StatsProvider]:
     """Scores of ``methods`` on the test part of ``split`` (the train part feeds learned
     detectors), through the score cache; also per-method info and the target StatsProvider."""
-    needs_topk = any(m.name == "neighbor" for m in methods)
+    needs_topk = any(m.needs_topk for m in methods)
     target = StatsProvider(loaded, batch_size=config.methods.batch_size,
                            max_tokens=config.methods.max_tokens,
                            topk=NEIGHBOR_TOPK if needs_topk else 0, desc="target")

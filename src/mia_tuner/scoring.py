@@ -66,12 +66,24 @@ def _score_batch(plans: list[_Plan], batch: list[str], ctx: ScoringContext, cach
         plan.seconds += time.perf_counter() - started
 
 
+def cached_scorer(cache, model_key: str, ctx: ScoringContext):
+    """``(method, texts) -> scores`` through the cache, batch by batch (for a method that reads
+    other methods' scores, such as `fused` on the training texts)."""
+    def score(method: Method, texts: list[str]) -> np.ndarray:
+        plan = _plans([method], texts, ctx, cache, model_key)[0]
+        for batch in _work_batches(texts, [plan], ctx.settings.batch_size):
+            _score_batch([plan], batch, ctx, cache)
+        return np.array([plan.known[text_hash(t)] for t in texts])
+    return score
+
+
 def score_methods(methods: list[Method], texts: list[str], ctx: ScoringContext, *,
                   cache, model_key: str) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
     """Scores of every method on ``texts`` (higher = member) and per-method run info.
 
     Ctrl-C raises ``Interrupted`` saying how many texts were finished and kept in the cache.
     """
+    ctx.score_cached = cached_scorer(cache, model_key, ctx)
     hashes = [text_hash(t) for t in texts]
     plans = _plans(methods, texts, ctx, cache, model_key)
     batches = _work_batches(texts, plans, ctx.settings.batch_size)

@@ -100,6 +100,7 @@ def build_controlled(model_name: str, out_dir: str | Path, config: ControlledCon
         "first_loss": result["first_loss"], "last_epoch_loss": result["last_epoch_loss"],
         "build_seconds": round(time.perf_counter() - started, 1),
         "built": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "files": set_file_records(out),
     }
     (out / CARD_FILE).write_text(json.dumps(card, indent=2))  # written last: marks completion
     checkpoint.clear()
@@ -108,6 +109,28 @@ def build_controlled(model_name: str, out_dir: str | Path, config: ControlledCon
 
 def is_built(out_dir: str | Path) -> bool:
     return (Path(out_dir) / CARD_FILE).exists()
+
+
+def set_file_records(out: Path) -> dict:
+    """Hash records of the labelled texts and of every file of the injected model."""
+    from ..integrity import file_records
+
+    records = {DATA_FILE: file_records(out)[DATA_FILE]}
+    records.update({f"{MODEL_DIR}/{name}": r for name, r in file_records(out / MODEL_DIR).items()})
+    return records
+
+
+def check_built(out_dir: str | Path) -> None:
+    """ArtefactError when a built set's texts or model differ from what its card recorded."""
+    from ..errors import ArtefactError
+    from ..integrity import changed_files
+
+    out = Path(out_dir)
+    card = json.loads((out / CARD_FILE).read_text("utf-8"))
+    problems = changed_files(out, card.get("files", {}))
+    if problems:
+        raise ArtefactError(f"the controlled set {out} is damaged ({'; '.join(problems)}); "
+                            "delete the folder to build it again")
 
 
 def write_jsonl(path: Path, ms: MembershipSet) -> None:

@@ -85,13 +85,27 @@ def _check_no_overlap(ms: MembershipSet, train_idx: list[int], test_idx: list[in
         )
 
 
+def _train_cut(n_per_class: int, config: SplitConfig) -> int:
+    """How many of each class's shuffled texts go to the train side of the cut.
+
+    ``round(n * train_fraction)``; with ``fill_test_first``, moved down so that the test part
+    reaches its cap when the class is large enough for both caps (the test texts are then the
+    same as with a smaller train fraction: the last ones of the shuffled order).
+    """
+    n_train = int(round(n_per_class * config.train_fraction))
+    if config.fill_test_first and n_per_class >= config.max_train_per_class + config.max_test_per_class:
+        n_train = min(n_train, n_per_class - config.max_test_per_class)
+    return n_train
+
+
 def make_split(ms: MembershipSet, config: SplitConfig | None = None, *, dedupe: bool = True) -> EvaluationSplit:
     """Split a set into balanced train and test parts, deterministically under ``config.seed``.
 
     Steps: deduplicate (:func:`mia_tuner.data.hygiene.deduplicate`) unless ``dedupe=False``;
     shuffle each class with ``numpy.random.default_rng(seed)`` (members first, then
     non-members) and keep the first n of each, n = size of the smaller class (balancing by
-    random downsampling); split each class at round(n * train_fraction); keep the first
+    random downsampling); split each class at round(n * train_fraction), or lower when
+    ``fill_test_first`` and the class can fill both caps (see ``_train_cut``); keep the first
     ``max_train_per_class`` of each class's train part and the first ``max_test_per_class`` of
     its test part. The test part does not depend on ``max_train_per_class`` (few-shot runs
     share the test texts). Rows alternate member / non-member. With ``dedupe=False`` a text
@@ -105,7 +119,7 @@ def make_split(ms: MembershipSet, config: SplitConfig | None = None, *, dedupe: 
         source, removed = deduplicate(ms)
     before = {"member": source.n_member, "nonmember": source.n_nonmember}
     n_per_class = min(before.values())
-    n_train = int(round(n_per_class * config.train_fraction))
+    n_train = _train_cut(n_per_class, config)
     if n_per_class < 2 or n_train < 1 or n_train >= n_per_class:
         raise DataError(
             f"{ms.name}: {before['member']} members and {before['nonmember']} non-members"
@@ -125,6 +139,7 @@ def make_split(ms: MembershipSet, config: SplitConfig | None = None, *, dedupe: 
         "train_fraction": config.train_fraction,
         "max_train_per_class": config.max_train_per_class,
         "max_test_per_class": config.max_test_per_class,
+        "fill_test_first": config.fill_test_first,
         "group_by": config.group_by,
         "dedupe": dedupe,
         "n_input": len(ms),

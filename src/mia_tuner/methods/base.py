@@ -29,6 +29,16 @@ class ScoringContext:
     train_texts: tuple[str, ...] = ()
     train_labels: tuple[int, ...] = ()
     seed: int = 42
+    # scores of another method on other texts (the training part, for `fused`), through the
+    # score cache when the engine provides it: (method, texts) -> scores
+    score_cached: Callable | None = None
+    shared: dict = field(default_factory=dict)  # state methods share within a run (prefix caches)
+
+    def scores_of(self, method: "Method", texts) -> np.ndarray:
+        """``method``'s scores of ``texts``, from the score cache where there is one."""
+        if self.score_cached is not None:
+            return self.score_cached(method, list(texts))
+        return method.score(list(texts), self)
 
     def reference_stats(self):
         if self.reference is None:
@@ -44,6 +54,11 @@ class Method(ABC):
     name: ClassVar[str]
     higher_is_member: ClassVar[bool]
     uses_model: ClassVar[bool] = True
+    # capabilities, read by the engine and by `fused` (never a check of the name)
+    needs_reference: ClassVar[bool] = False  # left out of `all` when no reference model is given
+    needs_topk: ClassVar[bool] = False  # reads the target's top-k next-token candidates
+    uses_labels: ClassVar[bool] = False  # learns from the labelled training part
+    fusable: ClassVar[bool] = False  # a score-based statistic that `fused` combines
 
     def __init__(self, settings: MethodConfig):
         self.settings = settings

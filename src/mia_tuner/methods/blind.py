@@ -41,6 +41,7 @@ class Blind(Method):
     name = "blind"
     higher_is_member = True
     uses_model = False
+    uses_labels = True
 
     def cache_settings(self, ctx: ScoringContext) -> dict:
         payload = json.dumps([list(ctx.train_texts), list(ctx.train_labels)], ensure_ascii=False)

@@ -18,6 +18,7 @@ class Lowercase(Method):
 
     name = "lowercase"
     higher_is_member = True
+    fusable = True
 
     def cache_settings(self, ctx: ScoringContext) -> dict:
         return {"max_tokens": ctx.target.max_tokens, "lowercased": "scored-text"}
@@ -35,6 +36,8 @@ class Ref(Method):
 
     name = "ref"
     higher_is_member = False
+    fusable = True
+    needs_reference = True
 
     def cache_settings(self, ctx: ScoringContext) -> dict:
         reference = ctx.reference_stats()

@@ -152,6 +152,8 @@ class Neighbor(Method):
 
     name = "neighbor"
     higher_is_member = False
+    fusable = True
+    needs_topk = True
 
     def source(self) -> str:
         s = self.settings

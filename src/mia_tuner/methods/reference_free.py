@@ -33,6 +33,8 @@ def min_k_plus_plus_values(stats: TokenStats) -> np.ndarray:
 class StatsMethod(Method):
     """A method computed from the target model's token statistics of the text alone."""
 
+    fusable = True
+
     def cache_settings(self, ctx: ScoringContext) -> dict:
         return {"max_tokens": ctx.target.max_tokens}
 

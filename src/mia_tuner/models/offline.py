@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -30,6 +31,10 @@ except ImportError:  # pragma: no cover - Windows
 
 from mia_tuner.config import default_cache_dir
 from mia_tuner.errors import ModelError
+from mia_tuner.integrity import changed_files, file_records
+from mia_tuner.integrity import file_sha256 as sha256_file
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 BUILD_VERSION = 2  # bump to rebuild every hf/ copy when dequantise() changes
@@ -116,15 +121,6 @@ def source_path(name: str, cache_dir=None) -> Path:
 def hf_dir(name: str, cache_dir=None) -> Path:
     """Where the de-quantised copy of ``name`` lives."""
     return model_dir(name, cache_dir) / "hf"
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------- fetching
@@ -256,6 +252,8 @@ def _is_current(name: str, cache_dir) -> bool:
         return False
     if not src.is_file() or not (hf_dir(name, cache_dir) / "config.json").is_file():
         return False
+    if not _copy_intact(name, cache_dir, manifest):
+        return False
     size, mtime = _source_stat(src)
     if (manifest.get("source_size"), manifest.get("source_mtime")) == (size, mtime):
         return True
@@ -263,6 +261,22 @@ def _is_current(name: str, cache_dir) -> bool:
         return False
     _write_manifest(name, cache_dir, {**manifest, "source_size": size, "source_mtime": mtime})
     return True
+
+
+def _copy_intact(name: str, cache_dir, manifest: dict) -> bool:
+    """Whether the files of hf/ are those the manifest recorded (a damaged copy is rebuilt).
+
+    A copy built before the manifest recorded its files has them recorded now, once.
+    """
+    directory = hf_dir(name, cache_dir)
+    if "files" not in manifest:
+        _write_manifest(name, cache_dir, {**manifest, "files": file_records(directory)})
+        return True
+    problems = changed_files(directory, manifest["files"])
+    if problems:
+        log.warning("the prepared copy of %s is damaged (%s): rebuilding it from the GGUF",
+                    name, "; ".join(problems))
+    return not problems
 
 
 def dequantise(source: Path, dest: Path) -> None:
@@ -318,7 +332,8 @@ def _rebuild(spec: OfflineModel, cache_dir) -> Path:
         raise ModelError(f"could not de-quantise {src} for {spec.name}: {type(exc).__name__}: {exc}") from exc
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(partial, dest)
-    record.update(build_seconds=round(time.time() - started, 1), built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    record.update(build_seconds=round(time.time() - started, 1), built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                  files=file_records(dest))
     _write_manifest(spec.name, cache_dir, record)
     return dest
 

@@ -52,6 +52,7 @@ class TrainerConfig:
     seed: int = 42
     weight_decay: float = 0.0
     objective: str = "max"  # checkpoint selection: max (validation AUROC) | chance (closest to 0.5)
+    initial_candidate: bool = True  # the untrained state (epoch 0) may be the one kept
     desc: str = "train"
 
 
@@ -206,7 +207,8 @@ class Trainer:
         return validation_auroc(self.score_fn, self.accelerator.unwrap_model(model), validation)
 
     def fit(self, train: MembershipSet, validation: MembershipSet | None = None) -> TrainHistory:
-        """Train for ``config.epochs`` epochs; keep the best validation epoch's state.
+        """Train for ``config.epochs`` epochs; keep the best validation epoch's state (the
+        untrained state, epoch 0, is a candidate too unless ``initial_candidate`` is off).
 
         With a ``checkpoint``, the state is saved after every update and at the end of every
         epoch, and a run with a saved state continues from it (at most one step is redone);
@@ -232,6 +234,10 @@ class Trainer:
             log.info("resuming from epoch %d, step %d", run.epoch, run.step)
         else:
             run.history.initial_validation_auroc = self._evaluate(model, validation)
+            if can_select and c.initial_candidate:
+                run.best = run.history.initial_validation_auroc
+                run.best_state = trainable_state(acc.unwrap_model(model))
+                run.history.chosen_epoch = 0
         self._state = (model, optimizer, scheduler, rng)
         progress = tqdm(total=c.epochs * steps_per_epoch, desc=c.desc, unit="step",
                         initial=len(run.history.steps), disable=not acc.is_local_main_process)

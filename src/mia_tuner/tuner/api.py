@@ -22,6 +22,7 @@ from mia_tuner.data.split import EvaluationSplit, carve_validation, make_split
 from mia_tuner.data.types import MembershipSet
 from mia_tuner.metrics import compute_metrics
 from mia_tuner.reports import metrics_table, table_text, with_note, write_run
+from mia_tuner.errors import Interrupted
 from mia_tuner.integrity import content_sha256
 from mia_tuner.training.checkpoint import Checkpoint
 from mia_tuner.training.trainer import TrainHistory, Trainer, TrainerConfig
@@ -58,14 +59,16 @@ def _validation_part(split: EvaluationSplit, config: TunerConfig):
 
 
 def _run_config(loaded, config: TunerConfig, split_config: SplitConfig, out_dir, reference,
-                cache_dir, methods: MethodConfig | None) -> RunConfig:
+                cache_dir, methods: MethodConfig | None, model_config: ModelConfig | None) -> RunConfig:
     """A RunConfig for the baselines on the same split, with the settings of `mia-tuner scores`
     (so their scores are shared through the cache with plain scoring runs; texts are cut at the
-    model's context, where MIA-Tuner cuts them at ``config.max_tokens``)."""
+    model's context, where MIA-Tuner cuts them at ``config.max_tokens``). The reference model
+    is loaded as ``model_config`` says (device, dtype, quantization), under its own name."""
     methods = methods or MethodConfig(batch_size=config.batch_size)
     if reference:
         methods = replace(methods, reference=reference)
-    return RunConfig(model=ModelConfig(name=loaded.name), split=split_config, methods=methods,
+    model = model_config or ModelConfig(name=loaded.name, device=loaded.device.type)
+    return RunConfig(model=model, split=split_config, methods=methods,
                      out=str(out_dir), cache_dir=str(cache_dir or default_cache_dir()))
 
 
@@ -113,11 +116,13 @@ def train_detector(loaded, data: MembershipSet, config: TunerConfig | None = Non
                    compare_methods: bool = True, reference: str | None = None, cache_dir=None,
                    methods: MethodConfig | None = None,
                    accelerator: Accelerator | None = None,
-                   on_epoch: Callable | None = None, resume: bool = True) -> TrainResult:
+                   on_epoch: Callable | None = None, resume: bool = True,
+                   model_config: ModelConfig | None = None) -> TrainResult:
     """Train MIA-Tuner on ``loaded`` and write ``out_dir`` (run files) + ``out_dir/detector``.
 
     ``methods`` selects and configures the baselines (default: all, with the settings of
-    `mia-tuner scores`); ``reference`` is the model for ``ref``. ``on_epoch(epoch, model,
+    `mia-tuner scores`); ``reference`` is the model for ``ref``, loaded with the device, dtype
+    and quantization of ``model_config`` (the configuration ``loaded`` came from). ``on_epoch(epoch, model,
     pipeline, split) -> dict`` runs after every epoch (learning curves; see ``Trainer``).
     Under several processes only the main one scores the baselines and writes files.
     ``loaded.model`` gets the adapter (LoRA/IA3 modify its modules), so use
@@ -131,7 +136,8 @@ def train_detector(loaded, data: MembershipSet, config: TunerConfig | None = Non
     split = make_split(data, split_config)
     rest, validation = _validation_part(split, config)
     out_dir = Path(out_dir)
-    run_config = _run_config(loaded, config, split_config, out_dir, reference, cache_dir, methods)
+    run_config = _run_config(loaded, config, split_config, out_dir, reference, cache_dir, methods,
+                             model_config)
     scores, info = {}, {}
     if compare_methods and accelerator.is_main_process:
         scores, info = score_baselines(run_config, loaded, split)
@@ -147,7 +153,11 @@ def train_detector(loaded, data: MembershipSet, config: TunerConfig | None = Non
                       on_epoch=(lambda epoch, m: on_epoch(epoch, m, pipeline, split)) if on_epoch else None)
     history = trainer.fit(rest, validation)
     model = trainer.model
-    test_scores, tuner_metrics, threshold = _evaluate(model, pipeline, config, split, validation, rest)
+    try:
+        test_scores, tuner_metrics, threshold = _evaluate(model, pipeline, config, split, validation, rest)
+    except KeyboardInterrupt:
+        raise Interrupted(f"stopped after training, while scoring the test texts; the trained state is "
+                          f"saved in {checkpoint.directory}: re-run the same command to finish") from None
     detector = Detector(model=model, pipeline=pipeline, threshold=threshold["value"], info={})
     detector_dir = out_dir / "detector"
     scores = {ROW: test_scores, **scores}

@@ -11,6 +11,7 @@ from mia_tuner.tuner import prompts
 
 MODES = ("auto", "aligned", "base")
 PEFT_KINDS = ("prompt", "lora", "prefix", "ia3")
+BASE_SCORES = ("raw", "calibrated")
 
 # Optimisation presets (learning rate, epochs, B = members = non-members per batch).
 PRESETS: dict[str, dict] = {
@@ -35,6 +36,9 @@ class TunerConfig:
     mode: str = "auto"  # auto (aligned iff the tokenizer has a chat template) | aligned | base
     peft: str = "prompt"  # prompt | lora | prefix | ia3
     num_virtual_tokens: int = 50  # soft prompt / prefix length
+    # run the soft prompt and the tokens every text of a batch shares (a chat template's
+    # opening) once per batch instead of once per text (same numbers, less compute)
+    share_prefix: bool = True
     init_text: str = prompts.INIT_TEXT  # the soft prompt starts as this text's embeddings
     lora_rank: int = 8
     learning_rate: float = PRESETS["default"]["learning_rate"]
@@ -53,6 +57,9 @@ class TunerConfig:
     hinge_weight: float = 1.0
     temperature: float = 1.0
     distance_scale: float = 10.0
+    # raw: ℓ(x) under the prompt (the paper); calibrated: ℓ(x) under the prompt minus ℓ(x)
+    # without it, so each text's own difficulty cancels (a learned ReCaLL)
+    base_score: str = "raw"
     # prompt format (pipeline A)
     system_prompt: str | None = None
     long_answer: bool = False  # the paper figure's answer sentence instead of Yes/No
@@ -68,6 +75,8 @@ class TunerConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise MethodError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.base_score not in BASE_SCORES:
+            raise MethodError(f"unknown base_score {self.base_score!r}; choose one of {', '.join(BASE_SCORES)}")
         if self.peft not in PEFT_KINDS:
             raise MethodError(f"unknown peft {self.peft!r}; choose one of {', '.join(PEFT_KINDS)}")
         for name in ("num_virtual_tokens", "epochs", "batch_per_class", "grad_accum",

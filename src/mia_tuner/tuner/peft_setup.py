@@ -22,6 +22,7 @@ import warnings
 import torch
 
 from mia_tuner.errors import ModelError
+from mia_tuner.models.kv_cache import returned_cache, with_cache
 
 
 def adapter_config(kind: str, config):
@@ -117,3 +118,36 @@ def forward_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor)
     if extra < 0:
         raise ModelError(f"the model returned {logits.shape[1]} positions for {input_ids.shape[1]} inputs")
     return logits[:, extra:]
+
+
+def common_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> int:
+    """How many leading tokens every row of the batch shares (each row keeps at least one)."""
+    same = (input_ids == input_ids[:1]).all(0) & attention_mask.bool().all(0)
+    shared = int(same.long().cumprod(0).sum())
+    return min(shared, int(attention_mask.sum(1).min()) - 1)
+
+
+def shared_prefix_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """``forward_logits`` of a prompt-tuned model, with the part every row shares (the soft
+    prompt and the common leading tokens, e.g. a chat template's opening) run once per batch.
+
+    The shared part's keys and values (with their gradient to the soft prompt) are repeated
+    for the batch, and only each row's own tokens go through the model; the shared positions'
+    logits are repeated too. Same logits as ``forward_logits`` up to float rounding.
+    """
+    peft_model = getattr(model, "module", model)  # under DDP
+    n = common_prefix_length(input_ids, attention_mask)
+    if n < 1 or getattr(peft_model.active_peft_config, "peft_type", None) != "PROMPT_TUNING":
+        return forward_logits(model, input_ids, attention_mask)
+    base = peft_model.get_base_model()
+    embed = base.get_input_embeddings()
+    prompt = peft_model.get_prompt(batch_size=1)
+    prefix = torch.cat([prompt.to(embed.weight.dtype), embed(input_ids[:1, :n])], dim=1)
+    out = base(inputs_embeds=prefix, use_cache=True, logits_to_keep=n)
+    cache = returned_cache(out)
+    cache.batch_repeat_interleave(input_ids.shape[0])
+    virtual = prompt.shape[1]
+    mask = torch.cat([attention_mask.new_ones(input_ids.shape[0], virtual + n), attention_mask[:, n:]], 1)
+    rest = base(input_ids=input_ids[:, n:], attention_mask=mask, **with_cache(base, cache),
+                logits_to_keep=input_ids.shape[1] - n).logits
+    return torch.cat([out.logits.expand(input_ids.shape[0], -1, -1), rest], dim=1)

@@ -23,7 +23,7 @@ from mia_tuner.errors import DataError, ModelError
 from mia_tuner.methods.token_stats import pad_batch
 from mia_tuner.training import losses
 from mia_tuner.tuner import prompts
-from mia_tuner.tuner.peft_setup import forward_logits
+from mia_tuner.tuner.peft_setup import forward_logits, shared_prefix_logits
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,12 @@ class Pipeline:
             model.train(was_training)
         return scores
 
+    def logits(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, V) logits aligned with ``input_ids``; the shared prefix run once when asked."""
+        if self.config.share_prefix:
+            return shared_prefix_logits(model, input_ids, attention_mask)
+        return forward_logits(model, input_ids, attention_mask)
+
     def _pad(self, sequences: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = pad_batch(sequences, self.tokenizer.pad_token_id)
         return ids.to(device), mask.to(device)
@@ -138,7 +144,7 @@ class AlignedPipeline(Pipeline):
         """The hybrid loss (a mean over the batch's examples: exact under data parallelism
         when every process holds as many members as non-members)."""
         c = self.config
-        logits = forward_logits(model, batch["input_ids"], batch["attention_mask"])
+        logits = self.logits(model, batch["input_ids"], batch["attention_mask"])
         total, parts = losses.hybrid_aligned_loss(
             logits, batch["input_ids"], batch["attention_mask"], batch["answer_start"],
             batch["is_member"], self.yes_id, self.no_id, lm_weight=c.lm_weight,
@@ -158,7 +164,7 @@ class AlignedPipeline(Pipeline):
     def _score_batch(self, model, sequences: list[list[int]]) -> np.ndarray:
         """p(Yes) / (p(Yes) + p(No)) at each prompt's last position (in float64)."""
         ids, mask = self._pad(sequences, model_device(model))
-        logits = forward_logits(model, ids, mask)
+        logits = self.logits(model, ids, mask)
         lengths = torch.tensor([len(s) for s in sequences], device=logits.device)
         pair = losses.yes_no_logits(losses.answer_logits(logits, lengths), self.yes_id, self.no_id)
         return torch.sigmoid(pair[:, 1].double() - pair[:, 0].double()).cpu().numpy()
@@ -168,10 +174,15 @@ class BasePipeline(Pipeline):
     """Pipeline B: the raw text; the soft prompt is trained so members get the lower loss.
 
     ℓ(x) is the mean NLL of the text's tokens after the first (the same targets as the Loss
-    baseline), each predicted from the soft prompt and the tokens before it.
+    baseline), each predicted from the soft prompt and the tokens before it. The calibrated
+    variant trains and scores ℓ(x) − ℓ₀(x), ℓ₀ the loss without the adapter.
     """
 
     mode = "base"
+
+    def __init__(self, tokenizer, config):
+        super().__init__(tokenizer, config)
+        self._plain: dict[tuple, float] = {}
 
     def token_ids(self, text: str) -> list[int]:
         """The text's ids with the tokenizer's special tokens, truncated to max_tokens."""
@@ -189,10 +200,30 @@ class BasePipeline(Pipeline):
                 "is_member": torch.tensor([int(y) for y in labels], dtype=torch.long)}
 
     def text_losses(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The per-row statistic the pipeline trains and scores: ℓ(x), or with
+        ``base_score="calibrated"`` ℓ(x) minus the loss of the model without the adapter."""
+        z = self._mean_nll(self.logits(model, input_ids, attention_mask), input_ids, attention_mask)
+        if self.config.base_score == "calibrated":
+            z = z - self._plain_losses(model, input_ids, attention_mask).to(z.device, z.dtype)
+        return z
+
+    @staticmethod
+    def _mean_nll(logits, input_ids, attention_mask) -> torch.Tensor:
         """ℓ(x) per row: mean NLL over the real target tokens (positions 1 .. len-1)."""
-        logits = forward_logits(model, input_ids, attention_mask)
         first = torch.ones(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
         return losses.weighted_lm_loss(logits, input_ids, attention_mask, first, pre_answer_weight=1.0)
+
+    def _plain_losses(self, model, input_ids, attention_mask) -> torch.Tensor:
+        """ℓ(x) of the model without its adapter (constant in training: memoised per text)."""
+        rows = [tuple(ids[mask.bool()].tolist()) for ids, mask in zip(input_ids, attention_mask)]
+        missing = [i for i, key in enumerate(rows) if key not in self._plain]
+        if missing:
+            peft_model = getattr(model, "module", model)  # under DDP
+            ids, mask = input_ids[missing], attention_mask[missing]
+            with torch.no_grad(), peft_model.disable_adapter():
+                values = self._mean_nll(forward_logits(peft_model, ids, mask), ids, mask)
+            self._plain.update(zip((rows[i] for i in missing), values.float().tolist()))
+        return torch.tensor([self._plain[key] for key in rows], dtype=torch.float64)
 
     def loss(self, model, batch: dict, sync=None):
         """Contrastive + hinge on the ℓ(x) of the whole batch (gathered over processes)."""
