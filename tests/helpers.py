@@ -71,3 +71,37 @@ def make_tiny_model_dir(path, with_chat_template: bool = False, seed: int = 0) -
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     return path
+
+
+def write_jsonl(path, rows) -> Path:
+    """Rows as a JSONL file (one JSON object a line)."""
+    import json
+
+    path = Path(path)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def labelled_rows(n: int = 10) -> list[dict]:
+    """``n`` members and ``n`` non-members, alternating, each text distinct."""
+    rows = []
+    for i in range(n):
+        rows.append({"input": f"The cat number {i} sat on the mat and looked at the dog.", "label": 1})
+        rows.append({"input": f"A bird called {i} flew over the park near the river.", "label": 0})
+    return rows
+
+
+def make_custom_code_model_dir(source, dest) -> Path:
+    """A copy of a tiny model folder whose config asks for model code of its own (which, if
+    ever run, would end the process)."""
+    import json
+    import shutil
+
+    dest = Path(dest)
+    shutil.copytree(source, dest)
+    config = json.loads((dest / "config.json").read_text())
+    config.update(model_type="evil-llama", auto_map={"AutoModelForCausalLM": "modeling_evil.EvilModel"})
+    (dest / "config.json").write_text(json.dumps(config))
+    (dest / "modeling_evil.py").write_text("raise SystemExit('custom code ran')\n")
+    return dest
+

@@ -17,25 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import labelled_rows, make_custom_code_model_dir, write_jsonl
 
 from mia_tuner import cache as cache_module
 from mia_tuner.cli import main
-
-N_PER_CLASS = 10
-
-
-def write_jsonl(path: Path, rows) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    return path
-
-
-def labelled_rows(n: int = N_PER_CLASS) -> list[dict]:
-    rows = []
-    for i in range(n):
-        rows.append({"input": f"The cat number {i} sat on the mat and looked at the dog.", "label": 1})
-        rows.append({"input": f"A bird called {i} flew over the park near the river.", "label": 0})
-    return rows
-
 
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
@@ -123,10 +108,10 @@ def test_scores_bad_input(case, data, extra, fragments, tiny_model_dir, files, t
 
 
 USAGE_CASES = [
-    ("negative seed", ["--seed", "-1"], ["--seed", "must be in [0, 2^32)"]),
+    ("negative seed", ["--seed", "-1"], ["--seed", "in [0, 2^32)"]),
     ("seed not a number", ["--seed", "x"], ["--seed", "must be an integer"]),
     ("max tokens 1", ["--max-tokens", "1"], ["--max-tokens", "at least 2"]),
-    ("k of 0", ["--k", "0"], ["--k", "must be in (0, 1]"]),
+    ("k of 0", ["--k", "0"], ["--k", "in (0, 1]"]),
     ("test size 0", ["--test-per-class", "0"], ["--test-per-class", "positive integer"]),
     ("batch size text", ["--batch-size", "eight"], ["--batch-size", "positive integer"]),
 ]
@@ -151,12 +136,7 @@ def test_scores_unknown_model(files, tmp_path, capsys):
 
 def test_custom_model_code_is_never_run_unasked(tiny_model_dir, files, tmp_path, capsys, monkeypatch):
     """A folder whose config asks for its own code: refused without a prompt (stdin is closed)."""
-    folder = tmp_path / "custom"
-    shutil.copytree(tiny_model_dir, folder)
-    config = json.loads((folder / "config.json").read_text())
-    config.update(model_type="evil-llama", auto_map={"AutoModelForCausalLM": "modeling_evil.EvilModel"})
-    (folder / "config.json").write_text(json.dumps(config))
-    (folder / "modeling_evil.py").write_text("raise SystemExit('custom code ran')\n")
+    folder = make_custom_code_model_dir(tiny_model_dir, tmp_path / "custom")
     monkeypatch.setattr("sys.stdin", open(os.devnull))
     rc = main(scores_argv(folder, files["good"], tmp_path))
     assert_clear_error(capsys, rc, "could not load model", "--trust-remote-code")
@@ -273,12 +253,7 @@ def test_damaged_detector_is_refused(case, damage, fragments, detector, tmp_path
 def test_tampered_base_model_with_custom_code_is_not_run(detector, tiny_chat_model_dir, tmp_path,
                                                          capsys, monkeypatch):
     """detector.json pointing at a folder with custom code: refused before any code runs."""
-    folder = tmp_path / "evil"
-    shutil.copytree(tiny_chat_model_dir, folder)
-    config = json.loads((folder / "config.json").read_text())
-    config.update(model_type="evil-llama", auto_map={"AutoModelForCausalLM": "modeling_evil.EvilModel"})
-    (folder / "config.json").write_text(json.dumps(config))
-    (folder / "modeling_evil.py").write_text("raise SystemExit('custom code ran')\n")
+    folder = make_custom_code_model_dir(tiny_chat_model_dir, tmp_path / "evil")
     monkeypatch.setattr("sys.stdin", open(os.devnull))
     original = (detector / "detector.json").read_text()
     # edited by hand: the integrity hash catches it first ...
@@ -396,7 +371,7 @@ def test_other_commands_bad_input(case, argv, fragments, files, tmp_path, capsys
 
 
 @pytest.mark.parametrize("argv,fragment", [
-    (["scores", "--data", "missing.jsonl", "--seed", "-1"], "must be in [0, 2^32)"),
+    (["scores", "--data", "missing.jsonl", "--seed", "-1"], "in [0, 2^32)"),
     (["scores", "--data", "missing.jsonl", "--device", "cpu"], "no such local file"),
 ])
 def test_a_real_process_prints_no_traceback(argv, fragment, tmp_path):

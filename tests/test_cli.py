@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import labelled_rows, write_jsonl
 
 from mia_tuner.cli import build_parser, main, scores_config
 from mia_tuner.config import default_cache_dir
@@ -16,19 +17,6 @@ from mia_tuner.methods import available_methods
 from mia_tuner.models import offline
 
 N_PER_CLASS = 10
-
-
-def write_jsonl(path: Path, rows) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    return path
-
-
-def labelled_rows(n: int = N_PER_CLASS) -> list[dict]:
-    rows = []
-    for i in range(n):
-        rows.append({"input": f"The cat number {i} sat on the mat and looked at the dog.", "label": 1})
-        rows.append({"input": f"A bird called {i} flew over the park near the river.", "label": 0})
-    return rows
 
 
 @pytest.fixture

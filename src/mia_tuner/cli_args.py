@@ -9,33 +9,48 @@ from pathlib import Path
 from .errors import DataError, MethodError
 
 
-def positive_int(text: str) -> int:
+def _checked(text: str, convert, accept, requirement: str):
+    """``convert(text)`` if it parses and ``accept``s it; else argparse's error, saying
+    ``requirement`` (argparse names the option)."""
     try:
-        value = int(text)
+        value = convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+        raise argparse.ArgumentTypeError(f"must be {requirement}, got {text!r}") from None
+    if not accept(value):
+        raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _checked(text, int, lambda v: v >= 1, "a positive integer")
+
+
+def at_least_two(text: str) -> int:
+    return _checked(text, int, lambda v: v >= 2, "an integer of at least 2")
 
 
 def seed_value(text: str) -> int:
     """A random seed: an integer in [0, 2**32) (what numpy and torch accept alike)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if not 0 <= value < 2 ** 32:
-        raise argparse.ArgumentTypeError(f"must be in [0, 2^32), got {text}")
-    return value
+    return _checked(text, int, lambda v: 0 <= v < 2 ** 32, "an integer in [0, 2^32)")
 
 
 def token_budget(text: str) -> int:
     """A token budget: at least 2 (one token to condition on, one to score)."""
-    value = int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be at least 2 (one token is read, the next scored), got {text}")
-    return value
+    return _checked(text, int, lambda v: v >= 2, "at least 2 (one token is read, the next scored)")
+
+
+def share(text: str) -> float:
+    """A number in (0, 1]: a share of tokens or words."""
+    return _checked(text, float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+
+
+def fraction(text: str) -> float:
+    """A number strictly between 0 and 1."""
+    return _checked(text, float, lambda v: 0 < v < 1, "a number strictly between 0 and 1")
+
+
+def shares(text: str) -> list[float]:
+    return [share(x) for x in text.split(",") if x.strip()]
 
 
 def method_names(text: str) -> list[str]:
@@ -44,42 +59,6 @@ def method_names(text: str) -> list[str]:
     if not names:
         raise MethodError(f"--methods {text!r} names no method; give names such as loss,zlib or all")
     return names
-
-
-def share(text: str) -> float:
-    """A number in (0, 1]: a share of tokens or words."""
-    value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """A number strictly between 0 and 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be strictly between 0 and 1, got {text}")
-    return value
-
-
-def shares(text: str) -> list[float]:
-    try:
-        return [share(x) for x in text.split(",") if x.strip()]
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers in (0, 1]: {error}")
-
-
-def at_least_two(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be at least 2, got {text}")
-    return value
 
 
 def word_lengths(text: str) -> tuple[int, ...]:
