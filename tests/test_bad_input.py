@@ -304,7 +304,7 @@ def train_argv(model, data, tmp_path, *extra) -> list[str]:
 
 
 TRAIN_CASES = [
-    ("zero learning rate", ["--lr", "0"], ["learning_rate must be > 0"]),
+    ("zero learning rate", ["--lr", "0"], ["learning_rate (--lr) must be > 0"]),
     ("validation too large", ["--validation-per-class", "8"], ["cannot take 8 for validation"]),
     ("aligned without a template", ["--mode", "aligned"], ["chat template"]),
 ]

@@ -24,11 +24,11 @@ class EvaluationSplit:
 def check_split_config(config: SplitConfig) -> None:
     """Raise a DataError for settings that cannot produce a split."""
     if not 0.0 < config.train_fraction < 1.0:
-        raise DataError(f"train_fraction must be between 0 and 1 (exclusive), got {config.train_fraction}")
+        raise DataError(f"train_fraction (--train-fraction) must be between 0 and 1 (exclusive), got {config.train_fraction}")
     if config.max_train_per_class < 0:
-        raise DataError(f"max_train_per_class must be >= 0, got {config.max_train_per_class}")
+        raise DataError(f"max_train_per_class (--train-per-class) must be >= 0, got {config.max_train_per_class}")
     if config.max_test_per_class < 1:
-        raise DataError(f"max_test_per_class must be >= 1, got {config.max_test_per_class}")
+        raise DataError(f"max_test_per_class (--test-per-class) must be >= 1, got {config.max_test_per_class}")
     if config.group_by not in GROUPINGS:
         raise DataError(f"group_by must be one of {', '.join(map(str, GROUPINGS))}, got {config.group_by!r}")
 
@@ -81,7 +81,7 @@ def _check_no_overlap(ms: MembershipSet, train_idx: list[int], test_idx: list[in
     if shared:
         raise DataError(
             f"{len(set(shared))} identical text(s) would land in both train and test "
-            f"(e.g. {shared[0][:60]!r}); deduplicate the set (dedupe=True) before splitting"
+            f"(e.g. {shared[0][:60]!r}); let the split deduplicate the set (leave out --no-dedupe)"
         )
 
 
@@ -124,7 +124,7 @@ def make_split(ms: MembershipSet, config: SplitConfig | None = None, *, dedupe: 
         raise DataError(
             f"{ms.name}: {before['member']} members and {before['nonmember']} non-members"
             f"{' after deduplication' if dedupe else ''} are too few to split with "
-            f"train_fraction={config.train_fraction} (each part needs at least one text per class)"
+            f"--train-fraction {config.train_fraction} (each part needs at least one text per class)"
         )
     parts = {}
     for label, order in _class_orders(source, config, n_per_class).items():

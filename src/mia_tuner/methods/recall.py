@@ -90,6 +90,7 @@ class PrefixedLikelihood:
         self.skip_first = len(tokenizer(probe, add_special_tokens=True)["input_ids"]) == \
             len(tokenizer(probe, add_special_tokens=False)["input_ids"])
         self._cache, self._last_logprobs = self._prefix_pass()
+        self._memo: dict[str, float] = {}
 
     @torch.inference_mode()
     def _prefix_pass(self):
@@ -104,13 +105,15 @@ class PrefixedLikelihood:
         return ids
 
     def mean_logprobs(self, texts: list[str]) -> np.ndarray:
-        sequences = [self.text_ids(t) for t in texts]
-        out = np.empty(len(texts))
-        order = sorted(range(len(texts)), key=lambda i: len(sequences[i]), reverse=True)
+        """Per text, memoised (ReCaLL and Con-ReCall read the same non-member prefix)."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._memo))
+        sequences = [self.text_ids(t) for t in missing]
+        order = sorted(range(len(missing)), key=lambda i: len(sequences[i]), reverse=True)
         for start in range(0, len(order), self.batch_size):
             batch = order[start:start + self.batch_size]
-            out[batch] = self._batch([sequences[i] for i in batch])
-        return out
+            values = self._batch([sequences[i] for i in batch])
+            self._memo.update((missing[i], v) for i, v in zip(batch, values))
+        return np.array([self._memo[t] for t in texts])
 
     @torch.inference_mode()
     def _batch(self, sequences: list[list[int]]) -> np.ndarray:

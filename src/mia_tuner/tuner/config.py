@@ -26,6 +26,14 @@ PRESETS: dict[str, dict] = {
 }
 
 
+_FLAGS = {"learning_rate": "--lr"}  # fields whose option on the command line has another name
+
+
+def _named(field: str) -> str:
+    """A field as a user meets it: ``learning_rate (--lr)``."""
+    return f"{field} ({_FLAGS.get(field, '--' + field.replace('_', '-'))})"
+
+
 @dataclass
 class TunerConfig:
     """Everything that defines one MIA-Tuner training run (serialisable to JSON).
@@ -82,13 +90,13 @@ class TunerConfig:
         for name in ("num_virtual_tokens", "epochs", "batch_per_class", "grad_accum",
                      "max_tokens", "batch_size", "train_per_class"):
             if getattr(self, name) < 1:
-                raise MethodError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise MethodError(f"{_named(name)} must be >= 1, got {getattr(self, name)}")
         if self.validation_per_class < 0:
-            raise MethodError(f"validation_per_class must be >= 0, got {self.validation_per_class}")
+            raise MethodError(f"{_named('validation_per_class')} must be >= 0, got {self.validation_per_class}")
         if not 0.0 <= self.target_fpr <= 1.0:
             raise MethodError(f"target_fpr must be in [0, 1], got {self.target_fpr}")
         if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
-            raise MethodError(f"learning_rate must be > 0, got {self.learning_rate}")
+            raise MethodError(f"{_named('learning_rate')} must be > 0, got {self.learning_rate}")
 
     @classmethod
     def from_preset(cls, name: str = "default", **overrides) -> "TunerConfig":
