@@ -137,7 +137,8 @@ def main():
 
     dataset, split = set_names(args.set)
     # a tagged experiment keeps its own run directory; the default run's is the one recorded
-    suffix = f"-{args.tag}" if args.tag not in ("", "default") else ""
+    tag = args.tag or args.method_tag
+    suffix = f"-{tag}" if tag not in ("", "default") else ""
     out = ROOT / "runs" / "bench" / "mia-tuner" / args.model / f"{dataset}-{split}{suffix}"
     if args.record_only:  # rows of a run already in runs/bench/mia-tuner (no training)
         runs = [r for r in json.loads(RUNS.read_text()) if (r["model"], r["dataset"], r["split"])

@@ -20,10 +20,10 @@ from accelerate.utils import set_seed
 from mia_tuner.config import MethodConfig, ModelConfig, RunConfig, SplitConfig, default_cache_dir
 from mia_tuner.data.split import EvaluationSplit, carve_validation, make_split
 from mia_tuner.data.types import MembershipSet
-from mia_tuner.metrics import compute_metrics
-from mia_tuner.reports import metrics_table, table_text, with_note, write_run
 from mia_tuner.errors import Interrupted
 from mia_tuner.integrity import content_sha256
+from mia_tuner.metrics import compute_metrics
+from mia_tuner.reports import metrics_table, table_text, with_note, write_run
 from mia_tuner.training.checkpoint import Checkpoint
 from mia_tuner.training.trainer import TrainHistory, Trainer, TrainerConfig
 from mia_tuner.tuner.config import TunerConfig
