@@ -26,10 +26,15 @@ from mia_tuner.data.corpus import clean_text, drop_near_duplicates
 from mia_tuner.errors import DataError
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-needs_shared = pytest.mark.skipif(
+_skip_without_shared = pytest.mark.skipif(
     not (SHARED_DATA / "wikimia24").is_dir() or not (SHARED_DATA / "wikimia").is_dir(),
     reason=f"benchmark data not found at {SHARED_DATA} (expected ../shared/data next to the repo)",
 )
+
+
+def needs_shared(test):
+    """The extra set: reads ../shared/data (marker `shared_data`), skipped in a clone without it."""
+    return pytest.mark.shared_data(_skip_without_shared(test))
 
 ROWS = [
     {"input": "The first member text.", "label": 1},

@@ -1,8 +1,11 @@
-"""The real offline SmolLM2-135M-Instruct on a few WikiMIA-24 texts: finite scores, Loss equal to
-the model's own loss, batching that changes nothing, and a whole `run_scores` run.
+"""The real offline SmolLM2-135M-Instruct on a few texts: finite scores, Loss equal to the model's
+own loss, batching that changes nothing, and a whole `run_scores` run.
 
-Reads the prepared model from the default cache (`mia-tuner models fetch`) and the benchmark
-from ../shared/data; writes only to tmp. Deselect with `-m "not integration"`."""
+Reads the prepared model from the default cache (`mia-tuner models fetch`); the texts are
+passages of the Python documentation that every interpreter carries (labels alternate: these
+tests check mechanics, not detection). One extra test reads WikiMIA-24 from ../shared/data and
+skips where a clone has none (marker `shared_data`). Writes only to tmp. Deselect with
+`-m "not integration"`."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from mia_tuner.models import offline
 pytestmark = pytest.mark.integration
 
 MODEL = "smollm2-135m-instruct"
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikimia24"
+SHARED_WIKIMIA24 = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikimia24"
 SPLIT = "WikiMIA_length32"
 N_PER_CLASS = 4
 REFERENCE_FREE = ["loss", "zlib", "lowercase", "min-k%", "min-k%++", "neighbor"]
@@ -29,20 +32,22 @@ if offline.status(MODEL)["state"] != "ready":
 
 
 @pytest.fixture(scope="module")
-def wikimia():
-    if not (DATA / "dataset_dict.json").is_file():
-        pytest.skip(f"WikiMIA-24 not found at {DATA} (the shared benchmark data is missing)")
-    from mia_tuner.data import load_membership_set
+def local_set(tmp_path_factory) -> Path:
+    """A JSONL membership file of 16 + 16 short documentation passages (made, not shipped)."""
+    from mia_tuner.data.corpus import python_docs_corpus
 
-    return load_membership_set(str(DATA), split=SPLIT)
+    passages = python_docs_corpus(n_words=32)[:4 * N_PER_CLASS * 2]
+    path = tmp_path_factory.mktemp("data") / "docs.jsonl"
+    path.write_text("".join(json.dumps({"input": text, "label": i % 2}) + "\n"
+                            for i, text in enumerate(passages)), encoding="utf-8")
+    return path
 
 
 @pytest.fixture(scope="module")
-def texts(wikimia):
-    """The first 4 members and the first 4 non-members, interleaved; then their labels."""
-    members = [t for t, y in zip(wikimia.texts, wikimia.labels) if y == 1][:N_PER_CLASS]
-    nonmembers = [t for t, y in zip(wikimia.texts, wikimia.labels) if y == 0][:N_PER_CLASS]
-    return [t for pair in zip(members, nonmembers) for t in pair]
+def texts(local_set):
+    """4 "members" and 4 "non-members", interleaved."""
+    rows = [json.loads(line) for line in local_set.read_text(encoding="utf-8").splitlines()]
+    return [row["input"] for row in rows[:2 * N_PER_CLASS]]
 
 
 @pytest.fixture(scope="module")
@@ -95,12 +100,12 @@ def test_batch_size_does_not_change_scores(smollm, batched, texts):
         np.testing.assert_allclose(one[name], many[name], atol=1e-4, rtol=0, err_msg=name)
 
 
-def test_run_scores_writes_a_run_directory(smollm, tmp_path):
+def test_run_scores_writes_a_run_directory(smollm, local_set, tmp_path):
     from mia_tuner.run import run_scores
 
     methods = ["loss", "zlib", "min-k%", "min-k%++", "lowercase", "blind"]
     config = RunConfig(model=ModelConfig(name=MODEL, device="cpu"),
-                       data=DataConfig(path=str(DATA), split=SPLIT),
+                       data=DataConfig(path=str(local_set)),
                        split=SplitConfig(max_train_per_class=8, max_test_per_class=N_PER_CLASS),
                        methods=MethodConfig(methods=methods),
                        out=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"))
@@ -113,10 +118,30 @@ def test_run_scores_writes_a_run_directory(smollm, tmp_path):
     assert set(metrics["methods"]) == set(methods)
     assert metrics["n_texts"] == len(result.test) == 2 * N_PER_CLASS
     assert metrics["extra"]["model"]["fingerprint"] == smollm.fingerprint
-    assert metrics["extra"]["data"]["name"] == f"wikimia24/{SPLIT}"
+    assert metrics["extra"]["data"]["name"] == f"{local_set.parent.name}/docs"
     assert not set(result.test.texts) & set(result.train.texts)
     assert all(np.isfinite(s).all() for s in result.scores.values())
     assert (tmp_path / "cache" / "scores.sqlite").is_file()
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(not (SHARED_WIKIMIA24 / "dataset_dict.json").is_file(),
+                    reason=f"WikiMIA-24 not found at {SHARED_WIKIMIA24} (no ../shared/data in this clone)")
+def test_run_scores_on_wikimia24_from_disk(smollm, tmp_path):
+    """The benchmark as users load it (a `save_to_disk` folder and a split): every row read,
+    named after the set and split, scored finitely."""
+    from mia_tuner.run import run_scores
+
+    config = RunConfig(model=ModelConfig(name=MODEL, device="cpu"),
+                       data=DataConfig(path=str(SHARED_WIKIMIA24), split=SPLIT),
+                       split=SplitConfig(max_train_per_class=4, max_test_per_class=N_PER_CLASS),
+                       methods=MethodConfig(methods=["loss", "min-k%++"]),
+                       out=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"))
+    result = run_scores(config, loaded=smollm)
+    metrics = json.loads((result.out_dir / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["extra"]["data"]["name"] == f"wikimia24/{SPLIT}"
+    assert len(result.test) == 2 * N_PER_CLASS
+    assert all(np.isfinite(s).all() for s in result.scores.values())
 
 
 def test_mia_tuner_training_lowers_the_loss_on_smollm2(smollm, texts):
