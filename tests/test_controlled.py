@@ -235,3 +235,53 @@ def test_ensure_controlled_loads_the_base_model_from_the_given_cache(config, tmp
     with pytest.raises(_Stop):
         demo.ensure_controlled("smollm2-135m-instruct", config, tmp_path / "cache", device="cpu")
     assert seen["cache_dir"] is not None and str(seen["cache_dir"]) == str(tmp_path / "cache")
+
+
+# ---------------------------------------------------------------- the demo's MIA-Tuner row
+
+
+def test_demo_methods_leave_neighbor_out_of_the_table_and_of_fused():
+    from mia_tuner.methods import build_methods
+
+    methods = demo.demo_methods(("neighbor",))
+    assert "neighbor" not in methods.methods and {"fused", "fused+ref", "recall"} <= set(methods.methods)
+    fused = [m for m in build_methods(["fused"], methods)][0]
+    assert "neighbor" not in [m.name for m in fused.base_methods()] and not fused.needs_topk
+    assert demo.demo_methods().fused_features == []  # nothing left out: every feature
+
+
+def test_demo_trains_mia_tuner_once_then_reads_its_scores_from_the_cache(built, tmp_path, monkeypatch):
+    """First run: trained on the split's training part; second run: the same scores, from the
+    cache, without training; a detector whose files changed is refused."""
+    from mia_tuner.errors import ArtefactError
+    from mia_tuner.run import run_scores
+    from mia_tuner.tuner import api
+    from mia_tuner.tuner.config import TunerConfig
+
+    tuner = TunerConfig(epochs=1, num_virtual_tokens=2, validation_per_class=1, batch_per_class=2,
+                        train_per_class=4)
+    config = demo.demo_config(built, str(built / MODEL_DIR), str(tmp_path / "run"), str(tmp_path / "cache"),
+                              "cpu", demo.demo_methods(("neighbor", "recall", "con-recall", "ref",
+                                                        "fused", "fused+ref")))
+    data = load_membership_set(config.data)
+    loaded = load_model(config.model)
+    folder = demo.detector_dir(built, config, tuner)
+
+    def run():
+        return run_scores(config, data=data, loaded=loaded,
+                          learned=lambda split: demo.tuner_scores(loaded, data, split, config, folder, tuner))
+
+    first = run()
+    assert "mia-tuner" in first.metrics and (folder / "detector" / "detector.json").is_file()
+    assert len(first.scores["mia-tuner"]) == len(first.test)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(api, "train_detector", no_training)
+    second = run()
+    np.testing.assert_array_equal(second.scores["mia-tuner"], first.scores["mia-tuner"])
+    weights = next(p for p in (folder / "detector").iterdir() if p.suffix == ".safetensors")
+    weights.write_bytes(weights.read_bytes()[:-8])
+    with pytest.raises(ArtefactError):
+        run()

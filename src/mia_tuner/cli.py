@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="ReCaLL / Con-ReCall: training texts per class in the prefix")
     scores.add_argument("--con-recall-gamma", type=float, default=0.5,
                         help="Con-ReCall: weight of the member-prefix likelihood")
+    scores.add_argument("--fused-features", default="",
+                        help="comma-separated score-based methods `fused` reads (default: all of them)")
     scores.add_argument("--batch-size", type=positive_int, default=8)
     scores.add_argument("--max-tokens", type=token_budget, help="truncate longer texts (with a warning)")
     scores.add_argument("--no-cache", action="store_true", help="neither read nor write scores")
@@ -181,7 +183,8 @@ def scores_config(args) -> RunConfig:
             neighbor_fraction=args.neighbor_fraction, neighbors_file=args.neighbors_file,
             perturbation_model=args.perturbation_model, reference=args.reference,
             batch_size=args.batch_size, max_tokens=args.max_tokens,
-            recall_shots=args.recall_shots, con_recall_gamma=args.con_recall_gamma),
+            recall_shots=args.recall_shots, con_recall_gamma=args.con_recall_gamma,
+            fused_features=method_names(args.fused_features) if args.fused_features else []),
         out=args.out, cache_dir=args.cache_dir, use_cache=not args.no_cache)
 
 

@@ -81,6 +81,8 @@ class MethodConfig:
     recall_shots: int = 10  # ReCaLL / Con-ReCall: training texts per class in the prefix
     con_recall_gamma: float = 0.5  # Con-ReCall: weight of the member-prefix likelihood
     fused_k: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.5])  # Min-K(++) k's `fused` reads
+    # the score-based methods `fused` reads (empty: every fusable one; Ref only in `fused+ref`)
+    fused_features: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -6,12 +6,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from .cache import NoCache, ScoreCache
 from .config import ModelConfig, RunConfig
 from .data import hygiene_report, load_membership_set, make_split
+from .data.split import EvaluationSplit
 from .data.types import MembershipSet
 from .errors import MethodError
 from .methods import ScoringContext, StatsProvider, build_methods
@@ -95,14 +97,21 @@ def score_split(config: RunConfig, loaded, split, methods) -> tuple[dict, dict, 
     return scores, info, target
 
 
-def run_scores(config: RunConfig, *, data: MembershipSet | None = None, loaded=None) -> RunResult:
-    """Score the test part of the evaluation split with every method and write the run dir."""
+def run_scores(config: RunConfig, *, data: MembershipSet | None = None, loaded=None,
+               learned: Callable[[EvaluationSplit], dict[str, np.ndarray]] | None = None) -> RunResult:
+    """Score the test part of the evaluation split with every method and write the run dir.
+
+    ``learned(split)`` adds rows of detectors trained elsewhere on the same split (the demo's
+    MIA-Tuner): scores of ``split.test.texts``, computed after every method here has run on the
+    untouched model."""
     dataset = data if data is not None else load_membership_set(config.data)
     split = make_split(dataset, config.split, dedupe=config.data.dedupe)
     methods = select_methods(config)
     loaded = loaded or load_model(config.model, cache_dir=config.cache_dir)
     hygiene = hygiene_report(dataset, loaded.tokenizer)
     scores, info, target = score_split(config, loaded, split, methods)
+    if learned is not None:
+        scores = {**learned(split), **scores}
     labels = np.array(split.test.labels)
     metrics = {name: compute_metrics(labels, s) for name, s in scores.items()}
     extra = {"model": {"name": loaded.name, "fingerprint": loaded.fingerprint,

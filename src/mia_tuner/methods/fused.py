@@ -33,13 +33,23 @@ class Fused(Method):
     name = "fused"
     higher_is_member = True
     uses_labels = True
-    needs_topk = True  # it reads `neighbor`
     with_reference = False
 
+    @property
+    def needs_topk(self) -> bool:  # when it reads `neighbor`
+        return any(m.needs_topk for m in self.base_methods())
+
     def base_methods(self) -> list[Method]:
+        chosen = set(self.settings.fused_features)
+        unknown = chosen - {name for name, cls in METHODS.items() if cls.fusable}
+        if unknown:
+            raise MethodError(f"fused_features names {', '.join(sorted(unknown))}, which `fused` cannot "
+                              f"read; choose among {', '.join(n for n, c in METHODS.items() if c.fusable)}")
         methods = []
         for cls in METHODS.values():
             if not cls.fusable or (cls.needs_reference and not self.with_reference):
+                continue
+            if chosen and cls.name not in chosen and not cls.needs_reference:
                 continue
             if cls.name in ("min-k%", "min-k%++"):
                 methods += [cls(self.settings, k=k) for k in self.settings.fused_k]
