@@ -88,10 +88,25 @@ def weighted_lm_loss(
             f"logits {tuple(logits.shape)}, labels {tuple(labels.shape)} and attention_mask "
             f"{tuple(attention_mask.shape)} must share (B, T); strip soft-prompt positions first"
         )
+    log_probs = F.log_softmax(logits[:, :-1].float(), dim=-1)
+    nll = -log_probs.gather(-1, labels[:, 1:].clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return weighted_mean_nll(nll, labels, attention_mask, answer_start, pre_answer_weight)
+
+
+def weighted_mean_nll(
+    nll: torch.Tensor,
+    labels: torch.Tensor,
+    attention_mask: torch.Tensor,
+    answer_start: torch.Tensor,
+    pre_answer_weight: float = 0.01,
+) -> torch.Tensor:
+    """``weighted_lm_loss`` from the (B, T − 1) token NLLs ``nll[b, t − 1]`` of the targets
+    ``labels[b, t]`` (as ``training.chunked.token_nll`` computes them without full logits)."""
+    if nll.shape != (labels.shape[0], labels.shape[1] - 1) or labels.shape != attention_mask.shape:
+        raise ValueError(f"nll {tuple(nll.shape)} must be (B, T - 1) for labels {tuple(labels.shape)} "
+                         f"and attention_mask {tuple(attention_mask.shape)}")
     targets = labels[:, 1:]
     real = (attention_mask[:, 1:] != 0) & (targets != IGNORE_INDEX)
-    log_probs = F.log_softmax(logits[:, :-1].float(), dim=-1)
-    nll = -log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     positions = torch.arange(1, labels.shape[1], device=labels.device).unsqueeze(0)
     start = torch.as_tensor(answer_start, device=labels.device).long().unsqueeze(1)
     weights = torch.where(positions < start, pre_answer_weight, 1.0)
@@ -160,10 +175,26 @@ def hybrid_aligned_loss(
     averaged. Returns the total (a tensor with gradient) and the parts as floats for logging:
     ``lm``, ``classification``, ``error``, ``total``.
     """
-    member = _as_bool(is_member).to(logits.device)
     per_sequence = weighted_lm_loss(logits, input_ids, attention_mask, answer_start, pre_answer_weight)
+    return aligned_loss_from_parts(per_sequence, answer_logits(logits, answer_start), is_member, yes_id,
+                                   no_id, lm_weight, classification_weight, error_weight)
+
+
+def aligned_loss_from_parts(
+    per_sequence: torch.Tensor,
+    at_answer: torch.Tensor,
+    is_member: torch.Tensor,
+    yes_id: int,
+    no_id: int,
+    lm_weight: float = 1.0,
+    classification_weight: float = 1.0,
+    error_weight: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """``hybrid_aligned_loss`` from its two inputs: the (B,) weighted LM losses and the (B, V)
+    logits at the answer positions (what the pipeline computes without the full logits)."""
+    member = _as_bool(is_member).to(per_sequence.device)
     lm = _class_balanced_mean(per_sequence, member)
-    at_answer = answer_logits(logits, answer_start).float()
+    at_answer = at_answer.float()
     classification = answer_classification_loss(yes_no_logits(at_answer, yes_id, no_id), member)
     error = error_loss(F.log_softmax(at_answer, dim=-1), yes_id, no_id, member)
     total = lm_weight * lm + classification_weight * classification + error_weight * error

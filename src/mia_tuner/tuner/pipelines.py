@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from mia_tuner.errors import DataError, ModelError
 from mia_tuner.methods.token_stats import pad_batch
-from mia_tuner.training import losses
+from mia_tuner.training import chunked, losses
 from mia_tuner.tuner import prompts
 from mia_tuner.tuner.peft_setup import forward_logits, shared_prefix_logits
 
@@ -89,6 +89,14 @@ class Pipeline:
             return shared_prefix_logits(model, input_ids, attention_mask)
         return forward_logits(model, input_ids, attention_mask)
 
+    def hidden(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor, forward=None):
+        """(last hidden states (B, T, H) aligned with ``input_ids``, the ``OutputHead`` mapping
+        them to logits): ``forward`` (default ``self.logits``) run with the output layer bypassed,
+        so that no (B, T, V) logits are made (training.chunked)."""
+        with chunked.hidden_states_out(model) as head:
+            hidden = (forward or self.logits)(model, input_ids, attention_mask)
+        return hidden, head
+
     def _pad(self, sequences: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = pad_batch(sequences, self.tokenizer.pad_token_id)
         return ids.to(device), mask.to(device)
@@ -144,15 +152,17 @@ class AlignedPipeline(Pipeline):
         """The hybrid loss (a mean over the batch's examples: exact under data parallelism
         when every process holds as many members as non-members)."""
         c = self.config
-        logits = self.logits(model, batch["input_ids"], batch["attention_mask"])
-        total, parts = losses.hybrid_aligned_loss(
-            logits, batch["input_ids"], batch["attention_mask"], batch["answer_start"],
-            batch["is_member"], self.yes_id, self.no_id, lm_weight=c.lm_weight,
+        ids, mask, start = batch["input_ids"], batch["attention_mask"], batch["answer_start"]
+        hidden, head = self.hidden(model, ids, mask)
+        nll = chunked.token_nll(hidden, head, ids)
+        per_sequence = losses.weighted_mean_nll(nll, ids, mask, start, c.pre_answer_weight)
+        at_answer = head.logits(losses.answer_logits(hidden, start))
+        total, parts = losses.aligned_loss_from_parts(
+            per_sequence, at_answer, batch["is_member"], self.yes_id, self.no_id, lm_weight=c.lm_weight,
             classification_weight=0.0 if c.full_vocab_classification else c.classification_weight,
-            error_weight=c.error_weight, pre_answer_weight=c.pre_answer_weight)
+            error_weight=c.error_weight)
         if c.full_vocab_classification:
-            at_answer = losses.answer_logits(logits, batch["answer_start"]).float()
-            target = torch.where(batch["is_member"].to(logits.device) != 0, self.yes_id, self.no_id)
+            target = torch.where(batch["is_member"].to(at_answer.device) != 0, self.yes_id, self.no_id)
             classification = F.cross_entropy(at_answer, target)
             total = total + c.classification_weight * classification
             parts.update(classification=classification.item(), total=total.item())
@@ -164,9 +174,9 @@ class AlignedPipeline(Pipeline):
     def _score_batch(self, model, sequences: list[list[int]]) -> np.ndarray:
         """p(Yes) / (p(Yes) + p(No)) at each prompt's last position (in float64)."""
         ids, mask = self._pad(sequences, model_device(model))
-        logits = self.logits(model, ids, mask)
-        lengths = torch.tensor([len(s) for s in sequences], device=logits.device)
-        pair = losses.yes_no_logits(losses.answer_logits(logits, lengths), self.yes_id, self.no_id)
+        hidden, head = self.hidden(model, ids, mask)
+        lengths = torch.tensor([len(s) for s in sequences], device=hidden.device)
+        pair = losses.yes_no_logits(head.logits(losses.answer_logits(hidden, lengths)), self.yes_id, self.no_id)
         return torch.sigmoid(pair[:, 1].double() - pair[:, 0].double()).cpu().numpy()
 
 
@@ -202,16 +212,17 @@ class BasePipeline(Pipeline):
     def text_losses(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The per-row statistic the pipeline trains and scores: ℓ(x), or with
         ``base_score="calibrated"`` ℓ(x) minus the loss of the model without the adapter."""
-        z = self._mean_nll(self.logits(model, input_ids, attention_mask), input_ids, attention_mask)
+        z = self._mean_nll(model, input_ids, attention_mask)
         if self.config.base_score == "calibrated":
             z = z - self._plain_losses(model, input_ids, attention_mask).to(z.device, z.dtype)
         return z
 
-    @staticmethod
-    def _mean_nll(logits, input_ids, attention_mask) -> torch.Tensor:
+    def _mean_nll(self, model, input_ids, attention_mask, forward=None) -> torch.Tensor:
         """ℓ(x) per row: mean NLL over the real target tokens (positions 1 .. len-1)."""
+        hidden, head = self.hidden(model, input_ids, attention_mask, forward)
+        nll = chunked.token_nll(hidden, head, input_ids)
         first = torch.ones(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
-        return losses.weighted_lm_loss(logits, input_ids, attention_mask, first, pre_answer_weight=1.0)
+        return losses.weighted_mean_nll(nll, input_ids, attention_mask, first, pre_answer_weight=1.0)
 
     def _plain_losses(self, model, input_ids, attention_mask) -> torch.Tensor:
         """ℓ(x) of the model without its adapter (constant in training: memoised per text)."""
@@ -221,7 +232,7 @@ class BasePipeline(Pipeline):
             peft_model = getattr(model, "module", model)  # under DDP
             ids, mask = input_ids[missing], attention_mask[missing]
             with torch.no_grad(), peft_model.disable_adapter():
-                values = self._mean_nll(forward_logits(peft_model, ids, mask), ids, mask)
+                values = self._mean_nll(peft_model, ids, mask, forward=forward_logits)
             self._plain.update(zip((rows[i] for i in missing), values.float().tolist()))
         return torch.tensor([self._plain[key] for key in rows], dtype=torch.float64)
 

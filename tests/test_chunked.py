@@ -1,0 +1,80 @@
+"""Chunked next-token NLL (training.chunked): the numbers and gradients of the full-logits
+computation, without the full logits; the output layer bypassed only inside the block."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mia_tuner.training import chunked
+from mia_tuner.training import losses as L
+
+from helpers import make_tiny_model
+
+VOCAB = 50
+
+
+def full_token_nll(model, ids, mask):
+    """The reference: every position's logits at once, log-softmax, gather."""
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    log_probs = F.log_softmax(logits[:, :-1].float(), dim=-1)
+    return -log_probs.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+
+
+def chunked_token_nll(model, ids, mask, chunk):
+    with chunked.hidden_states_out(model) as head:
+        hidden = model(input_ids=ids, attention_mask=mask).logits
+    return chunked.token_nll(hidden, head, ids, chunk=chunk)
+
+
+@pytest.fixture
+def batch():
+    torch.manual_seed(0)
+    ids = torch.randint(0, VOCAB, (3, 11))
+    mask = torch.ones_like(ids)
+    mask[1, 8:] = 0  # a padded row
+    return ids, mask
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 4, 10, 64])  # one position, ragged last chunk, one chunk
+def test_chunked_nll_and_its_gradient_equal_the_full_computation(batch, chunk):
+    ids, mask = batch
+    start = torch.tensor([1, 1, 1])
+    model = make_tiny_model(VOCAB)
+    full = L.weighted_mean_nll(full_token_nll(model, ids, mask), ids, mask, start, 1.0)
+    full.sum().backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    got = L.weighted_mean_nll(chunked_token_nll(model, ids, mask, chunk), ids, mask, start, 1.0)
+    got.sum().backward()
+    torch.testing.assert_close(got, full, rtol=0, atol=1e-6)
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.grad, expected[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_the_output_layer_is_restored_after_the_block(batch):
+    ids, mask = batch
+    model = make_tiny_model(VOCAB)
+    before = model(input_ids=ids, attention_mask=mask).logits
+    with chunked.hidden_states_out(model):
+        inside = model(input_ids=ids, attention_mask=mask).logits
+    after = model(input_ids=ids, attention_mask=mask).logits
+    assert inside.shape[-1] == model.config.hidden_size and before.shape[-1] == VOCAB
+    torch.testing.assert_close(after, before, rtol=0, atol=0)
+
+
+def test_soft_capping_is_applied_like_the_model_does():
+    model = make_tiny_model(VOCAB)
+    model.config.final_logit_softcapping = 0.5
+    head = chunked.OutputHead(model)
+    hidden = torch.randn(2, 4, model.config.hidden_size)
+    raw = model.lm_head(hidden)
+    torch.testing.assert_close(head.logits(hidden), torch.tanh(raw / 0.5) * 0.5)
+
+
+def test_misaligned_hidden_states_are_refused(batch):
+    ids, _ = batch
+    model = make_tiny_model(VOCAB)
+    with pytest.raises(ValueError, match="must share"):
+        chunked.token_nll(torch.zeros(3, 5, model.config.hidden_size), chunked.OutputHead(model), ids)
