@@ -11,7 +11,14 @@ the same peft-wrapped model with the same soft prompt:
 The bare pass is timed before and after the Trainer (median of both rounds) so drift on this
 shared machine hits both sides. Writes bench/results/train_step_speed.json (one record per model).
 
+--memory: peak resident memory of training steps, each variant in a fresh process (so one's
+peak cannot hide the other's): the pipeline as shipped (per-text losses from chunked,
+checkpointed logits) against the same loss from the full (B, T, V) logits, as the pipeline
+computed it before; WikiMIA-24 length-128 texts, B + B per batch; rows with `peak_rss_gb` are
+added to the same file.
+
     .venv/bin/python bench/train_step_speed.py [--models smollm2-135m-instruct gemma-3-270m] [--steps 6]
+    .venv/bin/python bench/train_step_speed.py --memory --models gemma-3-270m --steps 3
 """
 
 from __future__ import annotations
@@ -19,7 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -40,8 +50,8 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikimia24"
 RESULTS = Path(__file__).resolve().parent / "results" / "train_step_speed.json"
 
 
-def training_texts(n_per_class: int) -> MembershipSet:
-    data = load_membership_set(DataConfig(path=str(DATA), split="WikiMIA_length32"))
+def training_texts(n_per_class: int, split: str = "WikiMIA_length32") -> MembershipSet:
+    data = load_membership_set(DataConfig(path=str(DATA), split=split))
     members = [t for t, y in zip(data.texts, data.labels) if y == 1][:n_per_class]
     nonmembers = [t for t, y in zip(data.texts, data.labels) if y == 0][:n_per_class]
     return MembershipSet(texts=members + nonmembers, labels=[1] * len(members) + [0] * len(nonmembers),
@@ -127,18 +137,78 @@ def machine(device: torch.device) -> str:
     return f"{platform.machine()}, {torch.get_num_threads()} torch threads"
 
 
+def full_logits_loss(pipeline):
+    """The base pipeline's loss computed from the full logits (what it did before chunking)."""
+    from mia_tuner.training import losses
+    from mia_tuner.tuner.peft_setup import forward_logits
+
+    def loss(model, batch, sync=None):
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        first = torch.ones(ids.shape[0], dtype=torch.long, device=ids.device)
+        z = losses.weighted_lm_loss(forward_logits(model, ids, mask), ids, mask, first, 1.0)
+        c = pipeline.config
+        return losses.base_pipeline_loss(z, batch["is_member"], c.contrastive_weight, c.hinge_weight,
+                                         c.temperature, c.distance_scale)
+    return loss
+
+
+def memory_child(model_name: str, variant: str, steps: int, batch_per_class: int) -> dict:
+    """In this (fresh) process: `steps` + 1 training steps of the base pipeline; peak RSS."""
+    loaded = load_model(ModelConfig(name=model_name))
+    train = training_texts((steps + 1) * batch_per_class, "WikiMIA_length128")
+    config = TunerConfig(mode="base", batch_per_class=batch_per_class, epochs=1, share_prefix=False)
+    pipeline = make_pipeline(loaded, config)
+    model = wrap_model(loaded.model, loaded.tokenizer, config)
+    loss = pipeline.loss if variant == "chunked" else full_logits_loss(pipeline)
+    trainer = Trainer(model, loss, pipeline.encode,
+                      TrainerConfig(learning_rate=config.learning_rate, epochs=1,
+                                    batch_per_class=batch_per_class, seed=config.seed, desc=variant))
+    history = trainer.fit(train)
+    tokens = [len(pipeline.token_ids(t)) for t in train.texts]
+    return {"model": loaded.name, "mode": "base", "variant": variant, "batch": 2 * batch_per_class,
+            "mean_text_tokens": round(float(np.mean(tokens)), 1),
+            "step_s": round(statistics.median(s["seconds"] for s in history.steps[1:]), 4),
+            "steps_timed": len(history.steps) - 1,
+            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+            "total": [round(s["total"], 6) for s in history.steps],
+            "machine": machine(loaded.device), "date": time.strftime("%Y-%m-%d")}
+
+
+def memory_rows(models, steps: int, batch_per_class: int) -> list[dict]:
+    rows = []
+    for name in models:
+        for variant in ("chunked", "full-logits"):
+            out = subprocess.run([sys.executable, __file__, "--memory-child", variant, "--models", name,
+                                  "--steps", str(steps), "--batch-per-class", str(batch_per_class)],
+                                 check=True, capture_output=True, text=True).stdout
+            rows.append(json.loads(out.strip().splitlines()[-1]))
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", nargs="*", default=["smollm2-135m-instruct", "gemma-3-270m"])
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--batch-per-class", type=int, default=8)
+    parser.add_argument("--memory", action="store_true", help="peak memory, chunked vs full logits")
+    parser.add_argument("--memory-child", choices=["chunked", "full-logits"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_child:
+        print(json.dumps(memory_child(args.models[0], args.memory_child, args.steps, args.batch_per_class)))
+        return
+    if args.memory:
+        kept = [r for r in json.loads(RESULTS.read_text()) if "peak_rss_gb" not in r] if RESULTS.exists() else []
+        RESULTS.write_text(json.dumps(kept + memory_rows(args.models, args.steps, args.batch_per_class),
+                                      indent=1) + "\n")
+        return
     records = []
     for name in args.models:
         record = measure(name, args.steps, args.batch_per_class)
         print(json.dumps(record), flush=True)
         records.append(record)
-    RESULTS.write_text(json.dumps(records, indent=1) + "\n")
+    memory = [r for r in json.loads(RESULTS.read_text()) if "peak_rss_gb" in r] if RESULTS.exists() else []
+    RESULTS.write_text(json.dumps(records + memory, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -4,9 +4,16 @@ A causal LM's output layer turns each position's hidden state into V logits. For
 step the naive route keeps all B·T·V of them in fp32, their log-softmax and their gradient:
 Gemma-3-270m (V = 262k) needs several GB for 16 texts of ~190 tokens. Here the model's forward
 returns its last hidden states instead (the output layer is bypassed for the duration of the
-call), and the output layer, log-softmax and gather run on a few positions at a time under
-activation checkpointing, so the backward recomputes each chunk's logits rather than storing
-them. The numbers are those of the full computation up to float rounding.
+call), and the output layer, log-softmax and gather run on a few positions at a time.
+
+The gradient needs no logits either. With the output layer frozen (soft prompts, LoRA and the
+defences never train it), the NLL of target y at a position depends on that position's hidden
+state h alone, and d NLL / d h = Wᵀ(p − onehot(y)) (times the soft-capping derivative where
+the model caps its logits): a vector of the hidden size, computed chunk by chunk in the
+forward pass and kept. The backward only scales it by the incoming per-position gradient:
+no logits are recomputed or stored. Where the output layer does train, each chunk runs under
+activation checkpointing instead (its logits recomputed in the backward). Either way the
+numbers are those of the full computation up to float rounding.
 """
 
 from __future__ import annotations
@@ -40,6 +47,10 @@ class OutputHead:
                              f"{type(self.layer).__name__}")
         self.softcap = getattr(base.config, "final_logit_softcapping", None)
 
+    def trains(self) -> bool:
+        """Whether the output layer's own parameters take gradients."""
+        return any(p.requires_grad for p in self.layer.parameters())
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = F.linear(hidden, self.layer.weight, self.layer.bias).float()
         if self.softcap:
@@ -69,23 +80,49 @@ def _chunk_nll(hidden: torch.Tensor, targets: torch.Tensor, head: OutputHead) ->
     return -log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
 
 
+class _FrozenHeadNLL(torch.autograd.Function):
+    """Token NLLs of one chunk with d NLL / d hidden computed in the forward (frozen head)."""
+
+    @staticmethod
+    def forward(ctx, hidden, targets, head: OutputHead):
+        weight, bias = head.layer.weight, head.layer.bias
+        raw = F.linear(hidden, weight, bias).float()
+        capped = torch.tanh(raw / head.softcap) if head.softcap else None
+        log_probs = F.log_softmax(capped * head.softcap if head.softcap else raw, dim=-1)
+        index = targets.clamp(min=0).unsqueeze(-1)
+        nll = -log_probs.gather(-1, index).squeeze(-1)
+        slope = log_probs.exp_().scatter_add_(-1, index, -torch.ones_like(index, dtype=log_probs.dtype))
+        if head.softcap:  # d(c·tanh(r/c))/dr = 1 − tanh²
+            slope.mul_(1 - capped * capped)
+        ctx.save_for_backward((slope.to(weight.dtype) @ weight).to(hidden.dtype))
+        return nll
+
+    @staticmethod
+    def backward(ctx, grad_nll):
+        (slope_hidden,) = ctx.saved_tensors
+        return grad_nll.unsqueeze(-1).to(slope_hidden.dtype) * slope_hidden, None, None
+
+
 def token_nll(hidden: torch.Tensor, head: OutputHead, input_ids: torch.Tensor,
-              chunk: int = CHUNK_POSITIONS) -> torch.Tensor:
+              chunk: int | None = None) -> torch.Tensor:
     """(B, T − 1) NLL of ``input_ids[:, 1:]``, each predicted from the hidden state before it.
 
     Padding and ignored targets get a value too (of token id max(id, 0)); mask them outside.
-    Under autograd each chunk is checkpointed: its logits exist only while it is computed.
+    No chunk's logits outlive its computation (see the module docstring for the gradient).
     """
     if hidden.shape[:2] != input_ids.shape:
         raise ValueError(f"hidden states {tuple(hidden.shape)} and input_ids {tuple(input_ids.shape)} "
                          "must share (B, T)")
+    chunk = chunk or CHUNK_POSITIONS
     targets = input_ids[:, 1:]
     n = targets.shape[1]
     parts = []
     for start in range(0, n, chunk):
         h, y = hidden[:, start:min(start + chunk, n)], targets[:, start:start + chunk]
-        if torch.is_grad_enabled() and h.requires_grad:
+        if not (torch.is_grad_enabled() and h.requires_grad):
+            parts.append(_chunk_nll(h, y, head))
+        elif head.trains():
             parts.append(checkpoint(_chunk_nll, h, y, head, use_reentrant=False))
         else:
-            parts.append(_chunk_nll(h, y, head))
+            parts.append(_FrozenHeadNLL.apply(h, y, head))
     return torch.cat(parts, dim=1)
