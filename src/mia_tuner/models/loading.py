@@ -207,7 +207,10 @@ def load_tokenizer(location: str, gguf_file: str | None = None, fast_path: bool 
     return tokenizer
 
 
-_NOT_INIT_KWARGS = ("tokenizer_class", "backend", "is_local", "local_files_only", "auto_map", "name_or_path")
+# not constructor arguments; `added_tokens_decoder` (written by transformers 4) repeats what
+# tokenizer.json holds, as plain dicts that transformers 4's constructor cannot take
+_NOT_INIT_KWARGS = ("tokenizer_class", "backend", "is_local", "local_files_only", "auto_map", "name_or_path",
+                    "added_tokens_decoder")
 
 
 def _tokenizer_from_files(directory: Path):
