@@ -48,6 +48,7 @@ from mia_tuner.tuner.pipelines import make_pipeline
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikimia24"
 RESULTS = Path(__file__).resolve().parent / "results" / "train_step_speed.json"
+VARIANTS = ["chunked", "full-logits", "chunked+checkpointing"]
 
 
 def training_texts(n_per_class: int, split: str = "WikiMIA_length32") -> MembershipSet:
@@ -152,20 +153,26 @@ def full_logits_loss(pipeline):
     return loss
 
 
-def memory_child(model_name: str, variant: str, steps: int, batch_per_class: int) -> dict:
+def memory_child(model_name: str, variant: str, steps: int, batch_per_class: int,
+                 chunk: int | None = None) -> dict:
     """In this (fresh) process: `steps` + 1 training steps of the base pipeline; peak RSS."""
+    from mia_tuner.training import chunked
+
+    chunked.CHUNK_POSITIONS = chunk or chunked.CHUNK_POSITIONS
     loaded = load_model(ModelConfig(name=model_name))
     train = training_texts((steps + 1) * batch_per_class, "WikiMIA_length128")
-    config = TunerConfig(mode="base", batch_per_class=batch_per_class, epochs=1, share_prefix=False)
+    config = TunerConfig(mode="base", batch_per_class=batch_per_class, epochs=1, share_prefix=False,
+                         gradient_checkpointing=variant == "chunked+checkpointing")
     pipeline = make_pipeline(loaded, config)
     model = wrap_model(loaded.model, loaded.tokenizer, config)
-    loss = pipeline.loss if variant == "chunked" else full_logits_loss(pipeline)
+    loss = full_logits_loss(pipeline) if variant == "full-logits" else pipeline.loss
     trainer = Trainer(model, loss, pipeline.encode,
                       TrainerConfig(learning_rate=config.learning_rate, epochs=1,
                                     batch_per_class=batch_per_class, seed=config.seed, desc=variant))
     history = trainer.fit(train)
     tokens = [len(pipeline.token_ids(t)) for t in train.texts]
     return {"model": loaded.name, "mode": "base", "variant": variant, "batch": 2 * batch_per_class,
+            "chunk_positions": chunked.CHUNK_POSITIONS if variant != "full-logits" else None,
             "mean_text_tokens": round(float(np.mean(tokens)), 1),
             "step_s": round(statistics.median(s["seconds"] for s in history.steps[1:]), 4),
             "steps_timed": len(history.steps) - 1,
@@ -174,12 +181,13 @@ def memory_child(model_name: str, variant: str, steps: int, batch_per_class: int
             "machine": machine(loaded.device), "date": time.strftime("%Y-%m-%d")}
 
 
-def memory_rows(models, steps: int, batch_per_class: int) -> list[dict]:
+def memory_rows(models, steps: int, batch_per_class: int, variants, chunk: int | None) -> list[dict]:
     rows = []
     for name in models:
-        for variant in ("chunked", "full-logits"):
+        for variant in variants:
+            extra = ["--chunk", str(chunk)] if chunk else []
             out = subprocess.run([sys.executable, __file__, "--memory-child", variant, "--models", name,
-                                  "--steps", str(steps), "--batch-per-class", str(batch_per_class)],
+                                  "--steps", str(steps), "--batch-per-class", str(batch_per_class), *extra],
                                  check=True, capture_output=True, text=True).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
@@ -192,15 +200,20 @@ def main():
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--batch-per-class", type=int, default=8)
     parser.add_argument("--memory", action="store_true", help="peak memory, chunked vs full logits")
-    parser.add_argument("--memory-child", choices=["chunked", "full-logits"], help=argparse.SUPPRESS)
+    parser.add_argument("--variants", nargs="*", default=VARIANTS[:2], choices=VARIANTS)
+    parser.add_argument("--chunk", type=int, help="positions per chunk (default: the package's)")
+    parser.add_argument("--memory-child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
-        print(json.dumps(memory_child(args.models[0], args.memory_child, args.steps, args.batch_per_class)))
+        print(json.dumps(memory_child(args.models[0], args.memory_child, args.steps, args.batch_per_class,
+                                      args.chunk)))
         return
-    if args.memory:
-        kept = [r for r in json.loads(RESULTS.read_text()) if "peak_rss_gb" not in r] if RESULTS.exists() else []
-        RESULTS.write_text(json.dumps(kept + memory_rows(args.models, args.steps, args.batch_per_class),
-                                      indent=1) + "\n")
+    if args.memory:  # new rows replace those of the same model, variant and chunk size
+        rows = memory_rows(args.models, args.steps, args.batch_per_class, args.variants, args.chunk)
+        new = {(r["model"], r["variant"], r.get("chunk_positions")) for r in rows}
+        kept = [r for r in json.loads(RESULTS.read_text())
+                if (r["model"], r.get("variant"), r.get("chunk_positions")) not in new] if RESULTS.exists() else []
+        RESULTS.write_text(json.dumps(kept + rows, indent=1) + "\n")
         return
     records = []
     for name in args.models:

@@ -217,6 +217,22 @@ def test_shared_prefix_gives_the_same_loss_and_gradient(chat):
     assert common_prefix_length(batch["input_ids"], batch["attention_mask"]) >= (10 if chat else 2)
 
 
+@pytest.mark.parametrize("chat", [True, False])
+def test_gradient_checkpointing_gives_the_same_loss_and_gradient(chat):
+    """Activations recomputed in the backward: the same loss and soft-prompt gradient."""
+    results = {}
+    for checkpointing in (False, True):
+        _, pipeline, model = setup(chat, num_virtual_tokens=4, gradient_checkpointing=checkpointing)
+        model.train()
+        batch = pipeline.encode([*TEXTS, "A fourth text."], [1, 0, 1, 0])
+        total, _ = pipeline.loss(model, batch)
+        total.backward()
+        results[checkpointing] = (float(total), model.prompt_encoder["default"].embedding.weight.grad.clone())
+    assert model.get_base_model().is_gradient_checkpointing
+    assert results[True][0] == pytest.approx(results[False][0], rel=1e-6)
+    torch.testing.assert_close(results[True][1], results[False][1], rtol=1e-5, atol=1e-7)
+
+
 def test_loss_variants_run():
     _, pipeline, model = setup(True, full_vocab_classification=True)
     total, parts = pipeline.loss(model, pipeline.encode(TEXTS[:2], [1, 0]))

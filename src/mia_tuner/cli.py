@@ -127,6 +127,8 @@ def add_train_parser(commands) -> None:
     train.add_argument("--chat-template", choices=sorted(FALLBACK_TEMPLATES),
                        help="template for a tokenizer that has none")
     train.add_argument("--num-virtual-tokens", type=positive_int, default=50)
+    train.add_argument("--gradient-checkpointing", action="store_true",
+                       help="recompute activations in the backward: less memory, slower steps")
     train.add_argument("--max-tokens", type=token_budget, default=256,
                        help="MIA-Tuner cuts longer texts (the baselines use the model context)")
     train.add_argument("--methods", default="all", help="baselines to compare with, or all")
@@ -229,7 +231,8 @@ def cmd_train(args) -> None:
         epochs=args.epochs, learning_rate=args.lr,
         batch_per_class=args.batch_per_class, train_per_class=args.train_per_class,
         validation_per_class=args.validation_per_class, chat_template=args.chat_template,
-        num_virtual_tokens=args.num_virtual_tokens, max_tokens=args.max_tokens, seed=args.seed)
+        num_virtual_tokens=args.num_virtual_tokens, max_tokens=args.max_tokens, seed=args.seed,
+        gradient_checkpointing=args.gradient_checkpointing or None)
     check_out_dir(args.out)
     data = load_membership_set(data_config(args))
     print_skipped(data)

@@ -47,6 +47,10 @@ class TunerConfig:
     # run the soft prompt and the tokens every text of a batch shares (a chat template's
     # opening) once per batch instead of once per text (same numbers, less compute)
     share_prefix: bool = True
+    # recompute each decoder layer's activations in the backward instead of keeping them: less
+    # memory for a second forward pass's time (the shared prefix is then not shared: a cache
+    # cannot be kept under checkpointing)
+    gradient_checkpointing: bool = False
     init_text: str = prompts.INIT_TEXT  # the soft prompt starts as this text's embeddings
     lora_rank: int = 8
     learning_rate: float = PRESETS["default"]["learning_rate"]

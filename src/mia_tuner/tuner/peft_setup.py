@@ -74,6 +74,12 @@ def wrap_model(model, tokenizer, config):
         raise ModelError(f"cannot add a {config.peft} adapter to this model: {exc}") from exc
     if config.peft == "prompt":
         init_prompt_from_text(peft_model, tokenizer, config.init_text)
+    if getattr(config, "gradient_checkpointing", False):
+        base = peft_model.get_base_model()
+        if not getattr(base, "supports_gradient_checkpointing", False):
+            raise ModelError(f"{type(base).__name__} does not support gradient checkpointing")
+        # non-reentrant: the gradient reaches a soft prompt that enters as input embeddings
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return peft_model
 
 

@@ -85,7 +85,7 @@ class Pipeline:
 
     def logits(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, T, V) logits aligned with ``input_ids``; the shared prefix run once when asked."""
-        if self.config.share_prefix:
+        if self.config.share_prefix and not self.config.gradient_checkpointing:
             return shared_prefix_logits(model, input_ids, attention_mask)
         return forward_logits(model, input_ids, attention_mask)
 
