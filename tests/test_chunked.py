@@ -88,3 +88,25 @@ def test_misaligned_hidden_states_are_refused(batch):
     model = make_tiny_model(VOCAB)
     with pytest.raises(ValueError, match="must share"):
         chunked.token_nll(torch.zeros(3, 5, model.config.hidden_size), chunked.OutputHead(model), ids)
+
+
+def test_a_model_whose_logits_the_head_cannot_rebuild_is_refused(tiny_model_dir):
+    """A model transforming its logits in a way OutputHead does not know (here: a capping the
+    tiny Llama's forward does not apply) is refused at its first batch, not trained silently."""
+    from mia_tuner.config import ModelConfig
+    from mia_tuner.errors import ModelError
+    from mia_tuner.models import load_model
+    from mia_tuner.tuner.config import TunerConfig
+    from mia_tuner.tuner.peft_setup import wrap_model
+    from mia_tuner.tuner.pipelines import make_pipeline
+
+    loaded = load_model(ModelConfig(name=str(tiny_model_dir), device="cpu"))
+    config = TunerConfig(mode="base", num_virtual_tokens=2)
+    pipeline = make_pipeline(loaded, config)
+    model = wrap_model(loaded.model, loaded.tokenizer, config)
+    batch = pipeline.encode(["The cat sat.", "A dog ran.", "Birds sing.", "Rain falls."], [1, 0, 1, 0])
+    pipeline.loss(model, batch)  # the head matches: fine
+    loaded.model.config.final_logit_softcapping = 0.5
+    other = make_pipeline(loaded, config)
+    with pytest.raises(ModelError, match="transforms its logits"):
+        other.loss(model, batch)

@@ -48,6 +48,7 @@ class Pipeline:
         self.tokenizer = tokenizer
         self.config = config
         self._memo: dict = {}
+        self._head_checked: set[int] = set()  # models whose OutputHead matched their logits
 
     def encode(self, texts, labels) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -93,9 +94,26 @@ class Pipeline:
         """(last hidden states (B, T, H) aligned with ``input_ids``, the ``OutputHead`` mapping
         them to logits): ``forward`` (default ``self.logits``) run with the output layer bypassed,
         so that no (B, T, V) logits are made (training.chunked)."""
+        forward = forward or self.logits
         with chunked.hidden_states_out(model) as head:
-            hidden = (forward or self.logits)(model, input_ids, attention_mask)
+            hidden = forward(model, input_ids, attention_mask)
+        if id(model) not in self._head_checked:
+            self._check_head(model, forward, input_ids[:1], attention_mask[:1], head, hidden[:1, -1])
+            self._head_checked.add(id(model))
         return hidden, head
+
+    @staticmethod
+    @torch.no_grad()
+    def _check_head(model, forward, input_ids, attention_mask, head, hidden_last) -> None:
+        """Once per model: the output head rebuilt from the hidden states must give the model's
+        own logits (a model that transforms its logits in a way ``OutputHead`` does not know
+        would otherwise be trained and scored on wrong numbers, silently)."""
+        expected = forward(model, input_ids, attention_mask)[0, -1].float()
+        got = head.logits(hidden_last.detach())[0]
+        if not torch.allclose(got, expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max()) + 1e-4):
+            raise ModelError(f"{type(chunked.base_model(model)).__name__} transforms its logits after the "
+                             "output layer in a way the chunked losses do not reproduce; this model is "
+                             "not supported for training yet")
 
     def _pad(self, sequences: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = pad_batch(sequences, self.tokenizer.pad_token_id)
