@@ -191,6 +191,17 @@ def test_chance_value():
     )
 
 
+@pytest.mark.parametrize("n_members,n_non", [(3, 2), (5, 2), (2, 6), (8, 8)])
+def test_chance_value_for_any_batch_by_hand(n_members, n_non):
+    """Σ_c (n_c / N) · −ln((n_c − 1) / (N − 1)), written out per class (docs/safeguards.md)."""
+    n = n_members + n_non
+    by_hand = (n_members / n) * -math.log((n_members - 1) / (n - 1)) \
+        + (n_non / n) * -math.log((n_non - 1) / (n - 1))
+    member = torch.tensor([1] * n_members + [0] * n_non)
+    assert L.chance_contrastive_loss_for(member) == pytest.approx(by_hand, rel=1e-12)
+    assert L.defensive_loss(torch.full((n,), -0.3), member).item() == pytest.approx(0.0, abs=1e-6)
+
+
 def test_defensive_loss_is_distance_to_chance():
     z, member = [1.0, 1.1, 3.0, 3.2], [1, 1, 0, 0]
     got = L.defensive_loss(torch.tensor(z), torch.tensor(member), distance_scale=1.0)
