@@ -148,3 +148,14 @@ def test_paired_auroc_difference_by_hand():
     assert (result["low"], result["high"]) == pytest.approx((low, high))
     same = paired_auroc_difference(labels, a, a, n_bootstrap=100)
     assert same["difference"] == same["low"] == same["high"] == 0.0
+
+
+def test_fused_features_must_name_fusable_methods():
+    from mia_tuner.config import MethodConfig
+    from mia_tuner.errors import MethodError
+    from mia_tuner.methods import build_methods
+
+    with pytest.raises(MethodError, match="fused_features names blind"):
+        build_methods(["fused"], MethodConfig(fused_features=["loss", "blind"]))
+    fused = build_methods(["fused"], MethodConfig(fused_features=["loss", "min-k%"]))[0]
+    assert [m.label for m in fused.base_methods()][0] == "loss" and not fused.needs_topk

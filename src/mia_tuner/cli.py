@@ -186,7 +186,7 @@ def scores_config(args) -> RunConfig:
             perturbation_model=args.perturbation_model, reference=args.reference,
             batch_size=args.batch_size, max_tokens=args.max_tokens,
             recall_shots=args.recall_shots, con_recall_gamma=args.con_recall_gamma,
-            fused_features=method_names(args.fused_features) if args.fused_features else []),
+            fused_features=method_names(args.fused_features, "--fused-features") if args.fused_features else []),
         out=args.out, cache_dir=args.cache_dir, use_cache=not args.no_cache)
 
 

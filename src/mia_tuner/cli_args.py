@@ -53,11 +53,11 @@ def shares(text: str) -> list[float]:
     return [share(x) for x in text.split(",") if x.strip()]
 
 
-def method_names(text: str) -> list[str]:
+def method_names(text: str, option: str = "--methods") -> list[str]:
     """Comma-separated method names; at least one."""
     names = [m.strip() for m in text.split(",") if m.strip()]
     if not names:
-        raise MethodError(f"--methods {text!r} names no method; give names such as loss,zlib or all")
+        raise MethodError(f"{option} {text!r} names no method; give names such as loss,zlib or all")
     return names
 
 

@@ -35,11 +35,18 @@ class Fused(Method):
     uses_labels = True
     with_reference = False
 
+    def __init__(self, settings):
+        super().__init__(settings)
+        self._base = self._build_base_methods()  # once: read for every batch
+
     @property
     def needs_topk(self) -> bool:  # when it reads `neighbor`
-        return any(m.needs_topk for m in self.base_methods())
+        return any(m.needs_topk for m in self._base)
 
     def base_methods(self) -> list[Method]:
+        return self._base
+
+    def _build_base_methods(self) -> list[Method]:
         chosen = set(self.settings.fused_features)
         unknown = chosen - {name for name, cls in METHODS.items() if cls.fusable}
         if unknown:

@@ -52,10 +52,15 @@ class OutputHead:
         return any(p.requires_grad for p in self.layer.parameters())
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = F.linear(hidden, self.layer.weight, self.layer.bias).float()
-        if self.softcap:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
-        return logits
+        return self.capped(F.linear(hidden, self.layer.weight, self.layer.bias).float())[0]
+
+    def capped(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(the model's logits from the output layer's ``raw`` ones, d logits / d raw or None):
+        soft-capping ``c·tanh(raw/c)`` has derivative ``1 − tanh²``."""
+        if not self.softcap:
+            return raw, None
+        tanh = torch.tanh(raw / self.softcap)
+        return tanh * self.softcap, 1 - tanh * tanh
 
 
 @contextmanager
@@ -86,14 +91,13 @@ class _FrozenHeadNLL(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, targets, head: OutputHead):
         weight, bias = head.layer.weight, head.layer.bias
-        raw = F.linear(hidden, weight, bias).float()
-        capped = torch.tanh(raw / head.softcap) if head.softcap else None
-        log_probs = F.log_softmax(capped * head.softcap if head.softcap else raw, dim=-1)
+        logits, cap_slope = head.capped(F.linear(hidden, weight, bias).float())
+        log_probs = F.log_softmax(logits, dim=-1)
         index = targets.clamp(min=0).unsqueeze(-1)
         nll = -log_probs.gather(-1, index).squeeze(-1)
         slope = log_probs.exp_().scatter_add_(-1, index, -torch.ones_like(index, dtype=log_probs.dtype))
-        if head.softcap:  # d(c·tanh(r/c))/dr = 1 − tanh²
-            slope.mul_(1 - capped * capped)
+        if cap_slope is not None:
+            slope.mul_(cap_slope)
         ctx.save_for_backward((slope.to(weight.dtype) @ weight).to(hidden.dtype))
         return nll
 
