@@ -20,7 +20,7 @@ from pathlib import Path
 
 from mia_tuner.config import (DataConfig, MethodConfig, ModelConfig, RunConfig, SplitConfig,
                               default_cache_dir)
-from mia_tuner.data.controlled import ControlledConfig
+from mia_tuner.training.controlled import ControlledConfig
 from mia_tuner.demo import demo_config, ensure_controlled
 from mia_tuner.run import run_scores
 

@@ -40,7 +40,7 @@ from mia_tuner.config import DataConfig  # noqa: E402
 from mia_tuner.data import load_membership_set  # noqa: E402
 from mia_tuner.models.loading import LoadedModel, load_tokenizer, weights_fingerprint  # noqa: E402
 from mia_tuner.tuner.api import train_detector  # noqa: E402
-from mia_tuner.tuner.peft_setup import trainable_state  # noqa: E402
+from mia_tuner.training.params import trainable_state  # noqa: E402
 
 
 def train_on(device: str, chat: bool, out: Path, mixed_precision: str = "no"):

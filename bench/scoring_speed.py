@@ -27,7 +27,7 @@ from mia_tuner.config import MethodConfig
 from mia_tuner.data import load_membership_set, make_split
 from mia_tuner.config import DataConfig, SplitConfig
 from mia_tuner.methods import ScoringContext, StatsProvider, build_methods
-from mia_tuner.methods.token_stats import pad_batch
+from mia_tuner.models.batching import pad_batch
 from mia_tuner.models import load_model
 
 METHODS = ["loss", "zlib", "min-k%", "min-k%++"]

@@ -12,7 +12,7 @@ matching ones in bench/results/detection.json ("method": "mia-tuner" with "mode"
     .venv/bin/python bench/tuner_runs.py --model gemma-3-270m --set controlled --record
     .venv/bin/python bench/tuner_runs.py --model gemma-3-270m --set wikimia24:debiased --record
     .venv/bin/python bench/tuner_runs.py --model smollm2-135m-instruct --set wikimia24:WikiMIA_length32 \
-        --lr 3e-2 --epochs 8 --peft lora --tag lr-sweep
+        --lr 3e-2 --epochs 8 --peft lora --tag lr-sweep   # any `mia-tuner train` option
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ import numpy as np
 
 from detection import REFERENCE, ROOT, data_config, merge, metric_row
 from shift import POOLED, debiased_wikimia24
+from mia_tuner.cli_fields import add_dataclass_options, values_from_args
 from mia_tuner.config import ModelConfig, SplitConfig, default_cache_dir
 from mia_tuner.data import load_membership_set
-from mia_tuner.data.controlled import ControlledConfig
+from mia_tuner.training.controlled import ControlledConfig
 from mia_tuner.demo import DEMO_SPLIT, demo_config, ensure_controlled
 from mia_tuner.metrics import compute_metrics, paired_auroc_difference
 from mia_tuner.models import load_model
@@ -40,6 +41,7 @@ RUNS = ROOT / "bench" / "results" / "tuner_runs.json"
 CURVES = ROOT / "bench" / "results" / "learning_curves.json"
 LARGE_TEST = 200  # test texts per class on the large controlled sets
 CONTROLLED_SPLIT = "python-docs-64w"
+TUNER = "tuner_"  # dests of the options generated from TunerConfig
 
 
 def set_names(spec: str) -> tuple[str, str]:
@@ -110,19 +112,11 @@ def main():
     parser.add_argument("--set", required=True, help="dataset:split (as bench/detection.py), controlled, "
                         "or wikimia24:debiased (bench/shift.py)")
     parser.add_argument("--preset", default="default", choices=list(PRESETS))
-    parser.add_argument("--mode", default="auto")
-    parser.add_argument("--peft", default="prompt")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--batch-per-class", type=int)
-    parser.add_argument("--num-virtual-tokens", type=int)
-    parser.add_argument("--lora-rank", type=int)
-    parser.add_argument("--temperature", type=float)
-    parser.add_argument("--distance-scale", type=float)
+    # every TunerConfig field, as `mia-tuner train` has them (seed and train_per_class below)
+    add_dataclass_options(parser, TunerConfig, prefix=TUNER, skip=("seed", "train_per_class"),
+                          rename={"learning_rate": "--lr"}, unset=tuple(PRESETS["default"]))
     parser.add_argument("--seed", type=int)
     parser.add_argument("--train-per-class", type=int, default=80)
-    parser.add_argument("--validation-per-class", type=int)
-    parser.add_argument("--base-score", choices=["raw", "calibrated"])
     parser.add_argument("--method-tag", default="", help="record MIA-Tuner as mia-tuner:<tag>")
     parser.add_argument("--learning-curve", action="store_true",
                         help="append MIA-Tuner's and fused's test AUROC to learning_curves.json")
@@ -147,12 +141,8 @@ def main():
         return
     target, data, split_config, reference = resolve_set(args.model, args.set, args.cache_dir,
                                                         args.train_per_class)
-    config = TunerConfig.from_preset(
-        args.preset, mode=args.mode, peft=args.peft, epochs=args.epochs, learning_rate=args.lr,
-        batch_per_class=args.batch_per_class, num_virtual_tokens=args.num_virtual_tokens,
-        lora_rank=args.lora_rank, temperature=args.temperature,
-        distance_scale=args.distance_scale, seed=args.seed, train_per_class=args.train_per_class,
-        validation_per_class=args.validation_per_class, base_score=args.base_score)
+    config = TunerConfig.from_preset(args.preset, **values_from_args(TunerConfig, args, prefix=TUNER),
+                                     seed=args.seed, train_per_class=args.train_per_class)
     if args.seed is not None:
         split_config = replace(split_config, seed=args.seed)
     loaded = load_model(ModelConfig(name=target), cache_dir=args.cache_dir)

@@ -105,3 +105,15 @@ def make_custom_code_model_dir(source, dest) -> Path:
     (dest / "modeling_evil.py").write_text("raise SystemExit('custom code ran')\n")
     return dest
 
+
+
+def tiny_loaded(chat: bool, seed: int = 0):
+    """A LoadedModel around a fresh tiny model (same seed -> same weights and fingerprint)."""
+    from mia_tuner.models.loading import LoadedModel, weights_fingerprint
+
+    tokenizer = make_tiny_tokenizer(with_chat_template=chat)
+    tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    model = make_tiny_model(len(tokenizer), seed=seed)
+    return LoadedModel(model, tokenizer, f"tiny-{seed}", weights_fingerprint(model),
+                       "aligned" if chat else "base")

@@ -6,7 +6,6 @@ Runs `mia_tuner.cli.main` in-process on the tiny random model; every run gets it
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from helpers import labelled_rows, write_jsonl

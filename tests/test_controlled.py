@@ -12,7 +12,7 @@ import pytest
 import mia_tuner.demo as demo
 import mia_tuner.models as models
 from mia_tuner.data import load_corpus, load_membership_set
-from mia_tuner.data.controlled import (CARD_FILE, DATA_FILE, MODEL_DIR, ControlledConfig,
+from mia_tuner.training.controlled import (CARD_FILE, DATA_FILE, MODEL_DIR, ControlledConfig,
                                        build_controlled, corpus_passages, is_built,
                                        random_membership)
 from mia_tuner.errors import DataError
@@ -130,7 +130,7 @@ def test_card_records_the_build(built, config, tiny_model_dir):
 def test_a_damaged_set_is_refused(built, tmp_path):
     import shutil
 
-    from mia_tuner.data.controlled import check_built
+    from mia_tuner.training.controlled import check_built
     from mia_tuner.errors import ArtefactError
 
     copy = tmp_path / "set"

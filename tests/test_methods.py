@@ -11,10 +11,9 @@ import torch
 
 from mia_tuner.config import MethodConfig
 from mia_tuner.errors import MethodError
-from mia_tuner.methods import METHODS, Method, ScoringContext, StatsProvider, build_methods
+from mia_tuner.methods import METHODS, Method, ScoringContext, build_methods
 from mia_tuner.methods.base import register
-from mia_tuner.methods.neighbor import (NEIGHBOR_TOPK, causal_lm_neighbors, read_neighbors_file,
-                                        text_rng, word_token_mask)
+from mia_tuner.methods.neighbor import (read_neighbors_file)
 from mia_tuner.methods.reference_free import lowest_k_mean, zlib_length
 from mia_tuner.methods.token_stats import TokenStats, stats_from_logits
 

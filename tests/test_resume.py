@@ -24,7 +24,7 @@ from mia_tuner.training import trainer as trainer_module
 from mia_tuner.training.checkpoint import Checkpoint
 from mia_tuner.training.injection import InjectionConfig, continue_pretraining
 from mia_tuner.tuner.api import train_detector
-from mia_tuner.tuner.peft_setup import trainable_state
+from mia_tuner.training.params import trainable_state
 
 METHODS = "loss,zlib,min-k%,lowercase"
 

@@ -21,32 +21,22 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import make_tiny_model, make_tiny_tokenizer
+from helpers import make_tiny_tokenizer, tiny_loaded
 
 from mia_tuner.cli import main
 from mia_tuner.data.types import MembershipSet
 from mia_tuner.errors import MethodError, ModelError
-from mia_tuner.models.loading import LoadedModel, weights_fingerprint
 from mia_tuner.training.trainer import LAST_TOO_SMALL, Trainer, TrainerConfig, epoch_batches
 from mia_tuner.tuner import prompts
 from mia_tuner.tuner.api import train_detector
 from mia_tuner.tuner.config import PRESETS, TunerConfig
 from mia_tuner.tuner.detector import load_detector, read_detector_info
-from mia_tuner.tuner.peft_setup import (forward_logits, init_text_ids, trainable_state,
+from mia_tuner.training.params import trainable_state
+from mia_tuner.tuner.peft_setup import (forward_logits, init_text_ids,
                                         wrap_model)
 from mia_tuner.tuner.pipelines import AlignedPipeline, BasePipeline, make_pipeline
 
 TEXTS = ["The cat sat on the mat.", "A bird flew over the park near the river today.", "Dogs bark."]
-
-
-def tiny_loaded(chat: bool, seed: int = 0) -> LoadedModel:
-    """A LoadedModel around a fresh tiny model (same seed -> same weights and fingerprint)."""
-    tokenizer = make_tiny_tokenizer(with_chat_template=chat)
-    tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "right"
-    model = make_tiny_model(len(tokenizer), seed=seed)
-    return LoadedModel(model, tokenizer, f"tiny-{seed}", weights_fingerprint(model),
-                       "aligned" if chat else "base")
 
 
 def toy_set(n: int = 12) -> MembershipSet:

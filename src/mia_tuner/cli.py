@@ -11,6 +11,8 @@ from .config import (DataConfig, MethodConfig, ModelConfig, RunConfig, SplitConf
 from .cli_args import (check_out_dir, check_out_file, fraction, method_names, positive_int,
                        seed_value, share, shares, token_budget)
 from .cli_data import add_data_parser, cmd_data
+from .cli_defend import add_defence_option, add_defend_parser, cmd_defend, with_defence
+from .cli_fields import add_dataclass_options, values_from_args
 from .errors import MiaTunerError
 
 
@@ -92,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     scores.add_argument("--max-tokens", type=token_budget, help="truncate longer texts (with a warning)")
     scores.add_argument("--no-cache", action="store_true", help="neither read nor write scores")
     scores.add_argument("--out", default="runs/latest")
+    add_defence_option(scores)
 
     models = commands.add_parser("models", help="offline models")
     model_commands = models.add_subparsers(dest="models_command", required=True)
@@ -103,40 +106,37 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("methods", help="list the registered methods")
     add_train_parser(commands)
     add_detect_parser(commands)
+    add_defend_parser(commands, add_model_options, add_data_options, add_cache_options)
     return parser
+
+
+TUNER_PREFIX = "tuner_"  # dests of the options generated from TunerConfig
 
 
 def add_train_parser(commands) -> None:
     """`train`: MIA-Tuner on a labelled set, compared with the baselines on the same texts."""
-    from .tuner.config import BASE_SCORES, MODES, PEFT_KINDS, PRESETS
+    from .tuner.config import BASE_SCORES, MODES, PEFT_KINDS, PRESETS, TunerConfig
     from .tuner.prompts import FALLBACK_TEMPLATES
 
     train = commands.add_parser("train", help="train a MIA-Tuner detector and compare it with the baselines")
     for add in (add_model_options, add_data_options, add_split_options, add_cache_options):
         add(train)
-    train.add_argument("--mode", default="auto", choices=MODES, help="auto: aligned iff a chat template")
-    train.add_argument("--peft", default="prompt", choices=PEFT_KINDS)
-    train.add_argument("--base-score", default="raw", choices=BASE_SCORES,
-                       help="base pipeline: raw loss under the prompt, or calibrated (minus the "
-                            "loss without it)")
-    train.add_argument("--preset", default="default", choices=list(PRESETS))
-    train.add_argument("--epochs", type=positive_int, help="default: the preset's")
-    train.add_argument("--lr", type=float, help="default: the preset's")
-    train.add_argument("--batch-per-class", type=positive_int, help="default: the preset's")
-    train.add_argument("--validation-per-class", type=int, default=10)
-    train.add_argument("--chat-template", choices=sorted(FALLBACK_TEMPLATES),
-                       help="template for a tokenizer that has none")
-    train.add_argument("--num-virtual-tokens", type=positive_int, default=50)
-    train.add_argument("--gradient-checkpointing", action="store_true",
-                       help="recompute activations in the backward: less memory, slower steps")
-    train.add_argument("--max-tokens", type=token_budget, default=256,
-                       help="MIA-Tuner cuts longer texts (the baselines use the model context)")
+    train.add_argument("--preset", default="default", choices=list(PRESETS),
+                       help="optimisation settings (--lr, --epochs, --batch-per-class) unless given")
+    # every TunerConfig field but the two the split options set (--seed, --train-per-class)
+    add_dataclass_options(train, TunerConfig, prefix=TUNER_PREFIX, skip=("seed", "train_per_class"),
+                          rename={"learning_rate": "--lr"}, unset=tuple(PRESETS["default"]),
+                          types={"epochs": positive_int, "batch_per_class": positive_int,
+                                 "num_virtual_tokens": positive_int, "max_tokens": token_budget},
+                          choices={"mode": MODES, "peft": PEFT_KINDS, "base_score": BASE_SCORES,
+                                   "chat_template": sorted(FALLBACK_TEMPLATES)})
     train.add_argument("--methods", default="all", help="baselines to compare with, or all")
     train.add_argument("--reference", help="reference model for `ref`")
     train.add_argument("--no-compare", action="store_true", help="train and score MIA-Tuner only")
     train.add_argument("--restart", action="store_true",
                        help="ignore the checkpoint of an interrupted run in --out and start afresh")
     train.add_argument("--out", default="runs/mia-tuner")
+    add_defence_option(train)
 
 
 def add_detect_parser(commands) -> None:
@@ -153,6 +153,7 @@ def add_detect_parser(commands) -> None:
     detect.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     detect.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     detect.add_argument("--out", help="write one JSON line per text here")
+    add_defence_option(detect)
     add_trust_option(detect)
     add_cache_options(detect)
 
@@ -226,17 +227,12 @@ def cmd_train(args) -> None:
     from .tuner.api import train_detector
     from .tuner.config import TunerConfig
 
-    config = TunerConfig.from_preset(
-        args.preset, mode=args.mode, peft=args.peft, base_score=args.base_score,
-        epochs=args.epochs, learning_rate=args.lr,
-        batch_per_class=args.batch_per_class, train_per_class=args.train_per_class,
-        validation_per_class=args.validation_per_class, chat_template=args.chat_template,
-        num_virtual_tokens=args.num_virtual_tokens, max_tokens=args.max_tokens, seed=args.seed,
-        gradient_checkpointing=args.gradient_checkpointing or None)
+    config = TunerConfig.from_preset(args.preset, **values_from_args(TunerConfig, args, prefix=TUNER_PREFIX),
+                                     train_per_class=args.train_per_class, seed=args.seed)
     check_out_dir(args.out)
     data = load_membership_set(data_config(args))
     print_skipped(data)
-    loaded = load_model(model_config(args), cache_dir=args.cache_dir)
+    loaded = with_defence(args, load_model(model_config(args), cache_dir=args.cache_dir))
     result = train_detector(
         loaded, data, config, out_dir=args.out, compare_methods=not args.no_compare,
         model_config=model_config(args),
@@ -289,7 +285,7 @@ def cmd_detect(args) -> None:
     loaded = load_model(ModelConfig(name=name, device=args.device, dtype=args.dtype,
                                     trust_remote_code=args.trust_remote_code),
                         cache_dir=args.cache_dir)
-    detector = load_detector(args.detector, loaded)
+    detector = load_detector(args.detector, with_defence(args, loaded))
     scores = detector.score(texts)
     rows = [{"text": t, "score": float(s), "member": bool(s >= detector.threshold),
              "threshold": detector.threshold} for t, s in zip(texts, scores)]
@@ -314,7 +310,12 @@ def dispatch(args) -> None:
 
         config = scores_config(args)
         check_out_dir(config.out)
-        print_result(run_scores(config))
+        loaded = None
+        if args.defence:
+            from .models import load_model
+
+            loaded = with_defence(args, load_model(config.model, cache_dir=config.cache_dir))
+        print_result(run_scores(config, loaded=loaded))
     elif args.command == "models":
         cmd_models(args)
     elif args.command == "data":
@@ -323,6 +324,8 @@ def dispatch(args) -> None:
         cmd_train(args)
     elif args.command == "detect":
         cmd_detect(args)
+    elif args.command == "defend":
+        cmd_defend(args, model_config, data_config)
     elif args.command == "methods":
         from .methods import available_methods
 

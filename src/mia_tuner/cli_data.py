@@ -117,7 +117,7 @@ def cmd_data(args, data_config) -> None:
     if args.data_command == "build-wiki":
         cmd_build_wiki(args)
         return
-    from .data.controlled import ControlledConfig, build_controlled
+    from .training.controlled import ControlledConfig, build_controlled
 
     config = ControlledConfig(
         corpus=args.corpus, n_words=args.n_words, n_per_class=args.n_per_class, seed=args.seed,

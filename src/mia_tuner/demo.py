@@ -16,7 +16,7 @@ import numpy as np
 
 from .config import (DataConfig, MethodConfig, ModelConfig, RunConfig, SplitConfig,
                      default_cache_dir)
-from .data.controlled import (DATA_FILE, MODEL_DIR, ControlledConfig, build_controlled, check_built,
+from .training.controlled import (DATA_FILE, MODEL_DIR, ControlledConfig, build_controlled, check_built,
                               is_built)
 from .data.types import text_hash
 from .integrity import content_sha256, file_sha256

@@ -7,6 +7,8 @@ import json
 import os
 from pathlib import Path
 
+from mia_tuner.errors import ArtefactError
+
 
 def file_sha256(path: str | Path) -> str:
     """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks."""
@@ -55,3 +57,42 @@ def changed_files(directory: str | Path, records: dict[str, dict]) -> list[str]:
         if stat.st_size != record["size"] or file_sha256(path) != record["sha256"]:
             problems.append(f"{name} was changed or damaged")
     return problems
+
+
+def read_artefact_json(path: Path, fmt: str, what: str, required=()) -> dict:
+    """The JSON object of an artefact's description file ``path``, whose ``format`` must be
+    ``fmt``: ArtefactError when the folder or file is absent, not JSON, of another format or
+    missing one of ``required`` (``what`` names the artefact in the messages)."""
+    directory = path.parent
+    if not directory.is_dir():
+        raise ArtefactError(f"{directory} is not a {what} directory (no such folder)")
+    if not path.is_file():
+        raise ArtefactError(f"{directory} is not a {what} directory (no {path.name})")
+    try:
+        info = json.loads(path.read_text("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ArtefactError(f"{path} is damaged: not valid JSON ({error})") from None
+    if not isinstance(info, dict) or info.get("format") != fmt:
+        raise ArtefactError(f"{path} is not a mia-tuner {what} file")
+    missing = [key for key in required if key not in info]
+    if missing:
+        raise ArtefactError(f"{path} is incomplete: no {', '.join(missing)}")
+    return info
+
+
+def check_self_hash(info: dict, path: Path, remedy: str) -> None:
+    """ArtefactError unless ``info`` without its ``sha256`` hashes to it (content_sha256)."""
+    if info.get("sha256") != content_sha256({k: v for k, v in info.items() if k != "sha256"}):
+        raise ArtefactError(f"{path} was changed or damaged after it was saved (its content does not "
+                            f"match the hash it records); {remedy}")
+
+
+def check_recorded_files(directory: Path, files: dict[str, str], what: str, remedy: str) -> None:
+    """ArtefactError unless every file of ``{name: sha256}`` is in ``directory`` unchanged."""
+    for name, expected in files.items():
+        path = Path(directory) / name
+        if not path.is_file():
+            raise ArtefactError(f"{what} {directory} is incomplete: {name} is missing")
+        if file_sha256(path) != expected:
+            raise ArtefactError(f"{what} file {path} was changed or damaged after it was saved "
+                                f"(SHA-256 mismatch); {remedy}")

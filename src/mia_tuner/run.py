@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 
 from .cache import NoCache, ScoreCache
-from .config import ModelConfig, RunConfig
+from .config import RunConfig
 from .data import hygiene_report, load_membership_set, make_split
 from .data.split import EvaluationSplit
 from .data.types import MembershipSet

@@ -148,7 +148,7 @@ def blind_cv_scores(data: MembershipSet, folds: int = 5, seed: int = 0) -> np.nd
     the classifier the opposite label for the same topic and push it below chance)."""
     from sklearn.model_selection import StratifiedGroupKFold
 
-    from ..methods.blind import fit_blind
+    from .text_classifier import fit_blind
 
     labels = np.array(data.labels)
     smallest = min(int((labels == MEMBER).sum()), int((labels == NON_MEMBER).sum()))

@@ -3,7 +3,6 @@ version (Lowercase) or under a reference model (Ref)."""
 
 from __future__ import annotations
 
-import numpy as np
 
 from .base import Method, ScoringContext, register
 

@@ -25,7 +25,7 @@ import torch
 from ..errors import MethodError
 from ..models.kv_cache import returned_cache, with_cache
 from .base import Method, ScoringContext, register
-from .token_stats import pad_batch
+from ..models.batching import pad_batch
 
 SHOT_SEPARATOR = "\n\n"
 log = logging.getLogger(__name__)

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from ..data.types import text_hash
 from ..errors import DataError
+from ..models.batching import pad_batch
 
 log = logging.getLogger(__name__)
 
@@ -182,13 +183,3 @@ class StatsProvider:
         return [compute(logits[row, : len(seq)], input_ids[row, : len(seq)], self.topk)
                 for row, seq in enumerate(sequences)]
 
-
-def pad_batch(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad id lists into (ids, attention mask) tensors."""
-    width = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        attention_mask[row, : len(seq)] = 1
-    return input_ids, attention_mask

@@ -1,1 +1,2 @@
-"""Training: continued pre-training (membership injection); MIA-Tuner and safeguards later."""
+"""Training: the trainer shared by MIA-Tuner and the safeguards, their losses, continued
+pre-training (membership injection) and the controlled-membership sets built with it."""

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from ..errors import DataError, Interrupted
-from ..methods.token_stats import pad_batch
+from ..models.batching import pad_batch
 from .checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ from transformers import get_linear_schedule_with_warmup
 from ..data.types import MEMBER, NON_MEMBER, MembershipSet
 from ..errors import DataError, Interrupted
 from ..metrics import compute_metrics
-from ..tuner.peft_setup import load_trainable_state, trainable_state
+from .params import load_trainable_state, trainable_state
 from .checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)

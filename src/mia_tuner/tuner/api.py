@@ -117,7 +117,8 @@ def train_detector(loaded, data: MembershipSet, config: TunerConfig | None = Non
                    methods: MethodConfig | None = None,
                    accelerator: Accelerator | None = None,
                    on_epoch: Callable | None = None, resume: bool = True,
-                   model_config: ModelConfig | None = None) -> TrainResult:
+                   model_config: ModelConfig | None = None,
+                   split: EvaluationSplit | None = None) -> TrainResult:
     """Train MIA-Tuner on ``loaded`` and write ``out_dir`` (run files) + ``out_dir/detector``.
 
     ``methods`` selects and configures the baselines (default: all, with the settings of
@@ -128,12 +129,13 @@ def train_detector(loaded, data: MembershipSet, config: TunerConfig | None = Non
     ``loaded.model`` gets the adapter (LoRA/IA3 modify its modules), so use
     ``result.detector`` afterwards. The training state is checkpointed in
     ``out_dir/checkpoint`` after every step: a run stopped midway continues from there when
-    started again with the same settings (``resume=False`` starts afresh).
+    started again with the same settings (``resume=False`` starts afresh). ``split`` replaces
+    the evaluation split made from ``data`` (a caller that carved its own parts: safeguards).
     """
     config = config or TunerConfig()
     split_config = split_config or SplitConfig(max_train_per_class=config.train_per_class)
     accelerator = accelerator or Accelerator(cpu=loaded.device.type == "cpu")
-    split = make_split(data, split_config)
+    split = split or make_split(data, split_config)
     rest, validation = _validation_part(split, config)
     out_dir = Path(out_dir)
     run_config = _run_config(loaded, config, split_config, out_dir, reference, cache_dir, methods,

@@ -26,6 +26,11 @@ PRESETS: dict[str, dict] = {
 }
 
 
+def _opt(default, help_text: str):
+    """A field with its command-line help (mia_tuner.cli_fields generates the option)."""
+    return dataclasses.field(default=default, metadata={"help": help_text})
+
+
 _FLAGS = {"learning_rate": "--lr"}  # fields whose option on the command line has another name
 
 
@@ -41,48 +46,49 @@ class TunerConfig:
     The dataclass defaults are the ``"default"`` preset; ``from_preset`` picks another.
     """
 
-    mode: str = "auto"  # auto (aligned iff the tokenizer has a chat template) | aligned | base
-    peft: str = "prompt"  # prompt | lora | prefix | ia3
-    num_virtual_tokens: int = 50  # soft prompt / prefix length
-    # run the soft prompt and the tokens every text of a batch shares (a chat template's
-    # opening) once per batch instead of once per text (same numbers, less compute)
-    share_prefix: bool = True
-    # recompute each decoder layer's activations in the backward instead of keeping them: less
-    # memory for a second forward pass's time (the shared prefix is then not shared: a cache
-    # cannot be kept under checkpointing)
-    gradient_checkpointing: bool = False
-    init_text: str = prompts.INIT_TEXT  # the soft prompt starts as this text's embeddings
-    lora_rank: int = 8
-    learning_rate: float = PRESETS["default"]["learning_rate"]
-    epochs: int = PRESETS["default"]["epochs"]
-    batch_per_class: int = PRESETS["default"]["batch_per_class"]
-    grad_accum: int = 1
+    mode: str = _opt("auto", "auto: aligned iff the tokenizer has a chat template (or --chat-template "
+                     "names one); aligned: Yes/No answers; base: contrastive loss on per-text losses")
+    peft: str = _opt("prompt", "the trained adapter: soft prompt, LoRA, prefix tuning or IA3")
+    num_virtual_tokens: int = _opt(50, "soft prompt / prefix length")
+    share_prefix: bool = _opt(True, "run the soft prompt and the tokens every text of a batch shares (a "
+                                    "chat template's opening) once per batch instead of once per text "
+                                    "(same numbers, less compute)")
+    gradient_checkpointing: bool = _opt(False, "recompute each decoder layer's activations in the backward "
+                                              "instead of keeping them: less memory for a second forward's "
+                                              "time (turns off --share-prefix)")
+    init_text: str = _opt(prompts.INIT_TEXT, "the soft prompt starts as this text's embeddings")
+    lora_rank: int = _opt(8, "LoRA rank (--peft lora)")
+    learning_rate: float = _opt(PRESETS["default"]["learning_rate"], "AdamW learning rate")
+    epochs: int = _opt(PRESETS["default"]["epochs"], "passes over the training texts")
+    batch_per_class: int = _opt(PRESETS["default"]["batch_per_class"], "members (= non-members) per batch")
+    grad_accum: int = _opt(1, "batches per optimizer update")
     seed: int = 42
-    weight_decay: float = 0.0
+    weight_decay: float = _opt(0.0, "AdamW weight decay")
     # pipeline A (aligned) loss weights
-    lm_weight: float = 1.0
-    classification_weight: float = 1.0
-    error_weight: float = 1.0
-    pre_answer_weight: float = 0.01
+    lm_weight: float = _opt(1.0, "aligned: weight of the language-modelling term")
+    classification_weight: float = _opt(1.0, "aligned: weight of the Yes/No cross-entropy")
+    error_weight: float = _opt(1.0, "aligned: weight of the error term (the wrong answer's probability)")
+    pre_answer_weight: float = _opt(0.01, "aligned: weight of the prompt's tokens in the LM term")
     # pipeline B (base) loss weights and similarity settings
-    contrastive_weight: float = 1.0
-    hinge_weight: float = 1.0
-    temperature: float = 1.0
-    distance_scale: float = 10.0
-    # raw: ℓ(x) under the prompt (the paper); calibrated: ℓ(x) under the prompt minus ℓ(x)
-    # without it, so each text's own difficulty cancels (a learned ReCaLL)
-    base_score: str = "raw"
+    contrastive_weight: float = _opt(1.0, "base: weight of the contrastive loss")
+    hinge_weight: float = _opt(1.0, "base: weight of the hinge (members below non-members)")
+    temperature: float = _opt(1.0, "base: temperature of the contrastive similarities")
+    distance_scale: float = _opt(10.0, "base: distance scale of the similarities (nats)")
+    base_score: str = _opt("raw", "base: raw: the text's loss under the prompt (the paper); calibrated: "
+                                  "minus its loss without the prompt (a learned ReCaLL)")
     # prompt format (pipeline A)
-    system_prompt: str | None = None
-    long_answer: bool = False  # the paper figure's answer sentence instead of Yes/No
-    full_vocab_classification: bool = False  # paper-figure variant: CE over the whole vocabulary
-    chat_template: str | None = None  # fallback template name for tokenizers without one
+    system_prompt: str | None = _opt(None, "aligned: a system message before the question")
+    long_answer: bool = _opt(False, "aligned: the paper figure's answer sentence instead of Yes/No")
+    full_vocab_classification: bool = _opt(False, "aligned: cross-entropy over the whole vocabulary "
+                                                  "(paper-figure variant)")
+    chat_template: str | None = _opt(None, "fallback template for a tokenizer that has none")
     # data
     train_per_class: int = 80
-    validation_per_class: int = 10
-    target_fpr: float = 0.01  # the detector's threshold keeps validation FPR at or below this
-    max_tokens: int = 256  # texts are truncated to this many tokens
-    batch_size: int = 8  # scoring batch size (inference only)
+    validation_per_class: int = _opt(10, "validation texts per class, taken from the training texts "
+                                         "(checkpoint selection; the untrained prompt is a candidate)")
+    target_fpr: float = _opt(0.01, "the detector's threshold keeps validation FPR at or below this")
+    max_tokens: int = _opt(256, "texts are truncated to this many tokens (the baselines use the model context)")
+    batch_size: int = _opt(8, "scoring batch size (inference only)")
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

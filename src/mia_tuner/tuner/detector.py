@@ -10,7 +10,6 @@ base model, and refuses any other (different fingerprint).
 from __future__ import annotations
 
 import hashlib
-import json
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from mia_tuner.errors import ArtefactError, ModelError
-from mia_tuner.integrity import content_sha256, file_sha256
+from mia_tuner.integrity import (check_recorded_files, check_self_hash, content_sha256, file_sha256,
+                                 read_artefact_json)
 from mia_tuner.metrics import threshold_for_fpr
 from mia_tuner.reports import _jsonable, _write_json
 from mia_tuner.tuner.config import TunerConfig
@@ -30,6 +30,7 @@ VERSION = 2  # 2: detector.json records the SHA-256 of every file and of itself
 REQUIRED_KEYS = ("format", "version", "mode", "pipeline", "base_model", "tuner_config", "threshold")
 ADAPTER_CONFIG = "adapter_config.json"
 UNCHECKED_FILES = ("README.md",)  # peft's model card: free text, never read back
+REMEDY = "re-train or restore the detector"
 
 
 @dataclass
@@ -107,25 +108,9 @@ def read_detector_info(directory) -> dict:
     match the hash it records (a damaged or hand-edited file).
     """
     path = Path(directory) / DETECTOR_FILE
-    if not Path(directory).is_dir():
-        raise ArtefactError(f"{directory} is not a detector directory (no such folder)")
-    if not path.is_file():
-        raise ArtefactError(f"{directory} is not a detector directory (no {DETECTOR_FILE})")
-    try:
-        info = json.loads(path.read_text("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ArtefactError(f"{path} is damaged: not valid JSON ({error})") from None
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise ArtefactError(f"{path} is not a mia-tuner detector file")
-    missing = [key for key in REQUIRED_KEYS if key not in info]
-    if missing:
-        raise ArtefactError(f"{path} is incomplete: no {', '.join(missing)}")
+    info = read_artefact_json(path, FORMAT, "detector", REQUIRED_KEYS)
     if info.get("version", 0) >= 2:
-        recorded = info.pop("sha256", None)
-        if recorded != content_sha256(info):
-            raise ArtefactError(f"{path} was changed or damaged after it was saved (its content "
-                                "does not match the hash it records); re-train or restore the detector")
-        info["sha256"] = recorded
+        check_self_hash(info, path, REMEDY)
     return info
 
 
@@ -141,13 +126,7 @@ def verify_detector_files(directory, info: dict) -> None:
         warnings.warn(f"detector {directory} records no file hashes (saved by mia-tuner < 0.2): "
                       "its files cannot be checked")
         return
-    for name, expected in files.items():
-        path = directory / name
-        if not path.is_file():
-            raise ArtefactError(f"detector {directory} is incomplete: {name} is missing")
-        if file_sha256(path) != expected:
-            raise ArtefactError(f"detector file {path} was changed or damaged after it was saved "
-                                "(SHA-256 mismatch); re-train or restore the detector")
+    check_recorded_files(directory, files, "detector", REMEDY)
 
 
 def check_base_model(info: dict, loaded_base) -> None:

@@ -83,23 +83,6 @@ def wrap_model(model, tokenizer, config):
     return peft_model
 
 
-def trainable_state(model) -> dict[str, torch.Tensor]:
-    """CPU copies of the trainable parameters (the adapter), by name."""
-    return {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters()
-            if p.requires_grad}
-
-
-@torch.no_grad()
-def load_trainable_state(model, state: dict[str, torch.Tensor]) -> None:
-    """Copy ``state`` (from ``trainable_state``) back into the model's parameters."""
-    params = dict(model.named_parameters())
-    missing = [name for name in state if name not in params]
-    if missing:
-        raise ModelError(f"{len(missing)} adapter parameter(s) not in the model, e.g. {missing[0]}")
-    for name, value in state.items():
-        params[name].copy_(value.to(params[name].device, params[name].dtype))
-
-
 def count_parameters(model) -> dict[str, int]:
     """Trainable and total parameter counts."""
     total = sum(p.numel() for p in model.parameters())
@@ -143,7 +126,7 @@ def shared_prefix_logits(model, input_ids: torch.Tensor, attention_mask: torch.T
     """
     peft_model = getattr(model, "module", model)  # under DDP
     n = common_prefix_length(input_ids, attention_mask)
-    if n < 1 or getattr(peft_model.active_peft_config, "peft_type", None) != "PROMPT_TUNING":
+    if n < 1 or getattr(getattr(peft_model, "active_peft_config", None), "peft_type", None) != "PROMPT_TUNING":
         return forward_logits(model, input_ids, attention_mask)
     base = peft_model.get_base_model()
     embed = base.get_input_embeddings()

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from mia_tuner.errors import DataError, ModelError
-from mia_tuner.methods.token_stats import pad_batch
+from mia_tuner.models.batching import pad_batch
 from mia_tuner.training import chunked, losses
 from mia_tuner.tuner import prompts
 from mia_tuner.tuner.peft_setup import forward_logits, shared_prefix_logits
@@ -189,13 +189,17 @@ class AlignedPipeline(Pipeline):
     def _scoring_ids(self, text: str) -> list[int]:
         return prompts.scoring_prompt_ids(self.tokenizer, self.truncate(text), self.config.system_prompt)
 
-    def _score_batch(self, model, sequences: list[list[int]]) -> np.ndarray:
-        """p(Yes) / (p(Yes) + p(No)) at each prompt's last position (in float64)."""
+    def answer_margins(self, model, sequences: list[list[int]]) -> torch.Tensor:
+        """logit(Yes) − logit(No) at the last position of each prompt (fp32, differentiable)."""
         ids, mask = self._pad(sequences, model_device(model))
         hidden, head = self.hidden(model, ids, mask)
         lengths = torch.tensor([len(s) for s in sequences], device=hidden.device)
         pair = losses.yes_no_logits(head.logits(losses.answer_logits(hidden, lengths)), self.yes_id, self.no_id)
-        return torch.sigmoid(pair[:, 1].double() - pair[:, 0].double()).cpu().numpy()
+        return pair[:, 1] - pair[:, 0]
+
+    def _score_batch(self, model, sequences: list[list[int]]) -> np.ndarray:
+        """p(Yes) / (p(Yes) + p(No)) at each prompt's last position (in float64)."""
+        return torch.sigmoid(self.answer_margins(model, sequences).double()).cpu().numpy()
 
 
 class BasePipeline(Pipeline):
@@ -238,9 +242,7 @@ class BasePipeline(Pipeline):
     def _mean_nll(self, model, input_ids, attention_mask, forward=None) -> torch.Tensor:
         """ℓ(x) per row: mean NLL over the real target tokens (positions 1 .. len-1)."""
         hidden, head = self.hidden(model, input_ids, attention_mask, forward)
-        nll = chunked.token_nll(hidden, head, input_ids)
-        first = torch.ones(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
-        return losses.weighted_mean_nll(nll, input_ids, attention_mask, first, pre_answer_weight=1.0)
+        return mean_nll_from_hidden(hidden, head, input_ids, attention_mask)
 
     def _plain_losses(self, model, input_ids, attention_mask) -> torch.Tensor:
         """ℓ(x) of the model without its adapter (constant in training: memoised per text)."""
@@ -276,6 +278,13 @@ class BasePipeline(Pipeline):
     def _score_batch(self, model, sequences: list[list[int]]) -> np.ndarray:
         ids, mask = self._pad(sequences, model_device(model))
         return (-self.text_losses(model, ids, mask)).double().cpu().numpy()
+
+
+def mean_nll_from_hidden(hidden, head, input_ids, attention_mask) -> torch.Tensor:
+    """ℓ(x) per row from the last hidden states: mean NLL of the real targets 1 .. len-1."""
+    nll = chunked.token_nll(hidden, head, input_ids)
+    first = torch.ones(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
+    return losses.weighted_mean_nll(nll, input_ids, attention_mask, first, pre_answer_weight=1.0)
 
 
 def prepare_tokenizer(tokenizer, config) -> str:

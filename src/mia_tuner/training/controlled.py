@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .types import MEMBER, NON_MEMBER, MembershipSet
+from ..data.types import MEMBER, NON_MEMBER, MembershipSet
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class ControlledConfig:
     injection: dict = field(default_factory=dict)  # InjectionConfig fields
 
     def injection_config(self):
-        from ..training.injection import InjectionConfig
+        from .injection import InjectionConfig
 
         return InjectionConfig(**{"seed": self.seed, **self.injection})
 
@@ -46,7 +46,7 @@ class ControlledConfig:
 
 
 def corpus_passages(config: ControlledConfig) -> list[str]:
-    from .corpus import load_corpus, python_docs_corpus
+    from ..data.corpus import load_corpus, python_docs_corpus
 
     if config.corpus == "python-docs":
         return python_docs_corpus(n_words=config.n_words)
@@ -75,8 +75,8 @@ def build_controlled(model_name: str, out_dir: str | Path, config: ControlledCon
     from ..config import ModelConfig
     from ..integrity import content_sha256
     from ..models import load_model
-    from ..training.checkpoint import Checkpoint
-    from ..training.injection import continue_pretraining
+    from .checkpoint import Checkpoint
+    from .injection import continue_pretraining
 
     out = Path(out_dir)
     started = time.perf_counter()

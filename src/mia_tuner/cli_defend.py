@@ -1,0 +1,78 @@
+"""`mia-tuner defend` and the `--defence DIR` option of `scores`, `train` and `detect`.
+
+The options of `defend` are generated from ``DefenceConfig``'s fields (``cli_fields``: names,
+types, defaults and help are read from the dataclass, never written twice).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .cli_fields import add_dataclass_options, values_from_args
+from .safeguards.config import AGAINST, DEFENCE_PEFT, DefenceConfig
+
+PREFIX = "defence_"  # dests of the generated options (the split has its own --seed)
+RENAMED = {"learning_rate": "--lr", "train_per_class": "--defender-per-class", "seed": "--defence-seed"}
+
+
+def add_defend_parser(commands, add_model_options, add_data_options, add_cache_options):
+    from .cli_args import fraction, positive_int, seed_value
+
+    defend = commands.add_parser(
+        "defend", help="train a safeguard and measure every attack before and after it")
+    for add in (add_model_options, add_data_options, add_cache_options):
+        add(defend)
+    # the split's train part holds the defender's and the attacker's texts (sized from them)
+    defend.add_argument("--seed", type=seed_value, default=42, help="seed of the evaluation split")
+    defend.add_argument("--test-per-class", type=positive_int, default=200,
+                        help="held-out texts per class, seen by neither defender nor attacker")
+    defend.add_argument("--train-fraction", type=fraction, default=0.8)
+    defend.add_argument("--group-by", choices=["event"])
+    add_dataclass_options(defend, DefenceConfig, prefix=PREFIX, skip=("batch_size",), rename=RENAMED,
+                          choices={"against": AGAINST, "peft": DEFENCE_PEFT})
+    defend.add_argument("--methods", default="all", help="score-based attacks to measure, or all")
+    defend.add_argument("--reference", help="reference model for `ref`")
+    defend.add_argument("--attack-epochs", type=int, default=2, help="epochs of the attacker's MIA-Tuner")
+    defend.add_argument("--mmlu", help="MMLU-layout CSV file or folder, or a hub name (cais/mmlu)")
+    defend.add_argument("--mmlu-limit", type=int, help="use the first N questions")
+    defend.add_argument("--out", default="runs/defence")
+
+
+def add_defence_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--defence", help="a defence directory written by `defend`: run against the "
+                                          "defended model")
+
+
+def with_defence(args, loaded):
+    """``loaded`` with the defence of ``--defence`` applied (unchanged without it)."""
+    if not getattr(args, "defence", None):
+        return loaded
+    from .safeguards.artefact import apply_defence
+
+    return apply_defence(args.defence, loaded)
+
+
+def cmd_defend(args, model_config, data_config) -> None:
+    from .cli_args import check_out_dir, method_names
+    from .config import MethodConfig, SplitConfig
+    from .data import load_membership_set
+    from .models import load_model
+    from .safeguards import mmlu
+    from .safeguards.api import defend
+    from .tuner.config import TunerConfig
+
+    config = DefenceConfig(**values_from_args(DefenceConfig, args, prefix=PREFIX))
+    check_out_dir(args.out)
+    questions = mmlu.load_questions(args.mmlu, args.mmlu_limit) if args.mmlu else None
+    data = load_membership_set(data_config(args))
+    loaded = load_model(model_config(args), cache_dir=args.cache_dir)
+    split = SplitConfig(seed=args.seed, train_fraction=args.train_fraction,
+                        max_test_per_class=args.test_per_class, group_by=args.group_by)
+    result = defend(loaded, data, config, args.out, split_config=split,
+                    methods=MethodConfig(methods=method_names(args.methods)), reference=args.reference,
+                    cache_dir=args.cache_dir, questions=questions, model_config=model_config(args),
+                    attack=TunerConfig(epochs=args.attack_epochs, seed=config.seed))
+    print(f"Defence against {config.against} ({config.peft}); attacks on {result.n_member} + "
+          f"{result.n_nonmember} held-out texts (members + non-members)\n")
+    print(result.table)
+    print(f"\nDefence: {result.defence_dir}\nReport: {result.out_dir / 'report.json'}")

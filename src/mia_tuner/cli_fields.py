@@ -1,0 +1,54 @@
+"""Command-line options generated from the typed configuration dataclasses.
+
+One option per field: its name (``--field-name`` unless renamed), type, default, choices and
+help come from the dataclass (help from ``field(metadata={"help": ...})``), so a default is
+written once, in the dataclass, and every field a suite or the API can set can be set on the
+command line. The options of one dataclass get destinations under a prefix, so two dataclasses
+with a field of the same name (a split's ``seed`` and a trainer's) can share a parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+
+
+def _base_type(hint):
+    """int, float, str or bool from a (possibly Optional) type hint."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def add_dataclass_options(parser: argparse.ArgumentParser, cls, *, prefix: str, skip=(),
+                          rename: dict | None = None, choices: dict | None = None,
+                          types: dict | None = None, unset=()) -> None:
+    """Add one option per field of ``cls`` (dest ``prefix + name``). Fields in ``unset``
+    default to None (resolved later, e.g. by a preset); ``rename`` maps field -> flag;
+    ``types`` gives a field an argument type of ``cli_args`` that refuses bad values while
+    parsing (others are checked when the dataclass is built)."""
+    rename, choices, types = rename or {}, choices or {}, types or {}
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        if field.name in skip:
+            continue
+        kind = _base_type(hints[field.name])
+        flag = rename.get(field.name, "--" + field.name.replace("_", "-"))
+        default = None if field.name in unset else field.default
+        help_text = field.metadata.get("help", "")
+        shown = "the preset's" if field.name in unset else repr(field.default)
+        help_text = f"{help_text} (default: {shown})".strip()
+        if kind is bool:
+            parser.add_argument(flag, dest=prefix + field.name, default=default, help=help_text,
+                                action=argparse.BooleanOptionalAction)
+            continue
+        parser.add_argument(flag, dest=prefix + field.name, type=types.get(field.name, kind), default=default,
+                            help=help_text,
+                            choices=choices.get(field.name),
+                            metavar=None if field.name in choices else field.name.upper())
+
+
+def values_from_args(cls, args, *, prefix: str) -> dict:
+    """``{field: value}`` of the options ``add_dataclass_options`` added for ``cls``."""
+    values = vars(args)
+    return {f.name: values[prefix + f.name] for f in dataclasses.fields(cls) if prefix + f.name in values}

@@ -1,0 +1,190 @@
+"""A defence evaluated end to end: every attack before and after, on texts nobody trained on.
+
+The evaluation split's train part is cut in two disjoint parts: the defender's labelled texts
+(training + validation of the defence) and the attacker's (what ``fused`` and MIA-Tuner learn
+from). The test part is held out from both. Then:
+
+1. every score-based attack (and ``fused``) on the test texts, undefended model (cached);
+2. against MIA-Tuner: the attacker trains MIA-Tuner on the undefended model (non-adaptive);
+3. the defence is trained, saved, and its utility measured (before/after on general text);
+4. the same attacks on the defended model; the non-adaptive detector is run on it unchanged,
+   and the attacker trains MIA-Tuner anew against the defended model (adaptive).
+
+The report holds AUROC and TPR@1%FPR before and after with intervals, for every attack.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from mia_tuner.config import MethodConfig, ModelConfig, RunConfig, SplitConfig, default_cache_dir
+from mia_tuner.data.split import EvaluationSplit, carve_validation, make_split
+from mia_tuner.data.types import MembershipSet
+from mia_tuner.errors import DataError
+from mia_tuner.metrics import compute_metrics
+from mia_tuner.reports import _write_json
+from mia_tuner.safeguards.artefact import apply_defence, read_defence_info, text_sha256
+from mia_tuner.safeguards.config import DefenceConfig
+from mia_tuner.safeguards.train import train_defence
+from mia_tuner.safeguards.utility import Utility, measure_utility
+from mia_tuner.tuner.config import TunerConfig
+
+log = logging.getLogger(__name__)
+TUNER = "mia-tuner"
+
+
+@dataclass
+class DefenceResult:
+    out_dir: Path
+    defence_dir: Path
+    rows: list[dict]
+    utility: Utility
+    table: str
+    n_member: int
+    n_nonmember: int
+
+
+def first_per_class(part: MembershipSet, n: int) -> MembershipSet:
+    """The first ``n`` texts of each class, in row order."""
+    kept, counts = [], {0: 0, 1: 0}
+    for i, label in enumerate(part.labels):
+        if counts[label] < n:
+            kept.append(i)
+            counts[label] += 1
+    return part.subset(kept)
+
+
+def disjoint_parts(train: MembershipSet, config: DefenceConfig):
+    """(defender's training texts, defender's validation texts or None, attacker's texts):
+    three disjoint parts of the evaluation split's train part."""
+    smallest = min(train.n_member, train.n_nonmember)
+    needed = config.attack_train_per_class + config.validation_per_class + 2
+    if smallest < needed:
+        raise DataError(f"the train part has {smallest} texts of its smaller class; the attacker "
+                        f"({config.attack_train_per_class}) and the defender's validation "
+                        f"({config.validation_per_class}) plus 2 to train need {needed}: use a larger set "
+                        "or lower --attack-train-per-class / --validation-per-class")
+    rest, attacker = carve_validation(train, config.attack_train_per_class, config.seed)
+    defender = first_per_class(rest, config.train_per_class + config.validation_per_class)
+    if not config.validation_per_class:
+        return defender, None, attacker
+    defender, validation = carve_validation(defender, config.validation_per_class, config.seed)
+    return defender, validation, attacker
+
+
+def _attack_config(config: DefenceConfig, attack: TunerConfig | None) -> TunerConfig:
+    return attack or TunerConfig(epochs=2, seed=config.seed)
+
+
+def _tuner_scores(loaded, data, split, attack: TunerConfig, out_dir: Path):
+    """MIA-Tuner trained by the attacker on ``split.train``: (test scores, detector model)."""
+    from mia_tuner.tuner.api import ROW, train_detector
+
+    result = train_detector(loaded, data, attack, out_dir=out_dir, split=split, compare_methods=False)
+    return result.scores[ROW], result.detector
+
+
+def _reapplied(detector, defended_loaded, attack: TunerConfig, texts: list[str]) -> np.ndarray:
+    """The attacker's detector, trained before the defence, run unchanged on the defended model."""
+    from mia_tuner.training.params import load_trainable_state, trainable_state
+    from mia_tuner.tuner.peft_setup import wrap_model
+
+    model = wrap_model(defended_loaded.model, defended_loaded.tokenizer, attack)
+    load_trainable_state(model, trainable_state(detector.model))
+    model.eval()
+    return detector.pipeline.score(model, texts)
+
+
+def _metric_row(method: str, labels, before, after, adaptive: bool) -> dict:
+    b, a = compute_metrics(labels, before), compute_metrics(labels, after)
+    return {"method": method, "adaptive": adaptive,
+            "auroc_before": b.auroc, "auroc_before_low": b.auroc_low, "auroc_before_high": b.auroc_high,
+            "auroc_after": a.auroc, "auroc_after_low": a.auroc_low, "auroc_after_high": a.auroc_high,
+            "tpr_at_1_fpr_before": b.tpr_at_fpr[0.01], "tpr_at_1_fpr_after": a.tpr_at_fpr[0.01]}
+
+
+def report_table(rows: list[dict], utility: Utility) -> str:
+    """The before/after table a person reads, with the utility lines under it."""
+    lines = ["| attack | AUROC before | AUROC after | TPR@1%FPR before | after |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        name = r["method"] + (" (adaptive)" if r["adaptive"] else "")
+        lines.append(f"| {name} | {r['auroc_before']:.3f} [{r['auroc_before_low']:.3f}, "
+                     f"{r['auroc_before_high']:.3f}] | {r['auroc_after']:.3f} [{r['auroc_after_low']:.3f}, "
+                     f"{r['auroc_after_high']:.3f}] | {r['tpr_at_1_fpr_before']:.3f} | "
+                     f"{r['tpr_at_1_fpr_after']:.3f} |")
+    u = utility
+    lines += ["", f"Perplexity on general text: {u.ppl_before:.2f} -> {u.ppl_after:.2f} "
+              f"({100 * u.ppl_change:+.1f}%); mean KL {u.kl:.4f} nats/token over {u.n_tokens} positions"]
+    if u.greedy_agreement is not None:
+        lines.append(f"Identical greedy answers to {u.n_prompts} ordinary prompts: {100 * u.greedy_agreement:.0f}%")
+    if u.mmlu_before is not None:
+        lines.append(f"Multiple-choice accuracy ({u.n_questions} questions): {u.mmlu_before:.3f} -> {u.mmlu_after:.3f}")
+    return "\n".join(lines)
+
+
+def _score_attacks(run_config: RunConfig, loaded, split: EvaluationSplit) -> dict:
+    from mia_tuner.run import score_split, select_methods
+
+    scores, _, _ = score_split(run_config, loaded, split, select_methods(run_config))
+    return scores
+
+
+def defend(loaded, data: MembershipSet, config: DefenceConfig, out_dir, *,
+           split_config: SplitConfig | None = None, methods: MethodConfig | None = None,
+           reference: str | None = None, cache_dir=None, attack: TunerConfig | None = None,
+           questions=None, model_config: ModelConfig | None = None) -> DefenceResult:
+    """Train a defence for ``loaded`` on ``data`` and measure every attack before and after it
+    (module docstring). Writes ``out_dir/defence`` (the artefact) and ``out_dir/report.json``."""
+    out = Path(out_dir)
+    # the train part holds exactly the defender's and the attacker's texts
+    needed = config.train_per_class + config.validation_per_class + config.attack_train_per_class
+    split_config = replace(split_config or SplitConfig(), max_train_per_class=needed)
+    split = make_split(data, split_config)
+    defender, validation, attacker = disjoint_parts(split.train, config)
+    attack_split = EvaluationSplit(train=attacker, test=split.test, report=split.report)
+    methods = methods or MethodConfig(batch_size=config.batch_size)
+    if reference:
+        methods = replace(methods, reference=reference)
+    run_config = RunConfig(model=model_config or ModelConfig(name=loaded.name, device=loaded.device.type),
+                           split=split_config, methods=methods, out=str(out / "runs"),
+                           cache_dir=str(cache_dir or default_cache_dir()))
+    labels = np.array(split.test.labels)
+    before = _score_attacks(run_config, loaded, attack_split)
+    against_tuner = config.against == TUNER
+    attack_config = _attack_config(config, attack)
+    detector = None
+    if against_tuner:
+        before[TUNER], detector = _tuner_scores(loaded, data, attack_split, attack_config, out / "attack-before")
+    model, history = train_defence(loaded, defender, validation, config, out / "defence")
+    utility = measure_utility(model, loaded.tokenizer, questions=questions, max_tokens=config.max_tokens)
+    if config.peft == "lora":
+        model.unload()  # the injected LoRA layers leave loaded.model; apply_defence merges them
+    defended_loaded = apply_defence(out / "defence", loaded)
+    after = _score_attacks(run_config, defended_loaded, attack_split)
+    rows = [_metric_row(m, labels, before[m], after[m], False) for m in before if m != TUNER]
+    if against_tuner:
+        rows.append(_metric_row(TUNER, labels, before[TUNER], _reapplied(detector, defended_loaded, attack_config,
+                                                                   list(split.test.texts)), False))
+        adaptive, _ = _tuner_scores(defended_loaded, data, attack_split, attack_config, out / "attack-after")
+        rows.append(_metric_row(TUNER, labels, before[TUNER], adaptive, True))
+    info = read_defence_info(out / "defence")
+    held_out = {text_sha256(t) for t in split.test.texts} & set(info["trained_on"])
+    if held_out:
+        raise DataError(f"{len(held_out)} test text(s) were in the defence's training texts")
+    table = report_table(rows, utility)
+    _write_json(out / "report.json", {
+        "model": {"name": loaded.name, "fingerprint": loaded.fingerprint}, "data": data.name,
+        "against": config.against, "config": config.to_dict(), "attack": attack_config.to_dict(),
+        "n_member": split.test.n_member, "n_nonmember": split.test.n_nonmember,
+        "defender_texts": {"train": defender.n_member + defender.n_nonmember,
+                           "validation": 0 if validation is None else validation.n_member + validation.n_nonmember},
+        "attacker_texts": attacker.n_member + attacker.n_nonmember,
+        "rows": rows, "utility": utility.to_dict(), "history": history.summary()})
+    (out / "report.md").write_text(table + "\n", encoding="utf-8")
+    return DefenceResult(out_dir=out, defence_dir=out / "defence", rows=rows, utility=utility, table=table,
+                         n_member=split.test.n_member, n_nonmember=split.test.n_nonmember)

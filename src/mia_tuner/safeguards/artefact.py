@@ -1,0 +1,123 @@
+"""A trained defence as an artefact: the defensive prompt (or LoRA adapter) plus ``defence.json``.
+
+``defence.json`` records what the defence is against, its settings, the base model's name and
+weight fingerprint, the SHA-256 of every text it was trained on (so that an evaluation can
+prove its held-out texts are held out), the SHA-256 of every file and of itself.
+``apply_defence`` refuses a damaged directory or another base model.
+
+How a defence is applied is how a publisher would release it: a defensive prompt wraps the
+model (``DefendedModel``, an API that prepends it to every request); a LoRA defence is merged
+into the weights (``merge_and_unload``: a plain model that is the weights released).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from mia_tuner.errors import ModelError
+from mia_tuner.integrity import (check_recorded_files, check_self_hash, content_sha256, file_sha256,
+                                 read_artefact_json)
+from mia_tuner.reports import _jsonable, _write_json
+from mia_tuner.safeguards.config import DefenceConfig
+from mia_tuner.safeguards.defended import DefendedModel, defended
+
+DEFENCE_FILE = "defence.json"
+PROMPT_FILE = "defence_prompt.safetensors"
+FORMAT = "mia-tuner-defence"
+VERSION = 1
+REQUIRED = ("format", "version", "against", "peft", "base_model", "config", "trained_on", "files", "sha256")
+UNCHECKED_FILES = ("README.md",)  # peft's model card
+REMEDY = "re-train or restore the defence"
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def save_defence(out_dir, model, loaded, config: DefenceConfig, *, trained_on, history: dict) -> Path:
+    """Write the defence in ``model`` (a ``DefendedModel`` or a LoRA peft model) to ``out_dir``.
+
+    ``trained_on`` is the MembershipSet(s) the defence saw (training and validation texts)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if isinstance(model, DefendedModel):
+        save_file({"prompt": model.prompt.detach().float().cpu().contiguous()}, str(out / PROMPT_FILE))
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.save_pretrained(str(out))
+    info = {"format": FORMAT, "version": VERSION, "against": config.against, "peft": config.peft,
+            "base_model": {"name": loaded.name, "fingerprint": loaded.fingerprint},
+            "config": config.to_dict(), "history": history,
+            "trained_on": sorted({text_sha256(t) for part in trained_on for t in part.texts}),
+            "files": {p.name: file_sha256(p) for p in _defence_files(out)}}
+    info["sha256"] = content_sha256(_jsonable({k: v for k, v in info.items() if k != "sha256"}))
+    _write_json(out / DEFENCE_FILE, info)
+    return out
+
+
+def _defence_files(directory: Path) -> list[Path]:
+    skip = {DEFENCE_FILE, *UNCHECKED_FILES}
+    return sorted(p for p in directory.iterdir() if p.is_file() and p.name not in skip)
+
+
+def read_defence_info(directory) -> dict:
+    """The checked ``defence.json`` of ``directory``: ArtefactError when absent, damaged,
+    incomplete, edited after saving, or when a file it records is missing or changed."""
+    directory = Path(directory)
+    path = directory / DEFENCE_FILE
+    info = read_artefact_json(path, FORMAT, "defence", REQUIRED)
+    check_self_hash(info, path, REMEDY)
+    check_recorded_files(directory, info["files"], "defence", REMEDY)
+    return info
+
+
+def check_defence_base(info: dict, loaded) -> None:
+    """ModelError naming both fingerprints when ``loaded`` is not the defence's base model."""
+    expected = info["base_model"]["fingerprint"]
+    if loaded.fingerprint != expected:
+        raise ModelError(
+            f"the defence was trained on base model {info['base_model']['name']!r} with weight "
+            f"fingerprint {expected}, but the given model {loaded.name!r} has fingerprint "
+            f"{loaded.fingerprint}; apply a defence only to the model it was trained for")
+
+
+def defended_fingerprint(info: dict) -> str:
+    """The defended model's cache identity: base fingerprint + the defence's own hash."""
+    return f"{info['base_model']['fingerprint']}+defence-{info['sha256'][:16]}"
+
+
+def apply_defence(directory, loaded):
+    """``loaded`` (a LoadedModel of the defence's base model) with the defence applied, as a
+    LoadedModel with its own fingerprint. A LoRA defence is merged into ``loaded.model``'s
+    weights (reload the model to undo it); a defensive prompt leaves them untouched."""
+    info = read_defence_info(directory)
+    check_defence_base(info, loaded)
+    fingerprint = defended_fingerprint(info)
+    if info["peft"] == "prompt":
+        prompt = load_file(str(Path(directory) / PROMPT_FILE))["prompt"]
+        return defended(loaded, prompt, fingerprint)
+    from peft import PeftModel
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        merged = PeftModel.from_pretrained(loaded.model, str(directory), is_trainable=False).merge_and_unload()
+    merged.eval()
+    return replace(loaded, model=merged, fingerprint=fingerprint)
+
+
+def initial_prompt(loaded, config: DefenceConfig) -> torch.Tensor:
+    """The defensive prompt's start: the embeddings of ``config.init_text``, tiled (peft's TEXT
+    initialisation rule)."""
+    from mia_tuner.tuner.peft_setup import init_text_ids
+
+    ids = init_text_ids(loaded.tokenizer, config.init_text, config.num_virtual_tokens)
+    embed = loaded.model.get_input_embeddings()
+    with torch.no_grad():
+        return embed(torch.tensor(ids, device=embed.weight.device)).detach().clone()

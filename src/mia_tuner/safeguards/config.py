@@ -1,0 +1,87 @@
+"""The settings of a defence (a safeguard a model publisher trains) and of its evaluation."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from mia_tuner.errors import MethodError
+
+AGAINST = ("scores", "mia-tuner")
+DEFENCE_PEFT = ("prompt", "lora")
+
+
+@dataclass
+class DefenceConfig:
+    """Everything that defines one defence's training (serialisable to JSON).
+
+    ``against="scores"``: the per-text loss of members and non-members pulled to
+    indistinguishability, ``|L_ctr − L_chance|`` (the paper's safeguard), plus ``anchor_weight``
+    × the KL divergence from the original model's next-token distributions on the batch's
+    non-member texts (ours: keeps the defended model close to the original on text it never
+    saw, so that the defence cannot hide members by moving every text). ``against="mia-tuner"``
+    adds the same indistinguishability term on the model's answer to the membership question
+    (the Yes − No logit margin), weighted by ``answer_weight`` (docs/safeguards.md).
+    """
+
+    against: str = field(default="scores", metadata={"help": "scores: hide members from score-based "
+                         "attacks; mia-tuner: also make the membership question's answer uninformative"})
+    peft: str = field(default="prompt", metadata={"help": "prompt: a defensive soft prompt applied to every "
+                      "input; lora: an adapter merged into the weights"})
+    num_virtual_tokens: int = field(default=20, metadata={"help": "length of the defensive prompt"})
+    init_text: str = field(default="\n\n", metadata={"help": "the defensive prompt starts as this "
+                           "text's embeddings, tiled"})
+    lora_rank: int = 8
+    learning_rate: float = 1e-2
+    epochs: int = 3
+    batch_per_class: int = 8
+    seed: int = 42
+    weight_decay: float = 0.0
+    # loss weights: the paper's loss alone is anchor_weight = 0 (and answer_weight = 0)
+    defence_weight: float = 1.0
+    anchor_weight: float = field(default=1.0, metadata={"help": "weight of the KL term keeping the model "
+                                 "close to the original on non-member text (0: the paper's loss)"})
+    answer_weight: float = field(default=1.0, metadata={"help": "weight of the membership-answer term "
+                                 "(against mia-tuner)"})
+    temperature: float = 1.0
+    distance_scale: float = 10.0  # for per-text losses (nats), as MIA-Tuner's base pipeline
+    answer_distance_scale: float = 1.0  # for Yes − No logit margins
+    system_prompt: str | None = None  # of the membership question (against mia-tuner)
+    # data: the defender's labelled texts, disjoint from the attacker's and from the test texts
+    train_per_class: int = field(default=100, metadata={"help": "the defender's labelled texts per class"})
+    validation_per_class: int = field(default=20, metadata={"help": "the defender's validation texts per "
+                                      "class (checkpoint selection)"})
+    attack_train_per_class: int = field(default=80, metadata={"help": "the attacker's labelled texts per "
+                                        "class (what fused and MIA-Tuner learn from), disjoint from the defender's"})
+    max_tokens: int = 256
+    batch_size: int = 8  # scoring batch size
+
+    def __post_init__(self) -> None:
+        if self.against not in AGAINST:
+            raise MethodError(f"unknown --against {self.against!r}; choose one of {', '.join(AGAINST)}")
+        if self.peft not in DEFENCE_PEFT:
+            raise MethodError(f"a defence is a soft prompt or LoRA: --peft must be one of "
+                              f"{', '.join(DEFENCE_PEFT)}, got {self.peft!r}")
+        for name in ("num_virtual_tokens", "lora_rank", "epochs", "train_per_class",
+                     "attack_train_per_class", "max_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise MethodError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_per_class < 2:
+            raise MethodError(f"batch_per_class must be >= 2 (the contrastive loss compares texts "
+                              f"of one class), got {self.batch_per_class}")
+        if self.validation_per_class < 0:
+            raise MethodError(f"validation_per_class must be >= 0, got {self.validation_per_class}")
+        if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
+            raise MethodError(f"learning_rate must be > 0, got {self.learning_rate}")
+        for name in ("defence_weight", "anchor_weight", "answer_weight"):
+            if getattr(self, name) < 0:
+                raise MethodError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DefenceConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

@@ -1,0 +1,109 @@
+"""What a defence is trained on: a batch of members and non-members, and the defensive loss.
+
+The defence is trained with the shared ``Trainer`` on balanced batches, like MIA-Tuner. Per
+batch, under the defended model:
+
+* ``|L_ctr(ℓ) − L_chance|`` on the per-text losses ℓ(x) (the paper's safeguard against
+  score-based attacks; ``L_chance`` from the batch's own class sizes);
+* ``anchor_weight`` × the mean KL divergence from the original model's next-token
+  distributions over the batch's non-member tokens (ours: the defence may move members, not
+  the model's behaviour on text it was not trained on);
+* against MIA-Tuner, also ``answer_weight`` × ``|L_ctr(m) − L_chance|`` on the membership
+  question's answer margin m(x) = logit(Yes) − logit(No) (same answers for both classes).
+
+The hidden states of one defended pass serve both the losses and the KL term (no second pass
+of the defended model); the original model runs once on the non-members, without gradient.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from mia_tuner.models.batching import pad_batch
+from mia_tuner.training import chunked, losses
+from mia_tuner.tuner.config import TunerConfig
+from mia_tuner.tuner.peft_setup import forward_logits
+from mia_tuner.tuner.pipelines import AlignedPipeline, BasePipeline, mean_nll_from_hidden
+from mia_tuner.safeguards.config import DefenceConfig
+from mia_tuner.safeguards.defended import DefendedModel
+
+
+@contextmanager
+def undefended(model):
+    """The model without its defence inside the block: the wrapped model of a defensive prompt,
+    or a LoRA model with its adapter disabled."""
+    model = getattr(model, "module", model)  # under DDP
+    if isinstance(model, DefendedModel):
+        yield model.model
+    else:
+        with model.disable_adapter():
+            yield model
+
+
+class DefencePipeline(BasePipeline):
+    """Encodes batches and computes the defensive loss (see the module docstring)."""
+
+    mode = "defence"
+
+    def __init__(self, tokenizer, config: DefenceConfig):
+        view = TunerConfig(mode="base", max_tokens=config.max_tokens, batch_size=config.batch_size,
+                           share_prefix=False, system_prompt=config.system_prompt)
+        super().__init__(tokenizer, view)
+        self.defence = config
+        self.aligned = AlignedPipeline(tokenizer, view) if config.against == "mia-tuner" else None
+
+    def encode(self, texts, labels) -> dict[str, torch.Tensor]:
+        batch = super().encode(texts, labels)
+        if self.aligned is not None:
+            questions = [self.aligned._scoring_ids(t) for t in texts]
+            ids, _ = pad_batch(questions, self.tokenizer.pad_token_id)
+            batch.update(question_ids=ids, question_length=torch.tensor([len(q) for q in questions]))
+        return batch
+
+    def loss(self, model, batch: dict, sync=None):
+        c = self.defence
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        member = batch["is_member"]
+        hidden, head = self.hidden(model, ids, mask, forward=forward_logits)
+        z = mean_nll_from_hidden(hidden, head, ids, mask)
+        defence = losses.defensive_loss(z, member, c.temperature, c.distance_scale)
+        total = c.defence_weight * defence
+        parts = {"defence": defence.item(), "member_nll": z[member != 0].mean().item(),
+                 "nonmember_nll": z[member == 0].mean().item()}
+        if c.anchor_weight:
+            kl = self.anchor_kl(model, hidden, head, ids[member == 0], mask[member == 0], member == 0)
+            total = total + c.anchor_weight * kl
+            parts["kl"] = kl.item()
+        if self.aligned is not None:
+            margins = self._margins(model, batch)
+            answer = losses.defensive_loss(margins, member, c.temperature, c.answer_distance_scale)
+            total = total + c.answer_weight * answer
+            parts.update(answer=answer.item(), member_margin=margins[member != 0].mean().item(),
+                         nonmember_margin=margins[member == 0].mean().item())
+        parts["total"] = total.item()
+        return total, parts
+
+    def anchor_kl(self, model, hidden, head, ids, mask, rows) -> torch.Tensor:
+        """Mean KL(original ‖ defended) over the real next-token positions of ``rows``."""
+        with torch.no_grad(), undefended(model) as original:
+            reference, _ = self.hidden(original, ids, mask, forward=forward_logits)
+        kl = chunked.token_kl(hidden[rows], reference, head)
+        predicts = mask.clone()
+        predicts[:, :-1] = mask[:, :-1] * mask[:, 1:]  # a position counts if a real token follows
+        predicts[:, -1] = 0
+        return (kl * predicts).sum() / predicts.sum().clamp(min=1)
+
+    def _margins(self, model, batch) -> torch.Tensor:
+        ids, lengths = batch["question_ids"], batch["question_length"]
+        sequences = [row[: int(n)].tolist() for row, n in zip(ids, lengths)]
+        return self.aligned.answer_margins(model, sequences)
+
+    def score(self, model, texts, batch_size: int | None = None) -> np.ndarray:
+        """Validation score of the statistic the defence hides: −ℓ(x) (against scores) or the
+        membership answer's p(Yes) (against MIA-Tuner); higher = member."""
+        if self.aligned is not None:
+            return self.aligned.score(model, texts, batch_size)
+        return super().score(model, texts, batch_size)

@@ -1,0 +1,67 @@
+"""Train a defence with the shared trainer and write it as an artefact.
+
+Checkpoint selection: after each epoch the defended model scores the validation texts with
+the statistic the defence hides (``DefencePipeline.score``) and the epoch whose AUROC is
+closest to 0.5 is kept (the untrained state is not a candidate: it is no defence). The run
+resumes from its checkpoint after a kill, like MIA-Tuner's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from mia_tuner.data.types import MembershipSet
+from mia_tuner.integrity import content_sha256
+from mia_tuner.training.checkpoint import Checkpoint
+from mia_tuner.training.trainer import TrainHistory, Trainer, TrainerConfig
+from mia_tuner.tuner.config import TunerConfig
+from mia_tuner.tuner.peft_setup import wrap_model
+from mia_tuner.safeguards.artefact import initial_prompt, save_defence
+from mia_tuner.safeguards.config import DefenceConfig
+from mia_tuner.safeguards.defended import DefendedModel
+from mia_tuner.safeguards.objective import DefencePipeline
+
+
+def trainable_defence(loaded, config: DefenceConfig):
+    """The model to train: ``loaded.model`` behind a trainable defensive prompt, or with a
+    trainable LoRA adapter (injected into ``loaded.model``'s modules); nothing else trains."""
+    if config.peft == "prompt":
+        for parameter in loaded.model.parameters():
+            parameter.requires_grad_(False)
+        return DefendedModel(loaded.model, initial_prompt(loaded, config))
+    return wrap_model(loaded.model, loaded.tokenizer, TunerConfig(peft="lora", lora_rank=config.lora_rank))
+
+
+def _trainer_config(config: DefenceConfig) -> TrainerConfig:
+    return TrainerConfig(learning_rate=config.learning_rate, epochs=config.epochs,
+                         batch_per_class=config.batch_per_class, seed=config.seed,
+                         weight_decay=config.weight_decay, objective="chance",
+                         initial_candidate=False, desc="defence")
+
+
+def train_defence(loaded, train: MembershipSet, validation: MembershipSet | None, config: DefenceConfig,
+                  out_dir, *, accelerator: Accelerator | None = None, resume: bool = True):
+    """Train the defence on ``train`` (members and non-members), save it to ``out_dir`` and
+    return (the trained model, whose defence ``objective.undefended`` can switch off;
+    the TrainHistory). A LoRA defence stays unmerged here: ``apply_defence`` merges it."""
+    out = Path(out_dir)
+    pipeline = DefencePipeline(loaded.tokenizer, config)
+    set_seed(config.seed)
+    model = trainable_defence(loaded, config)
+    key = content_sha256({"model": loaded.fingerprint, "config": config.to_dict(),
+                          "train": train.fingerprint(),
+                          "validation": validation.fingerprint() if validation is not None else None})
+    checkpoint = Checkpoint(out / "checkpoint", key)
+    if not resume:
+        checkpoint.clear()
+    trainer = Trainer(model, pipeline.loss, pipeline.encode, _trainer_config(config), score_fn=pipeline.score,
+                      accelerator=accelerator or Accelerator(cpu=loaded.device.type == "cpu"),
+                      checkpoint=checkpoint)
+    history: TrainHistory = trainer.fit(train, validation)
+    parts = [train] + ([validation] if validation is not None else [])
+    save_defence(out, trainer.model, loaded, config, trained_on=parts, history=history.summary())
+    checkpoint.clear()
+    return trainer.model, history

@@ -1,0 +1,457 @@
+"""Safeguards: the defended model, the defensive objective, the artefact, utility, `defend`.
+
+Tiny random Llamas (tests/helpers.py): the numbers say nothing about how well a defence works;
+the tests check hand computations, that a defence applies and comes off exactly, that saved
+defences load to identical outputs and refuse other models or damaged files, and the command.
+The offline SmolLM2 test (marked integration) checks that the defensive loss falls.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import tiny_loaded, write_jsonl
+
+from mia_tuner.cli import main
+from mia_tuner.data.types import MembershipSet
+from mia_tuner.errors import ArtefactError, DataError, MethodError, ModelError
+from mia_tuner.models.kv_cache import returned_cache
+from mia_tuner.safeguards import mmlu
+from mia_tuner.safeguards.api import defend, disjoint_parts
+from mia_tuner.safeguards.artefact import apply_defence, read_defence_info, save_defence, text_sha256
+from mia_tuner.safeguards.config import DefenceConfig
+from mia_tuner.safeguards.defended import DefendedModel, defended, remove_defence
+from mia_tuner.safeguards.objective import DefencePipeline
+from mia_tuner.safeguards.train import train_defence, trainable_defence
+from mia_tuner.safeguards.utility import (general_text, greedy_agreement, measure_utility,
+                                          ordinary_prompts, perplexity_and_kl)
+from mia_tuner.config import MethodConfig, SplitConfig
+from mia_tuner.training import chunked
+from mia_tuner.training.losses import chance_contrastive_loss_for
+from mia_tuner.tuner.config import TunerConfig
+from mia_tuner.tuner.peft_setup import forward_logits, shared_prefix_logits, wrap_model
+
+IDS = torch.tensor([[0, 5, 6, 7, 8, 9], [0, 9, 10, 11, 3, 3]])
+MASK = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
+
+
+def random_prompt(loaded, n: int = 3, seed: int = 1) -> torch.Tensor:
+    torch.manual_seed(seed)
+    return torch.randn(n, loaded.model.config.hidden_size) * 0.5
+
+
+def toy_set(n: int) -> MembershipSet:
+    texts, labels = [], []
+    for i in range(n):
+        texts += [f"The cat number {i} sat on the mat.", f"A bird called {i} flew over the park."]
+        labels += [1, 0]
+    return MembershipSet(tuple(texts), tuple(labels), name="toy")
+
+
+# ------------------------------------------------------------------ the defended model
+
+
+def test_defended_logits_are_the_models_logits_after_the_prompt():
+    loaded = tiny_loaded(chat=False)
+    prompt = random_prompt(loaded)
+    model = defended(loaded, prompt, "fp").model
+    embeds = torch.cat([prompt.unsqueeze(0).expand(2, -1, -1), loaded.model.get_input_embeddings()(IDS)], 1)
+    mask = torch.cat([torch.ones(2, 3, dtype=torch.long), MASK], 1)
+    expected = loaded.model(inputs_embeds=embeds, attention_mask=mask).logits[:, 3:]
+    got = model(input_ids=IDS, attention_mask=MASK).logits
+    assert got.shape == (2, 6, loaded.model.config.vocab_size)
+    torch.testing.assert_close(got, expected)
+
+
+def test_applying_a_defence_changes_outputs_and_removing_it_restores_them_exactly():
+    loaded = tiny_loaded(chat=False)
+    before = loaded.model(input_ids=IDS, attention_mask=MASK).logits
+    protected = defended(loaded, random_prompt(loaded), "base+defence")
+    after = protected.model(input_ids=IDS, attention_mask=MASK).logits
+    assert (after - before).abs().max() > 1e-3
+    restored = remove_defence(protected, loaded.fingerprint)
+    assert restored.model is loaded.model and restored.fingerprint == loaded.fingerprint
+    assert torch.equal(restored.model(input_ids=IDS, attention_mask=MASK).logits, before)
+    with pytest.raises(ValueError, match="no defensive prompt"):
+        remove_defence(restored, loaded.fingerprint)
+
+
+def test_a_cache_made_by_the_defended_model_holds_the_prompt_once():
+    """ReCaLL's path: a prefix pass returns a cache, the text pass continues from it."""
+    loaded = tiny_loaded(chat=False)
+    model = defended(loaded, random_prompt(loaded), "fp").model
+    ids = IDS[:1]
+    full = model(input_ids=ids).logits
+    prefix = model(input_ids=ids[:, :2], use_cache=True)
+    rest = model(input_ids=ids[:, 2:], attention_mask=torch.ones(1, 6, dtype=torch.long),
+                 past_key_values=returned_cache(prefix)).logits
+    torch.testing.assert_close(rest, full[:, 2:], rtol=1e-5, atol=1e-5)
+
+
+def test_an_attackers_soft_prompt_trains_on_top_of_the_defended_model():
+    """MIA-Tuner against a defended model: peft on top; the shared-prefix pass agrees."""
+    loaded = tiny_loaded(chat=True)
+    model = defended(loaded, random_prompt(loaded), "fp").model
+    attacker = wrap_model(model, loaded.tokenizer, TunerConfig(num_virtual_tokens=4))
+    trainable = [n for n, p in attacker.named_parameters() if p.requires_grad]
+    assert trainable == ["prompt_encoder.default.embedding.weight"]
+    ids = torch.tensor([[0, 5, 6, 7, 8], [0, 5, 6, 9, 10]])
+    mask = torch.ones_like(ids)
+    torch.testing.assert_close(shared_prefix_logits(attacker, ids, mask), forward_logits(attacker, ids, mask),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_a_prompt_of_the_wrong_width_is_refused():
+    loaded = tiny_loaded(chat=False)
+    with pytest.raises(ValueError, match="shape"):
+        DefendedModel(loaded.model, torch.zeros(3, 7))
+
+
+# ------------------------------------------------------------------ the objective
+
+
+def test_token_kl_matches_the_full_computation_and_its_gradient():
+    torch.manual_seed(0)
+    loaded = tiny_loaded(chat=False)
+    head = chunked.OutputHead(loaded.model)
+    hidden = torch.randn(2, 7, 32, requires_grad=True)
+    reference = torch.randn(2, 7, 32)
+    got = chunked.token_kl(hidden, reference, head, chunk=3)
+    log_p = F.log_softmax(head.logits(reference), -1)
+    log_q = F.log_softmax(head.logits(hidden), -1)
+    expected = (log_p.exp() * (log_p - log_q)).sum(-1)
+    torch.testing.assert_close(got, expected)
+    (grad_got,) = torch.autograd.grad(got.sum(), hidden)
+    (grad_expected,) = torch.autograd.grad(expected.sum(), hidden)
+    torch.testing.assert_close(grad_got, grad_expected)
+    assert float(chunked.token_kl(reference, reference, head).abs().max()) < 1e-6
+
+
+def contrastive_by_hand(z, member, tau, d) -> float:
+    n = len(z)
+    total = 0.0
+    for i in range(n):
+        sims = {j: math.exp(math.exp(-abs(z[i] - z[j]) / d) / tau) for j in range(n) if j != i}
+        same = sum(v for j, v in sims.items() if member[j] == member[i])
+        total += -math.log(same / sum(sims.values()))
+    return total / n
+
+
+@pytest.mark.parametrize("member", [[1, 1, 0, 0], [1, 1, 1, 0, 0], [1, 0, 0, 0, 1, 0]])
+def test_defence_loss_of_a_batch_by_hand(member):
+    """The pipeline's loss without anchor: |L_ctr(ℓ) − L_chance| on the texts' own ℓ(x)."""
+    loaded = tiny_loaded(chat=False)
+    texts = [f"The cat number {i} sat on the mat." for i in range(len(member))]
+    config = DefenceConfig(anchor_weight=0.0, distance_scale=2.0)
+    pipeline = DefencePipeline(loaded.tokenizer, config)
+    batch = pipeline.encode(texts, member)
+    model = defended(loaded, random_prompt(loaded), "fp").model
+    total, parts = pipeline.loss(model, batch)
+    z = [float(-s) for s in pipeline.score(model, texts)]  # −ℓ(x) per text, the same ℓ
+    expected = abs(contrastive_by_hand(z, member, 1.0, 2.0) - chance_contrastive_loss_for(torch.tensor(member)))
+    assert float(total) == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    assert parts["defence"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
+
+
+def test_anchor_is_the_mean_kl_over_non_member_positions():
+    loaded = tiny_loaded(chat=False)
+    texts = ["The cat sat.", "A bird flew over the park near the river.", "Dogs bark.", "Fish swim here."]
+    member = [1, 0, 1, 0]
+    pipeline = DefencePipeline(loaded.tokenizer, DefenceConfig(defence_weight=0.0, anchor_weight=1.0))
+    batch = pipeline.encode(texts, member)
+    model = defended(loaded, random_prompt(loaded), "fp").model
+    total, parts = pipeline.loss(model, batch)
+    kls, count = 0.0, 0
+    for text, y in zip(texts, member):
+        if y:
+            continue
+        ids = torch.tensor([loaded.tokenizer(text)["input_ids"]])
+        log_q = F.log_softmax(model(input_ids=ids).logits[0, :-1], -1)
+        log_p = F.log_softmax(loaded.model(input_ids=ids).logits[0, :-1], -1)
+        kls += float((log_p.exp() * (log_p - log_q)).sum())
+        count += ids.shape[1] - 1
+    assert float(total) == pytest.approx(kls / count, rel=1e-4)
+
+
+def test_training_lowers_the_defence_loss_and_only_the_prompt_moves():
+    loaded = tiny_loaded(chat=False)
+    base = {n: p.clone() for n, p in loaded.model.named_parameters()}
+    config = DefenceConfig(epochs=3, learning_rate=0.05, batch_per_class=4, anchor_weight=0.0,
+                           distance_scale=0.5)
+    model = trainable_defence(loaded, config)
+    pipeline = DefencePipeline(loaded.tokenizer, config)
+    data = toy_set(4)
+    batch = pipeline.encode(list(data.texts), list(data.labels))
+    first, _ = pipeline.loss(model, batch)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.05)
+    for _ in range(15):
+        optimizer.zero_grad()
+        loss, _ = pipeline.loss(model, batch)
+        loss.backward()
+        optimizer.step()
+    last, _ = pipeline.loss(model, batch)
+    assert float(last) < 0.5 * float(first)
+    assert all(torch.equal(p, base[n]) for n, p in loaded.model.named_parameters())
+
+
+# ------------------------------------------------------------------ the artefact
+
+
+@pytest.mark.parametrize("peft", ["prompt", "lora"])
+def test_save_then_apply_gives_identical_outputs(tmp_path, peft):
+    loaded = tiny_loaded(chat=False)
+    config = DefenceConfig(peft=peft, epochs=1, batch_per_class=2, validation_per_class=0)
+    data = toy_set(4)
+    model, history = train_defence(loaded, data, None, config, tmp_path / "d")
+    trained = model(input_ids=IDS, attention_mask=MASK).logits.detach()
+    if peft == "lora":
+        model.unload()
+    protected = apply_defence(tmp_path / "d", loaded)
+    assert protected.fingerprint != loaded.fingerprint and protected.fingerprint.startswith(loaded.fingerprint)
+    got = protected.model(input_ids=IDS, attention_mask=MASK).logits
+    if peft == "prompt":
+        assert torch.equal(got, trained)
+    else:  # merged into the weights: equal up to float rounding
+        torch.testing.assert_close(got, trained, rtol=1e-5, atol=1e-5)
+    info = read_defence_info(tmp_path / "d")
+    assert set(info["trained_on"]) == {text_sha256(t) for t in data.texts}
+    assert info["base_model"]["fingerprint"] == loaded.fingerprint and len(history.steps) == 2
+
+
+def test_a_defence_is_refused_on_another_model_or_when_damaged(tmp_path):
+    loaded = tiny_loaded(chat=False)
+    save_defence(tmp_path / "d", DefendedModel(loaded.model, random_prompt(loaded)), loaded,
+                 DefenceConfig(), trained_on=[toy_set(2)], history={})
+    other = tiny_loaded(chat=False, seed=1)
+    with pytest.raises(ModelError, match="fingerprint"):
+        apply_defence(tmp_path / "d", other)
+    (tmp_path / "d" / "defence_prompt.safetensors").write_bytes(b"damaged")
+    with pytest.raises(ArtefactError, match="changed or damaged"):
+        apply_defence(tmp_path / "d", loaded)
+    info = json.loads((tmp_path / "d" / "defence.json").read_text())
+    info["against"] = "mia-tuner"
+    (tmp_path / "d" / "defence.json").write_text(json.dumps(info))
+    with pytest.raises(ArtefactError, match="changed or damaged after it was saved"):
+        read_defence_info(tmp_path / "d")
+    with pytest.raises(ArtefactError, match="not a defence directory"):
+        read_defence_info(tmp_path)
+
+
+def test_bad_defence_settings_are_refused():
+    with pytest.raises(MethodError, match="--against"):
+        DefenceConfig(against="everything")
+    with pytest.raises(MethodError, match="prompt, lora"):
+        DefenceConfig(peft="ia3")
+    with pytest.raises(MethodError, match="batch_per_class"):
+        DefenceConfig(batch_per_class=1)
+
+
+# ------------------------------------------------------------------ utility
+
+
+def test_perplexity_and_kl_by_hand():
+    loaded = tiny_loaded(chat=False)
+    model = defended(loaded, random_prompt(loaded), "fp").model
+    texts = ["The cat sat on the mat.", "A bird flew over the park near the river today."]
+    before, after, kl, n = perplexity_and_kl(model, loaded.tokenizer, texts, batch_size=2)
+    nll = {"before": 0.0, "after": 0.0}
+    kls, count = 0.0, 0
+    for text in texts:
+        ids = torch.tensor([loaded.tokenizer(text)["input_ids"]])
+        for name, m in (("before", loaded.model), ("after", model)):
+            logits = m(input_ids=ids).logits[0, :-1]
+            nll[name] += float(F.cross_entropy(logits, ids[0, 1:], reduction="sum"))
+        log_p = F.log_softmax(loaded.model(input_ids=ids).logits[0, :-1], -1)
+        log_q = F.log_softmax(model(input_ids=ids).logits[0, :-1], -1)
+        kls += float((log_p.exp() * (log_p - log_q)).sum())
+        count += ids.shape[1] - 1
+    assert n == count
+    assert before == pytest.approx(math.exp(nll["before"] / count), rel=1e-5)
+    assert after == pytest.approx(math.exp(nll["after"] / count), rel=1e-5)
+    assert kl == pytest.approx(kls / count, rel=1e-4)
+
+
+def test_greedy_agreement_is_one_for_a_defence_that_changes_nothing():
+    """A fresh LoRA adapter (B = 0) is the identity: every greedy answer agrees."""
+    loaded = tiny_loaded(chat=True)
+    model = trainable_defence(loaded, DefenceConfig(peft="lora"))
+    assert greedy_agreement(model, loaded.tokenizer, ordinary_prompts()[:3]) == 1.0
+    utility = measure_utility(model, loaded.tokenizer, texts=general_text()[:2], prompts=ordinary_prompts()[:2])
+    assert utility.kl == pytest.approx(0.0, abs=1e-6) and utility.ppl_change == pytest.approx(0.0, abs=1e-5)
+    assert utility.greedy_agreement == 1.0 and utility.n_prompts == 2
+
+
+def test_the_shipped_texts_and_prompts_are_there():
+    assert len(general_text()) >= 15 and len(ordinary_prompts()) >= 20
+
+
+MMLU_ROWS = [["What is 2 + 2?", "3", "4", "5", "22", "B"],
+             ["Which is a colour?", "red", "table", "seven", "run", "A"],
+             ["The capital of France is", "Berlin", "Madrid", "Paris", "Rome", "C"]]
+
+
+def write_mmlu(path, rows=MMLU_ROWS):
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(rows)
+    return path
+
+
+def test_mmlu_accuracy_is_the_share_of_argmax_options_by_hand(tmp_path):
+    loaded = tiny_loaded(chat=False)
+    questions = mmlu.load_questions(str(write_mmlu(tmp_path / "tiny_test.csv")))
+    assert [q.answer for q in questions] == [1, 0, 2]
+    right = 0
+    for q in questions:
+        totals = []
+        prompt = loaded.tokenizer(f"Question: {q.question}\nAnswer:")["input_ids"]
+        for choice in q.choices:
+            option = loaded.tokenizer(" " + choice, add_special_tokens=False)["input_ids"]
+            ids = torch.tensor([prompt + option])
+            logprobs = F.log_softmax(loaded.model(input_ids=ids).logits[0], -1)
+            totals.append(sum(float(logprobs[len(prompt) - 1 + i, t]) for i, t in enumerate(option)))
+        right += int(np.argmax(totals)) == q.answer
+    assert mmlu.accuracy(loaded.model, loaded.tokenizer, questions) == pytest.approx(right / 3)
+    assert len(mmlu.load_questions(str(tmp_path))) == 3  # a folder of CSV files
+
+
+def test_mmlu_rows_in_another_layout_are_refused(tmp_path):
+    with pytest.raises(DataError, match="6 fields"):
+        mmlu.load_questions(str(write_mmlu(tmp_path / "a.csv", [["q", "a", "b", "A"]])))
+    with pytest.raises(DataError, match="A-D"):
+        mmlu.load_questions(str(write_mmlu(tmp_path / "b.csv", [["q", "a", "b", "c", "d", "E"]])))
+
+
+# ------------------------------------------------------------------ defend, end to end
+
+
+def test_defender_attacker_and_test_texts_are_disjoint():
+    data = toy_set(30)
+    config = DefenceConfig(train_per_class=8, validation_per_class=3, attack_train_per_class=5)
+    defender, validation, attacker = disjoint_parts(data, config)
+    assert (defender.n_member, validation.n_member, attacker.n_member) == (8, 3, 5)
+    parts = [set(defender.texts), set(validation.texts), set(attacker.texts)]
+    assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+    with pytest.raises(DataError, match="attacker"):
+        disjoint_parts(toy_set(6), config)
+
+
+def test_defend_reports_every_attack_before_and_after_on_held_out_texts(tmp_path):
+    loaded = tiny_loaded(chat=True)
+    config = DefenceConfig(against="mia-tuner", epochs=1, batch_per_class=2, train_per_class=4,
+                           validation_per_class=2, attack_train_per_class=4)
+    attack = TunerConfig(epochs=1, batch_per_class=2, validation_per_class=2, num_virtual_tokens=3)
+    result = defend(loaded, toy_set(20), config, tmp_path / "out", split_config=SplitConfig(max_test_per_class=5),
+                    methods=MethodConfig(methods=["loss", "zlib"]), cache_dir=tmp_path / "cache", attack=attack)
+    names = [(r["method"], r["adaptive"]) for r in result.rows]
+    assert names == [("loss", False), ("zlib", False), ("mia-tuner", False), ("mia-tuner", True)]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["n_member"] == 5 and report["defender_texts"] == {"train": 8, "validation": 4}
+    assert report["attacker_texts"] == 8
+    assert all(0.0 <= r["auroc_after"] <= 1.0 for r in report["rows"])
+    assert "Perplexity on general text" in result.table and "greedy answers" in result.table
+
+
+def test_cli_defend_then_scores_against_the_defended_model(tmp_path, capsys):
+    from helpers import make_tiny_model_dir
+
+    model_dir = make_tiny_model_dir(tmp_path / "model")
+    other_dir = make_tiny_model_dir(tmp_path / "other", seed=3)
+    data = write_jsonl(tmp_path / "set.jsonl",
+                       [{"input": t, "label": y} for t, y in zip(toy_set(20).texts, toy_set(20).labels)])
+    common = ["--data", str(data), "--cache-dir", str(tmp_path / "cache")]
+    assert main(["defend", "--model", str(model_dir), *common, "--methods", "loss", "--epochs", "1",
+                 "--defender-per-class", "4", "--validation-per-class", "2", "--attack-train-per-class", "3",
+                 "--batch-per-class", "2", "--test-per-class", "5", "--out", str(tmp_path / "def")]) == 0
+    out = capsys.readouterr().out
+    assert "| loss |" in out and "Defence against scores (prompt)" in out
+    for name, extra in (("plain", []), ("defended", ["--defence", str(tmp_path / "def" / "defence")])):
+        assert main(["scores", "--model", str(model_dir), *common, "--methods", "loss", *extra,
+                     "--out", str(tmp_path / name)]) == 0
+    metrics = {name: json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("plain", "defended")}
+    fingerprints = {name: m["extra"]["model"]["fingerprint"] for name, m in metrics.items()}
+    assert fingerprints["defended"].startswith(fingerprints["plain"] + "+defence-")
+    plain, protected = (pd.read_csv(tmp_path / name / "scores.csv")["loss"].to_numpy()
+                        for name in ("plain", "defended"))
+    assert not np.allclose(plain, protected)  # the defended model's own scores, not the cached ones
+    assert main(["scores", "--model", str(other_dir), *common, "--methods", "loss",
+                 "--defence", str(tmp_path / "def" / "defence"), "--out", str(tmp_path / "run2")]) == 2
+    assert "fingerprint" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the offline SmolLM2
+
+FAMILIAR = ["Beautiful is better than ugly. Explicit is better than implicit. Simple is better than complex.",
+            "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer",
+            "We hold these truths to be self-evident, that all men are created equal,",
+            "It was the best of times, it was the worst of times, it was the age of wisdom,"]
+SCRAMBLED = ["lantern quietly seven marble over the during yesterday cobalt when whisper ladder",
+             "orbit velvet under biscuit clarify nine amber threshold gently spoon mirror",
+             "pencil harbour drift ninety sudden the of wardrobe gravel echo tundra",
+             "saddle violet among quarry listen forty copper beneath ripple nor cathedral"]
+
+
+@pytest.mark.integration
+def test_the_defensive_loss_falls_on_smollm2_in_a_few_steps():
+    """Familiar texts (low loss) as members, scrambled words (high loss) as non-members: the
+    contrastive loss starts far below its chance value; a few steps of the defensive prompt
+    bring it closer."""
+    from mia_tuner.config import ModelConfig
+    from mia_tuner.models import load_model, offline
+
+    if offline.status("smollm2-135m-instruct")["state"] != "ready":
+        pytest.skip("the offline SmolLM2 is not prepared: run `mia-tuner models fetch`")
+    loaded = load_model(ModelConfig(name="smollm2-135m-instruct"))
+    config = DefenceConfig(anchor_weight=0.0, num_virtual_tokens=8, learning_rate=2e-2, distance_scale=2.0)
+    pipeline = DefencePipeline(loaded.tokenizer, config)
+    batch = pipeline.encode(FAMILIAR + SCRAMBLED, [1] * 4 + [0] * 4)
+    model = trainable_defence(loaded, config)
+    optimizer = torch.optim.Adam([model.prompt], lr=config.learning_rate)
+    history = []
+    for _ in range(6):
+        optimizer.zero_grad()
+        loss, parts = pipeline.loss(model, batch)
+        loss.backward()
+        optimizer.step()
+        history.append(parts)
+    assert history[0]["member_nll"] < history[0]["nonmember_nll"]  # the premise: members are familiar
+    assert history[-1]["defence"] < 0.8 * history[0]["defence"]
+
+
+def test_cli_train_and_detect_against_a_defended_model(tmp_path, capsys):
+    """An attacker's detector trained with --defence gives the same scores through detect
+    --defence; without the defence the detector's base-model hash does not match."""
+    from helpers import make_tiny_model_dir
+
+    model_dir = make_tiny_model_dir(tmp_path / "model", with_chat_template=True)
+    loaded_like = tiny_loaded(chat=True)
+    import mia_tuner.models as models
+    from mia_tuner.config import ModelConfig
+
+    loaded = models.load_model(ModelConfig(name=str(model_dir)), cache_dir=str(tmp_path / "cache"))
+    save_defence(tmp_path / "def", DefendedModel(loaded.model, random_prompt(loaded_like)), loaded,
+                 DefenceConfig(), trained_on=[toy_set(2)], history={})
+    data = write_jsonl(tmp_path / "set.jsonl",
+                       [{"input": t, "label": y} for t, y in zip(toy_set(10).texts, toy_set(10).labels)])
+    common = ["--device", "cpu", "--cache-dir", str(tmp_path / "cache")]
+    assert main(["train", "--model", str(model_dir), "--data", str(data), *common, "--epochs", "1",
+                 "--batch-per-class", "2", "--train-per-class", "8", "--test-per-class", "2",
+                 "--validation-per-class", "2", "--num-virtual-tokens", "4", "--no-compare",
+                 "--defence", str(tmp_path / "def"), "--out", str(tmp_path / "run")]) == 0
+    frame = pd.read_csv(tmp_path / "run" / "scores.csv")
+    capsys.readouterr()
+    detector = str(tmp_path / "run" / "detector")
+    assert main(["detect", "--detector", detector, "--model", str(model_dir), "--text", frame["text"][0],
+                 "--defence", str(tmp_path / "def"), *common]) == 0
+    score = float(capsys.readouterr().out.split("\t")[0])
+    assert score == pytest.approx(frame["mia-tuner"][0], abs=1e-6)
+    assert main(["detect", "--detector", detector, "--model", str(model_dir), "--text", frame["text"][0],
+                 *common]) == 2
+    assert "fingerprint" in capsys.readouterr().err
