@@ -18,6 +18,7 @@ import json
 import time
 from pathlib import Path
 
+from mia_tuner import sets
 from mia_tuner.config import (DataConfig, MethodConfig, ModelConfig, RunConfig, SplitConfig,
                               default_cache_dir)
 from mia_tuner.training.controlled import ControlledConfig
@@ -36,9 +37,8 @@ PAPER_SPLIT = SplitConfig(fill_test_first=False)
 
 
 def data_config(dataset: str, split: str) -> DataConfig:
-    if dataset == "wikimia":
-        return DataConfig(path=str(DATA / "wikimia" / f"{split}.jsonl"))
-    return DataConfig(path=str(DATA / dataset), split=split)
+    """The named set (mia_tuner.sets) read from ../shared/data: split WikiMIA_length32 or 32."""
+    return sets.wikimia_config(dataset, int(split.removeprefix("WikiMIA_length")), DATA)
 
 
 def metric_row(model: str, dataset: str, split: str, method: str, m: dict, seconds: float | None) -> dict:

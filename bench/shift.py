@@ -23,13 +23,14 @@ from mia_tuner.data import deduplicate, load_membership_set
 from mia_tuner.data.shift import debias, mask_set, shift_report
 from mia_tuner.data.types import MembershipSet
 
-from detection import ROOT, data_config
+from detection import DATA, ROOT, data_config
+from mia_tuner import sets
 
 RESULTS = ROOT / "bench" / "results" / "shift.json"
 DETECTION = ROOT / "bench" / "results" / "detection.json"
 SETS = [("wikimia24", f"WikiMIA_length{n}") for n in (32, 64, 128, 256)] + \
        [("wikimia", str(n)) for n in (32, 64, 128)]
-POOLED = "debiased-pooled32"
+POOLED = sets.DEBIASED
 MODELS = ["smollm2-135m-instruct", "gemma-3-270m"]
 SCORE_BASED = ["loss", "zlib", "lowercase", "ref", "min-k%", "min-k%++", "neighbor"]
 
@@ -39,18 +40,8 @@ def load(dataset: str, split: str) -> MembershipSet:
 
 
 def debiased_wikimia24(words: int = 32, seed: int = 0) -> MembershipSet:
-    """Every WikiMIA-24 length pooled, cut to ``words`` words (shorter rows dropped),
-    deduplicated, paired by event and date-masked."""
-    texts, labels = [], []
-    for n in (32, 64, 128, 256):
-        data = load("wikimia24", f"WikiMIA_length{n}")
-        for text, label in zip(data.texts, data.labels):
-            if len(text.split()) >= words:
-                texts.append(" ".join(text.split()[:words]))
-                labels.append(label)
-    pooled, _ = deduplicate(MembershipSet(texts=texts, labels=labels, name=f"wikimia24/{POOLED}"))
-    out = debias(pooled, mask=True, paired=True, seed=seed)
-    return MembershipSet(texts=out.texts, labels=out.labels, name=f"wikimia24/{POOLED}", info=out.info)
+    """The package's `wikimia24:debiased` set, read from ../shared/data."""
+    return sets.debiased_wikimia24(DATA, words, seed)
 
 
 def variants(data: MembershipSet) -> dict[str, MembershipSet]:

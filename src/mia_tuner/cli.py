@@ -34,7 +34,11 @@ def add_trust_option(parser: argparse.ArgumentParser):
 
 def add_data_options(parser: argparse.ArgumentParser, required: bool = True):
     parser.add_argument("--data", required=required,
-                        help="save_to_disk folder, .jsonl/.json/.csv/.parquet file, or hub name")
+                        help="save_to_disk folder, .jsonl/.json/.csv/.parquet file, hub name, or a set "
+                             "name: wikimia24:<32|64|128|256>, wikimia:<n>, wikimia24:debiased, "
+                             "controlled:<model>[:<n>]")
+    parser.add_argument("--data-root", help="folder with local copies of the named sets "
+                                            "(wikimia24/, wikimia/; env MIA_TUNER_DATA); else the hub")
     parser.add_argument("--split", help="split name, e.g. WikiMIA_length32")
     parser.add_argument("--text-column", default="input")
     parser.add_argument("--label-column", default="label")
@@ -191,6 +195,29 @@ def scores_config(args) -> RunConfig:
         out=args.out, cache_dir=args.cache_dir, use_cache=not args.no_cache)
 
 
+def named_set(args):
+    """The NamedSet of ``--data`` when it is a set name (mia_tuner.sets), else None."""
+    from . import sets
+
+    if not sets.is_named(args.data):
+        return None
+    named = sets.resolve(args.data, root=args.data_root, cache_dir=args.cache_dir,
+                         device=getattr(args, "device", "auto"))
+    if named.model:
+        print(f"{args.data}: target model {named.model} (after injection), reference {named.reference}")
+    return named
+
+
+def with_named(config: RunConfig, named) -> RunConfig:
+    """``config`` for a named set: its target model and reference where the set implies them."""
+    from dataclasses import replace
+
+    if named is None or not named.model:
+        return config
+    methods = config.methods if config.methods.reference else replace(config.methods, reference=named.reference)
+    return replace(config, model=replace(config.model, name=named.model), methods=methods)
+
+
 def print_skipped(data) -> None:
     """Say on screen how many rows --skip-invalid dropped."""
     from .data.validation import describe_skipped
@@ -230,14 +257,16 @@ def cmd_train(args) -> None:
     config = TunerConfig.from_preset(args.preset, **values_from_args(TunerConfig, args, prefix=TUNER_PREFIX),
                                      train_per_class=args.train_per_class, seed=args.seed)
     check_out_dir(args.out)
-    data = load_membership_set(data_config(args))
+    named = named_set(args)
+    data = named.data if named else load_membership_set(data_config(args))
     print_skipped(data)
-    loaded = with_defence(args, load_model(model_config(args), cache_dir=args.cache_dir))
+    models = with_named(RunConfig(model=model_config(args), methods=MethodConfig(reference=args.reference)), named)
+    loaded = with_defence(args, load_model(models.model, cache_dir=args.cache_dir))
     result = train_detector(
         loaded, data, config, out_dir=args.out, compare_methods=not args.no_compare,
-        model_config=model_config(args),
+        model_config=models.model,
         split_config=split_config(args),
-        reference=args.reference, cache_dir=args.cache_dir,
+        reference=models.methods.reference, cache_dir=args.cache_dir,
         methods=MethodConfig(methods=method_names(args.methods)), resume=not args.restart)
     h = result.history
     print(f"Trained {config.peft} ({result.detector.pipeline.mode} pipeline) in {h.seconds:.1f} s; "
@@ -310,12 +339,14 @@ def dispatch(args) -> None:
 
         config = scores_config(args)
         check_out_dir(config.out)
+        named = named_set(args)
+        config = with_named(config, named)
         loaded = None
         if args.defence:
             from .models import load_model
 
             loaded = with_defence(args, load_model(config.model, cache_dir=config.cache_dir))
-        print_result(run_scores(config, loaded=loaded))
+        print_result(run_scores(config, loaded=loaded, data=named.data if named else None))
     elif args.command == "models":
         cmd_models(args)
     elif args.command == "data":
@@ -325,7 +356,7 @@ def dispatch(args) -> None:
     elif args.command == "detect":
         cmd_detect(args)
     elif args.command == "defend":
-        cmd_defend(args, model_config, data_config)
+        cmd_defend(args, model_config, data_config, named_set, with_named)
     elif args.command == "methods":
         from .methods import available_methods
 

@@ -67,6 +67,7 @@ def add_data_parser(commands, add_data_options, add_model_options) -> None:
 
 
 def cmd_check(args, data_config) -> None:
+    from . import sets
     from .data import deduplicate, format_hygiene, hygiene_report, load_membership_set
     from .data.loading import available_splits
     from .data.shift import debias, format_shift, shift_report
@@ -75,10 +76,14 @@ def cmd_check(args, data_config) -> None:
     args.data = args.data or args.source
     if not args.data:
         raise DataError("data check needs a set: mia-tuner data check DIR (or --data PATH)")
-    splits = [args.split] if args.split else (available_splits(args.data) or [None])
+    named = sets.is_named(args.data)
+    splits = [args.split] if args.split or named else (available_splits(args.data) or [None])
     for split in splits:
         args.split = split
-        data = load_membership_set(data_config(args))
+        if named:
+            data = sets.resolve(args.data, root=args.data_root, cache_dir=getattr(args, "cache_dir", None)).data
+        else:
+            data = load_membership_set(data_config(args))
         if args.paired or args.mask_dates:
             data = debias(deduplicate(data)[0], mask=args.mask_dates, paired=args.paired)
         print(f"== {data.name}")

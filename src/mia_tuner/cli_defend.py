@@ -52,9 +52,9 @@ def with_defence(args, loaded):
     return apply_defence(args.defence, loaded)
 
 
-def cmd_defend(args, model_config, data_config) -> None:
+def cmd_defend(args, model_config, data_config, named_set, with_named) -> None:
     from .cli_args import check_out_dir, method_names
-    from .config import MethodConfig, SplitConfig
+    from .config import MethodConfig, RunConfig, SplitConfig
     from .data import load_membership_set
     from .models import load_model
     from .safeguards import mmlu
@@ -64,13 +64,15 @@ def cmd_defend(args, model_config, data_config) -> None:
     config = DefenceConfig(**values_from_args(DefenceConfig, args, prefix=PREFIX))
     check_out_dir(args.out)
     questions = mmlu.load_questions(args.mmlu, args.mmlu_limit) if args.mmlu else None
-    data = load_membership_set(data_config(args))
-    loaded = load_model(model_config(args), cache_dir=args.cache_dir)
+    named = named_set(args)
+    data = named.data if named else load_membership_set(data_config(args))
+    models = with_named(RunConfig(model=model_config(args), methods=MethodConfig(reference=args.reference)), named)
+    loaded = load_model(models.model, cache_dir=args.cache_dir)
     split = SplitConfig(seed=args.seed, train_fraction=args.train_fraction,
                         max_test_per_class=args.test_per_class, group_by=args.group_by)
     result = defend(loaded, data, config, args.out, split_config=split,
-                    methods=MethodConfig(methods=method_names(args.methods)), reference=args.reference,
-                    cache_dir=args.cache_dir, questions=questions, model_config=model_config(args),
+                    methods=MethodConfig(methods=method_names(args.methods)), reference=models.methods.reference,
+                    cache_dir=args.cache_dir, questions=questions, model_config=models.model,
                     attack=TunerConfig(epochs=args.attack_epochs, seed=config.seed))
     print(f"Defence against {config.against} ({config.peft}); attacks on {result.n_member} + "
           f"{result.n_nonmember} held-out texts (members + non-members)\n")
