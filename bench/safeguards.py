@@ -6,7 +6,8 @@ train part is cut into the defender's texts and the attacker's (disjoint), the t
 bench/results/safeguards.json, one record per (model, dataset, split, safeguard, method,
 adaptive), replacing the previous record of the same key.
 
-    .venv/bin/python bench/safeguards.py --model smollm2-135m-instruct --set controlled:600 --against scores
+    .venv/bin/python bench/safeguards.py --model smollm2-135m-instruct --set controlled:600 --against scores \
+        --leave-out neighbor
     .venv/bin/python bench/safeguards.py --model smollm2-135m-instruct --set controlled:600 --against mia-tuner
     .venv/bin/python bench/safeguards.py --model smollm2-135m-instruct --set controlled:600 --against scores \
         --anchor-weight 0 --tag paper-loss
@@ -23,6 +24,7 @@ from tuner_runs import resolve_set, set_names
 from mia_tuner.cli_defend import PREFIX, RENAMED
 from mia_tuner.cli_fields import add_dataclass_options, values_from_args
 from mia_tuner.config import MethodConfig, ModelConfig, SplitConfig, default_cache_dir
+from mia_tuner.demo import demo_methods
 from mia_tuner.models import load_model
 from mia_tuner.safeguards.api import defend
 from mia_tuner.safeguards.config import AGAINST, DefenceConfig
@@ -58,6 +60,8 @@ def main():
     parser.add_argument("--model", required=True)
     parser.add_argument("--set", required=True, help="controlled:600, wikimia24:WikiMIA_length32, ...")
     parser.add_argument("--methods", default="all")
+    parser.add_argument("--leave-out", default="", help="methods (and fused features) left out of 'all', "
+                        "e.g. neighbor (half the scoring time)")
     parser.add_argument("--attack-epochs", type=int, default=2)
     parser.add_argument("--tag", default="", help="recorded as safeguard defence-<against>:<tag>")
     parser.add_argument("--test-per-class", type=int, default=200)
@@ -71,9 +75,11 @@ def main():
     safeguard = f"defence-{config.against}" + (f":{args.tag}" if args.tag else "")
     out = ROOT / "runs" / "bench" / "safeguards" / args.model / f"{dataset}-{split}-{safeguard.replace(':', '-')}"
     loaded = load_model(ModelConfig(name=target), cache_dir=args.cache_dir)
+    left_out = [m for m in args.leave_out.split(",") if m]
+    methods = demo_methods(left_out) if left_out else MethodConfig(methods=args.methods.split(","))
     started = time.perf_counter()
     result = defend(loaded, data, config, out, split_config=SplitConfig(max_test_per_class=args.test_per_class),
-                    methods=MethodConfig(methods=args.methods.split(",")), reference=reference,
+                    methods=methods, reference=reference,
                     cache_dir=args.cache_dir, attack=TunerConfig(epochs=args.attack_epochs, seed=config.seed))
     seconds = time.perf_counter() - started
     print(result.table, flush=True)

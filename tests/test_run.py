@@ -254,3 +254,48 @@ def test_truncation_counts_test_texts_whatever_the_methods_and_cache(tiny_model_
                          methods=["loss", "lowercase"], max_tokens=4)
     counts = [read_metrics(run_scores(config).out_dir)["extra"]["truncated_texts"] for _ in range(2)]
     assert counts == [N_TEST, N_TEST]
+
+
+# ---------------------------------------------------------------- two processes
+
+_SCORE_SCRIPT = """
+import sys
+from mia_tuner.config import DataConfig, MethodConfig, ModelConfig, RunConfig, SplitConfig
+from mia_tuner.run import run_scores
+
+model, data, out, cache = sys.argv[1:5]
+run_scores(RunConfig(model=ModelConfig(name=model, device="cpu"), data=DataConfig(path=data),
+                     split=SplitConfig(max_train_per_class=6, max_test_per_class=9),
+                     methods=MethodConfig(methods=["loss", "zlib", "min-k%++", "recall", "fused", "blind"],
+                                          batch_size=2, recall_shots=2),
+                     out=out, cache_dir=cache))
+"""
+
+
+def test_two_processes_score_exactly_as_one(tiny_model_dir, data_file, tmp_path):
+    """torchrun with 2 CPU processes: each scores every other batch, the scores are gathered
+    in the texts' order, one process writes the run directory: the same scores as one process."""
+    import os
+    import shutil
+    import sys
+    import textwrap
+
+    from test_tuner import free_port, run_group
+
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    if torchrun is None:
+        pytest.skip("torchrun not installed next to the interpreter")
+    script = tmp_path / "score_script.py"
+    script.write_text(textwrap.dedent(_SCORE_SCRIPT))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    for argv in ([sys.executable, str(script)],
+                 [torchrun, "--nproc_per_node", "2", "--master_port", str(free_port()), str(script)]):
+        name = "one" if len(argv) == 2 else "two"
+        returncode, stderr = run_group([*argv, str(tiny_model_dir), str(data_file), str(tmp_path / name),
+                                        str(tmp_path / f"cache-{name}")], env, timeout=300)
+        assert returncode == 0, stderr[-3000:]
+    one, two = (pd.read_csv(tmp_path / name / "scores.csv") for name in ("one", "two"))
+    assert list(one.columns) == list(two.columns) and len(one) == 18
+    pd.testing.assert_frame_equal(one, two, check_exact=True)
+    info = json.loads((tmp_path / "two" / "metrics.json").read_text())["extra"]["methods"]
+    assert info["loss"]["processes"] == 2 and info["loss"]["computed"] == 18  # every text once, over both

@@ -21,7 +21,7 @@ from .methods.neighbor import NEIGHBOR_TOPK
 from .metrics import compute_metrics
 from .models import load_model
 from .reports import metrics_table, table_text, with_note, write_run
-from .scoring import score_methods
+from .scoring import process_shard, score_methods
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,10 @@ def select_methods(config: RunConfig):
     return methods
 
 
-def score_split(config: RunConfig, loaded, split, methods) -> tuple[dict, dict, StatsProvider]:
+def score_split(config: RunConfig, loaded, split, methods, shard=None) -> tuple[dict, dict, StatsProvider]:
     """Scores of ``methods`` on the test part of ``split`` (the train part feeds learned
-    detectors), through the score cache; also per-method info and the target StatsProvider."""
+    detectors), through the score cache; also per-method info and the target StatsProvider.
+    ``shard``: this process's part when several score together (scoring.process_shard)."""
     needs_topk = any(m.needs_topk for m in methods)
     target = StatsProvider(loaded, batch_size=config.methods.batch_size,
                            max_tokens=config.methods.max_tokens,
@@ -91,7 +92,7 @@ def score_split(config: RunConfig, loaded, split, methods) -> tuple[dict, dict, 
     cache = open_cache(config)
     try:
         scores, info = score_methods(methods, list(split.test.texts), ctx, cache=cache,
-                                     model_key=loaded.fingerprint)
+                                     model_key=loaded.fingerprint, shard=shard)
     finally:
         cache.close()
     return scores, info, target
@@ -109,7 +110,8 @@ def run_scores(config: RunConfig, *, data: MembershipSet | None = None, loaded=N
     methods = select_methods(config)
     loaded = loaded or load_model(config.model, cache_dir=config.cache_dir)
     hygiene = hygiene_report(dataset, loaded.tokenizer)
-    scores, info, target = score_split(config, loaded, split, methods)
+    shard = process_shard(cpu=loaded.device.type == "cpu")  # several processes: each scores its batches
+    scores, info, target = score_split(config, loaded, split, methods, shard)
     if learned is not None:
         scores = {**learned(split), **scores}
     labels = np.array(split.test.labels)
@@ -120,8 +122,10 @@ def run_scores(config: RunConfig, *, data: MembershipSet | None = None, loaded=N
              "split": split.report, "methods": info,
              "max_tokens": target.max_tokens,
              "truncated_texts": target.count_too_long(list(split.test.texts))}
-    out_dir = write_run(config.out, config=config.to_dict(), texts=list(split.test.texts),
-                        labels=labels, scores=scores, metrics=metrics, extra=extra)
+    out_dir = Path(config.out)
+    if shard is None or shard.rank == 0:  # one process writes the run directory
+        out_dir = write_run(config.out, config=config.to_dict(), texts=list(split.test.texts),
+                            labels=labels, scores=scores, metrics=metrics, extra=extra)
     table = with_note(table_text(metrics_table(metrics)))
     return RunResult(out_dir=Path(out_dir), scores=scores, metrics=metrics, table=table,
                      test=split.test, train=split.train, hygiene=hygiene,

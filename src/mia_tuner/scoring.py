@@ -5,13 +5,19 @@ run through the model once, whatever the number of such methods. Texts missing f
 are worked through one batch at a time (longest first, as the model batches them), and every
 method's scores of a batch are written to the cache before the next batch starts: a run that
 is interrupted loses at most one batch, and its re-run computes only what is missing.
+
+Under several processes (``accelerate launch`` / ``torchrun``) the batches are dealt out in
+turn, each process scores its own, and the scores are gathered so that every process returns
+all of them in the order of the texts (the same numbers as one process: the batches are the
+same).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -33,6 +39,31 @@ class _Plan:
     known: dict[str, float]
     computed: int = 0
     seconds: float = 0.0
+    fresh: dict[str, float] = field(default_factory=dict)  # what this process computed
+
+
+@dataclass
+class Shard:
+    """This process's place among several: it scores batches ``rank::world``."""
+
+    rank: int
+    world: int
+    barrier: Callable[[], None]
+    gather: Callable[[object], list]  # one object per process, in rank order
+
+
+def process_shard(cpu: bool = False) -> Shard | None:
+    """The Shard of this process when it is one of several (accelerate's state), else None.
+    ``cpu``: the model runs on CPU (accelerate then joins CPU processes through gloo)."""
+    from accelerate import PartialState
+
+    state = PartialState(cpu=cpu)
+    if state.num_processes == 1:
+        return None
+    from accelerate.utils import gather_object
+
+    return Shard(state.process_index, state.num_processes, state.wait_for_everyone,
+                 lambda value: gather_object([value]))
 
 
 def _plans(methods: list[Method], texts: list[str], ctx: ScoringContext, cache, model_key: str):
@@ -62,6 +93,7 @@ def _score_batch(plans: list[_Plan], batch: list[str], ctx: ScoringContext, cach
         fresh = plan.method.score(todo, ctx)
         cache.put(plan.owner, plan.method.name, plan.settings, todo, fresh)
         plan.known.update(zip(map(text_hash, todo), fresh))
+        plan.fresh.update(zip(map(text_hash, todo), fresh))
         plan.computed += len(todo)
         plan.seconds += time.perf_counter() - started
 
@@ -77,21 +109,46 @@ def cached_scorer(cache, model_key: str, ctx: ScoringContext):
     return score
 
 
+def _gather(plans: list[_Plan], shard: Shard) -> None:
+    """Every process's fresh scores into every process's plans."""
+    for per_process in shard.gather([p.fresh for p in plans]):
+        for plan, fresh in zip(plans, per_process):
+            plan.known.update(fresh)
+    for plan in plans:
+        plan.computed = sum(shard.gather(len(plan.fresh)))
+
+
 def score_methods(methods: list[Method], texts: list[str], ctx: ScoringContext, *,
-                  cache, model_key: str) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+                  cache, model_key: str, shard: Shard | None = None) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
     """Scores of every method on ``texts`` (higher = member) and per-method run info.
 
-    Ctrl-C raises ``Interrupted`` saying how many texts were finished and kept in the cache.
+    With a ``shard`` this process scores every ``world``-th batch and the scores of all are
+    gathered (module docstring). Ctrl-C raises ``Interrupted`` saying how many texts were
+    finished and kept in the cache.
     """
     ctx.score_cached = cached_scorer(cache, model_key, ctx)
     hashes = [text_hash(t) for t in texts]
+    if shard is not None:
+        shard.barrier()  # every process reads the cache in the same state: the same batches
     plans = _plans(methods, texts, ctx, cache, model_key)
-    batches = _work_batches(texts, plans, ctx.settings.batch_size)
+    batches = all_batches = _work_batches(texts, plans, ctx.settings.batch_size)
+    # under several processes, methods that combine other methods' scores (`fused`) run after
+    # the gather, on one process, over every batch: their features then come in the batches
+    # one process would have used (shared-cache timing cannot change a float)
+    deferred = [p for p in plans if shard is not None and p.method.reads_scores]
+    if shard is not None:
+        batches = batches[shard.rank::shard.world]
     done = 0
     try:
+        sharded = [p for p in plans if p not in deferred]
         for batch in tqdm(batches, desc="scoring", unit="batch", disable=len(batches) < 2):
-            _score_batch(plans, batch, ctx, cache)
+            _score_batch(sharded, batch, ctx, cache)
             done += len(batch)
+        if shard is not None:
+            _gather(sharded, shard)
+            for batch in all_batches if deferred and shard.rank == 0 else []:
+                _score_batch(deferred, batch, ctx, cache)
+            _gather(deferred, shard)
     except KeyboardInterrupt:
         total = sum(len(b) for b in batches)
         where = f"kept in the score cache {cache.path}" if cache.path else "not kept (--no-cache)"
@@ -100,7 +157,8 @@ def score_methods(methods: list[Method], texts: list[str], ctx: ScoringContext, 
     scores = {p.method.label: np.array([p.known[h] for h in hashes]) for p in plans}
     info = {p.method.label: {"settings": p.settings, "computed": p.computed,
                              "cached": len(set(hashes)) - p.computed,
-                             "seconds": round(p.seconds, 3)} for p in plans}
+                             "seconds": round(p.seconds, 3),
+                             "processes": 1 if shard is None else shard.world} for p in plans}
     for label, row in info.items():
         log.info("%s: %d computed, %d from cache", label, row["computed"], row["cached"])
     return scores, info

@@ -59,6 +59,7 @@ class Method(ABC):
     needs_topk: ClassVar[bool] = False  # reads the target's top-k next-token candidates
     uses_labels: ClassVar[bool] = False  # learns from the labelled training part
     fusable: ClassVar[bool] = False  # a score-based statistic that `fused` combines
+    reads_scores: ClassVar[bool] = False  # combines other methods' scores (scored after them)
 
     def __init__(self, settings: MethodConfig):
         self.settings = settings

@@ -33,6 +33,7 @@ class Fused(Method):
     name = "fused"
     higher_is_member = True
     uses_labels = True
+    reads_scores = True
     with_reference = False
 
     def __init__(self, settings):
