@@ -455,3 +455,20 @@ def test_cli_train_and_detect_against_a_defended_model(tmp_path, capsys):
     assert main(["detect", "--detector", detector, "--model", str(model_dir), "--text", frame["text"][0],
                  *common]) == 2
     assert "fingerprint" in capsys.readouterr().err
+
+
+def test_a_saved_defence_is_loaded_not_trained_again(tmp_path, monkeypatch):
+    from mia_tuner.training.trainer import Trainer
+
+    loaded = tiny_loaded(chat=False)
+    config = DefenceConfig(epochs=1, batch_per_class=2, validation_per_class=0)
+    first, history = train_defence(loaded, toy_set(4), None, config, tmp_path / "d")
+    def refuse(*args, **kwargs):
+        raise RuntimeError("trained again")
+
+    monkeypatch.setattr(Trainer, "fit", refuse)
+    again, history_again = train_defence(loaded, toy_set(4), None, config, tmp_path / "d")
+    assert torch.equal(again.prompt, first.prompt) and history_again.steps == history.steps
+    with pytest.raises(RuntimeError, match="trained again"):  # other settings: trained anew
+        train_defence(loaded, toy_set(4), None, DefenceConfig(epochs=2, batch_per_class=2,
+                                                              validation_per_class=0), tmp_path / "d")

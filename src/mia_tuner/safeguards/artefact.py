@@ -40,10 +40,12 @@ def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def save_defence(out_dir, model, loaded, config: DefenceConfig, *, trained_on, history: dict) -> Path:
+def save_defence(out_dir, model, loaded, config: DefenceConfig, *, trained_on, history: dict,
+                 key: str | None = None) -> Path:
     """Write the defence in ``model`` (a ``DefendedModel`` or a LoRA peft model) to ``out_dir``.
 
-    ``trained_on`` is the MembershipSet(s) the defence saw (training and validation texts)."""
+    ``trained_on`` is the MembershipSet(s) the defence saw (training and validation texts);
+    ``key`` identifies the training run (a re-run with the same key loads instead of training)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if isinstance(model, DefendedModel):
@@ -54,7 +56,7 @@ def save_defence(out_dir, model, loaded, config: DefenceConfig, *, trained_on, h
             model.save_pretrained(str(out))
     info = {"format": FORMAT, "version": VERSION, "against": config.against, "peft": config.peft,
             "base_model": {"name": loaded.name, "fingerprint": loaded.fingerprint},
-            "config": config.to_dict(), "history": history,
+            "config": config.to_dict(), "history": history, "training_key": key,
             "trained_on": sorted({text_sha256(t) for part in trained_on for t in part.texts}),
             "files": {p.name: file_sha256(p) for p in _defence_files(out)}}
     info["sha256"] = content_sha256(_jsonable({k: v for k, v in info.items() if k != "sha256"}))
@@ -101,15 +103,27 @@ def apply_defence(directory, loaded):
     check_defence_base(info, loaded)
     fingerprint = defended_fingerprint(info)
     if info["peft"] == "prompt":
-        prompt = load_file(str(Path(directory) / PROMPT_FILE))["prompt"]
-        return defended(loaded, prompt, fingerprint)
+        return defended(loaded, _prompt(directory), fingerprint)
+    merged = trained_model(directory, info, loaded).merge_and_unload()
+    merged.eval()
+    return replace(loaded, model=merged, fingerprint=fingerprint)
+
+
+def _prompt(directory) -> torch.Tensor:
+    return load_file(str(Path(directory) / PROMPT_FILE))["prompt"]
+
+
+def trained_model(directory, info: dict, loaded):
+    """The defence of a checked ``directory`` on ``loaded.model`` as it was trained: a
+    ``DefendedModel``, or a peft model with the LoRA adapter unmerged (``objective.undefended``
+    can switch either off)."""
+    if info["peft"] == "prompt":
+        return DefendedModel(loaded.model, _prompt(directory)).eval()
     from peft import PeftModel
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        merged = PeftModel.from_pretrained(loaded.model, str(directory), is_trainable=False).merge_and_unload()
-    merged.eval()
-    return replace(loaded, model=merged, fingerprint=fingerprint)
+        return PeftModel.from_pretrained(loaded.model, str(directory), is_trainable=False).eval()
 
 
 def initial_prompt(loaded, config: DefenceConfig) -> torch.Tensor:

@@ -49,11 +49,14 @@ def train_defence(loaded, train: MembershipSet, validation: MembershipSet | None
     the TrainHistory). A LoRA defence stays unmerged here: ``apply_defence`` merges it."""
     out = Path(out_dir)
     pipeline = DefencePipeline(loaded.tokenizer, config)
-    set_seed(config.seed)
-    model = trainable_defence(loaded, config)
     key = content_sha256({"model": loaded.fingerprint, "config": config.to_dict(),
                           "train": train.fingerprint(),
                           "validation": validation.fingerprint() if validation is not None else None})
+    finished = _finished(out, key, loaded) if resume else None
+    if finished is not None:  # the same defence was trained and saved before: load it
+        return finished
+    set_seed(config.seed)
+    model = trainable_defence(loaded, config)
     checkpoint = Checkpoint(out / "checkpoint", key)
     if not resume:
         checkpoint.clear()
@@ -62,6 +65,19 @@ def train_defence(loaded, train: MembershipSet, validation: MembershipSet | None
                       checkpoint=checkpoint)
     history: TrainHistory = trainer.fit(train, validation)
     parts = [train] + ([validation] if validation is not None else [])
-    save_defence(out, trainer.model, loaded, config, trained_on=parts, history=history.summary())
+    save_defence(out, trainer.model, loaded, config, trained_on=parts, history=history.to_dict(), key=key)
     checkpoint.clear()
     return trainer.model, history
+
+
+def _finished(out: Path, key: str, loaded):
+    """(model, history) of a defence already saved in ``out`` under ``key``, else None. The
+    model is rebuilt from the checked artefact exactly as trained (LoRA unmerged)."""
+    from mia_tuner.safeguards.artefact import DEFENCE_FILE, read_defence_info, trained_model
+
+    if not (out / DEFENCE_FILE).is_file():
+        return None
+    info = read_defence_info(out)
+    if info.get("training_key") != key:
+        return None
+    return trained_model(out, info, loaded), TrainHistory(**info["history"])
