@@ -472,3 +472,18 @@ def test_a_saved_defence_is_loaded_not_trained_again(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="trained again"):  # other settings: trained anew
         train_defence(loaded, toy_set(4), None, DefenceConfig(epochs=2, batch_per_class=2,
                                                               validation_per_class=0), tmp_path / "d")
+
+
+def test_defend_with_a_lora_defence_merges_it_for_the_attacks(tmp_path):
+    loaded = tiny_loaded(chat=False)
+    before = loaded.model(input_ids=IDS, attention_mask=MASK).logits.detach()
+    config = DefenceConfig(peft="lora", epochs=1, batch_per_class=2, train_per_class=4,
+                           validation_per_class=2, attack_train_per_class=3, learning_rate=0.05)
+    result = defend(loaded, toy_set(20), config, tmp_path / "out", split_config=SplitConfig(max_test_per_class=5),
+                    methods=MethodConfig(methods=["loss"]), cache_dir=tmp_path / "cache")
+    assert [r["method"] for r in result.rows] == ["loss"]
+    assert result.utility.kl > 0  # measured with the adapter on and off, before merging
+    # the attacks ran on the merged weights: the base model object now carries the defence
+    after = loaded.model(input_ids=IDS, attention_mask=MASK).logits.detach()
+    assert not torch.allclose(before, after)
+    assert not any("lora" in name for name, _ in loaded.model.named_parameters())

@@ -18,6 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from .integrity import content_sha256, file_sha256  # noqa: E402
 from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
 
 from .metrics import Metrics, validate_scores  # noqa: E402
@@ -213,6 +215,18 @@ def _write_json(path: Path, data) -> None:
     """Write strict JSON (UTF-8, indented)."""
     path.write_text(json.dumps(_jsonable(data), indent=2, ensure_ascii=False, allow_nan=False) + "\n",
                     encoding="utf-8")
+
+
+def write_artefact_json(directory: Path, name: str, info: dict, unchecked=()) -> dict:
+    """Write an artefact's description ``directory/name``: ``info`` plus the SHA-256 of every
+    other file in the folder (``files``; ``unchecked`` names are left out) and of its own
+    content (``sha256``), which ``integrity.check_self_hash`` / ``check_recorded_files`` verify."""
+    skip = {name, *unchecked}
+    files = sorted(p for p in Path(directory).iterdir() if p.is_file() and p.name not in skip)
+    info = {**info, "files": {p.name: file_sha256(p) for p in files}}
+    info["sha256"] = content_sha256(_jsonable(info))
+    _write_json(Path(directory) / name, info)
+    return info
 
 
 def _check_inputs(texts, labels, scores: dict) -> None:

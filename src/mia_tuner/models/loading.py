@@ -52,6 +52,16 @@ class LoadedModel:
         return context_length(self.model.config)
 
 
+def check_fingerprint(recorded: dict, loaded: LoadedModel, what: str, advice: str) -> None:
+    """ModelError naming both weight fingerprints when ``loaded`` is not the model an artefact
+    (``what``: "the detector", "the defence") records as ``{"name", "fingerprint"}``."""
+    if loaded.fingerprint != recorded["fingerprint"]:
+        raise ModelError(
+            f"{what} was trained on base model {recorded['name']!r} with weight fingerprint "
+            f"{recorded['fingerprint']}, but the given model {loaded.name!r} has fingerprint "
+            f"{loaded.fingerprint}; {advice}")
+
+
 def context_length(config) -> int:
     """Context length from a transformers config (several attribute names are in use)."""
     for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):

@@ -20,10 +20,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from mia_tuner.errors import ModelError
-from mia_tuner.integrity import (check_recorded_files, check_self_hash, content_sha256, file_sha256,
-                                 read_artefact_json)
-from mia_tuner.reports import _jsonable, _write_json
+from mia_tuner.models.loading import check_fingerprint
+from mia_tuner.integrity import (check_recorded_files, check_self_hash, read_artefact_json)
+from mia_tuner.reports import write_artefact_json
 from mia_tuner.safeguards.config import DefenceConfig
 from mia_tuner.safeguards.defended import DefendedModel, defended
 
@@ -54,19 +53,12 @@ def save_defence(out_dir, model, loaded, config: DefenceConfig, *, trained_on, h
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model.save_pretrained(str(out))
-    info = {"format": FORMAT, "version": VERSION, "against": config.against, "peft": config.peft,
-            "base_model": {"name": loaded.name, "fingerprint": loaded.fingerprint},
-            "config": config.to_dict(), "history": history, "training_key": key,
-            "trained_on": sorted({text_sha256(t) for part in trained_on for t in part.texts}),
-            "files": {p.name: file_sha256(p) for p in _defence_files(out)}}
-    info["sha256"] = content_sha256(_jsonable({k: v for k, v in info.items() if k != "sha256"}))
-    _write_json(out / DEFENCE_FILE, info)
+    write_artefact_json(out, DEFENCE_FILE, {
+        "format": FORMAT, "version": VERSION, "against": config.against, "peft": config.peft,
+        "base_model": {"name": loaded.name, "fingerprint": loaded.fingerprint},
+        "config": config.to_dict(), "history": history, "training_key": key,
+        "trained_on": sorted({text_sha256(t) for part in trained_on for t in part.texts})}, UNCHECKED_FILES)
     return out
-
-
-def _defence_files(directory: Path) -> list[Path]:
-    skip = {DEFENCE_FILE, *UNCHECKED_FILES}
-    return sorted(p for p in directory.iterdir() if p.is_file() and p.name not in skip)
 
 
 def read_defence_info(directory) -> dict:
@@ -82,12 +74,8 @@ def read_defence_info(directory) -> dict:
 
 def check_defence_base(info: dict, loaded) -> None:
     """ModelError naming both fingerprints when ``loaded`` is not the defence's base model."""
-    expected = info["base_model"]["fingerprint"]
-    if loaded.fingerprint != expected:
-        raise ModelError(
-            f"the defence was trained on base model {info['base_model']['name']!r} with weight "
-            f"fingerprint {expected}, but the given model {loaded.name!r} has fingerprint "
-            f"{loaded.fingerprint}; apply a defence only to the model it was trained for")
+    check_fingerprint(info["base_model"], loaded, "the defence",
+                      "apply a defence only to the model it was trained for")
 
 
 def defended_fingerprint(info: dict) -> str:

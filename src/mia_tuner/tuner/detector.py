@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from mia_tuner.errors import ArtefactError, ModelError
-from mia_tuner.integrity import (check_recorded_files, check_self_hash, content_sha256, file_sha256,
-                                 read_artefact_json)
+from mia_tuner.models.loading import check_fingerprint
+from mia_tuner.integrity import (check_recorded_files, check_self_hash, read_artefact_json)
 from mia_tuner.metrics import threshold_for_fpr
-from mia_tuner.reports import _jsonable, _write_json
+from mia_tuner.reports import write_artefact_json
 from mia_tuner.tuner.config import TunerConfig
 from mia_tuner.tuner.pipelines import Pipeline, make_pipeline
 
@@ -81,24 +81,14 @@ def save_detector(out_dir, model, pipeline: Pipeline, loaded, config: TunerConfi
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.save_pretrained(str(out))
-    info = {
+    write_artefact_json(out, DETECTOR_FILE, {
         "format": FORMAT, "version": VERSION, "mode": pipeline.mode,
         "pipeline": pipeline.describe(),
         "chat_template_sha256": _template_hash(loaded.tokenizer) if pipeline.mode == "aligned" else None,
         "base_model": {"name": loaded.name, "fingerprint": loaded.fingerprint},
         "tuner_config": config.to_dict(), "threshold": threshold, "metrics": metrics,
-        "history": history, "parameters": parameters or {},
-        "files": {path.name: file_sha256(path) for path in _adapter_files(out)},
-    }
-    info["sha256"] = content_sha256(_jsonable(info))
-    _write_json(out / DETECTOR_FILE, info)
+        "history": history, "parameters": parameters or {}}, UNCHECKED_FILES)
     return out
-
-
-def _adapter_files(directory: Path) -> list[Path]:
-    """The files peft wrote (everything but detector.json and the model card)."""
-    skip = {DETECTOR_FILE, *UNCHECKED_FILES}
-    return sorted(p for p in directory.iterdir() if p.is_file() and p.name not in skip)
 
 
 def read_detector_info(directory) -> dict:
@@ -131,12 +121,8 @@ def verify_detector_files(directory, info: dict) -> None:
 
 def check_base_model(info: dict, loaded_base) -> None:
     """ModelError naming both hashes when ``loaded_base`` is not the detector's base model."""
-    expected = info["base_model"]["fingerprint"]
-    if loaded_base.fingerprint != expected:
-        raise ModelError(
-            f"the detector was trained on base model {info['base_model']['name']!r} with weight "
-            f"fingerprint {expected}, but the given model {loaded_base.name!r} has fingerprint "
-            f"{loaded_base.fingerprint}; load the detector on the model it was trained on")
+    check_fingerprint(info["base_model"], loaded_base, "the detector",
+                      "load the detector on the model it was trained on")
 
 
 def _check_pipeline(info: dict, pipeline: Pipeline) -> None:
