@@ -97,11 +97,6 @@ def test_error_loss_is_finite_with_gradient_when_p_is_one():
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
 
 
-def test_yes_probability():
-    logits = torch.tensor([[0.0, math.log(3.0), 5.0]])  # p(Yes)/(p(Yes)+p(No)) = 3/4 with yes=1, no=0
-    assert L.yes_probability(logits, yes_id=1, no_id=0).item() == pytest.approx(0.75)
-
-
 # ---------------------------------------------------------------- hybrid (pipeline A)
 
 

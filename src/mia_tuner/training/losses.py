@@ -59,12 +59,6 @@ def yes_no_logits(answer_logits_full: torch.Tensor, yes_id: int, no_id: int) -> 
     return answer_logits_full[:, [no_id, yes_id]]
 
 
-def yes_probability(answer_logits_full: torch.Tensor, yes_id: int, no_id: int) -> torch.Tensor:
-    """Pipeline A's test score ``p(Yes) / (p(Yes) + p(No))`` = sigmoid(logit_Yes − logit_No)."""
-    pair = yes_no_logits(answer_logits_full, yes_id, no_id).float()
-    return torch.sigmoid(pair[:, 1] - pair[:, 0])
-
-
 # ---------------------------------------------------------------- pipeline A (aligned models)
 
 
