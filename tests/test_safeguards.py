@@ -483,7 +483,8 @@ def test_defend_with_a_lora_defence_merges_it_for_the_attacks(tmp_path):
                     methods=MethodConfig(methods=["loss"]), cache_dir=tmp_path / "cache")
     assert [r["method"] for r in result.rows] == ["loss"]
     assert result.utility.kl > 0  # measured with the adapter on and off, before merging
-    # the attacks ran on the merged weights: the base model object now carries the defence
+    # the attacks ran on merged weights of a copy: the caller's model is the base model still
     after = loaded.model(input_ids=IDS, attention_mask=MASK).logits.detach()
-    assert not torch.allclose(before, after)
+    assert torch.equal(before, after)
     assert not any("lora" in name for name, _ in loaded.model.named_parameters())
+    assert read_defence_info(tmp_path / "out" / "defence")["peft"] == "lora"

@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 
 from .cache import NoCache, ScoreCache
-from .config import RunConfig
+from .config import ModelConfig, RunConfig
 from .data import hygiene_report, load_membership_set, make_split
 from .data.split import EvaluationSplit
 from .data.types import MembershipSet
@@ -98,6 +98,12 @@ def score_split(config: RunConfig, loaded, split, methods, shard=None) -> tuple[
     return scores, info, target
 
 
+def _on_cpu(model: ModelConfig) -> bool:
+    import torch
+
+    return model.device == "cpu" or not torch.cuda.is_available()
+
+
 def run_scores(config: RunConfig, *, data: MembershipSet | None = None, loaded=None,
                learned: Callable[[EvaluationSplit], dict[str, np.ndarray]] | None = None) -> RunResult:
     """Score the test part of the evaluation split with every method and write the run dir.
@@ -108,9 +114,11 @@ def run_scores(config: RunConfig, *, data: MembershipSet | None = None, loaded=N
     dataset = data if data is not None else load_membership_set(config.data)
     split = make_split(dataset, config.split, dedupe=config.data.dedupe)
     methods = select_methods(config)
+    # several processes: each scores its batches; made before the model is loaded, so that
+    # "cuda" means this process's GPU (accelerate sets it)
+    shard = process_shard(cpu=_on_cpu(config.model) if loaded is None else loaded.device.type == "cpu")
     loaded = loaded or load_model(config.model, cache_dir=config.cache_dir)
     hygiene = hygiene_report(dataset, loaded.tokenizer)
-    shard = process_shard(cpu=loaded.device.type == "cpu")  # several processes: each scores its batches
     scores, info, target = score_split(config, loaded, split, methods, shard)
     if learned is not None:
         scores = {**learned(split), **scores}

@@ -15,6 +15,7 @@ The report holds AUROC and TPR@1%FPR before and after with intervals, for every 
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,7 +25,7 @@ import numpy as np
 from mia_tuner.config import MethodConfig, ModelConfig, RunConfig, SplitConfig, default_cache_dir
 from mia_tuner.data.split import EvaluationSplit, carve_validation, make_split
 from mia_tuner.data.types import MembershipSet
-from mia_tuner.errors import DataError
+from mia_tuner.errors import DataError, MethodError
 from mia_tuner.metrics import compute_metrics
 from mia_tuner.reports import _write_json
 from mia_tuner.safeguards.artefact import apply_defence, read_defence_info, text_sha256
@@ -77,7 +78,10 @@ def disjoint_parts(train: MembershipSet, config: DefenceConfig):
 
 
 def _attack_config(config: DefenceConfig, attack: TunerConfig | None) -> TunerConfig:
-    return attack or TunerConfig(epochs=2, seed=config.seed)
+    attack = attack or TunerConfig(epochs=2, seed=config.seed)
+    if attack.peft not in ("prompt", "prefix"):  # LoRA / IA3 would stay injected in the model
+        raise MethodError(f"the attacker's MIA-Tuner in `defend` is a soft prompt or prefix, not {attack.peft}")
+    return attack
 
 
 def _tuner_scores(loaded, data, split, attack: TunerConfig, out_dir: Path):
@@ -93,10 +97,12 @@ def _reapplied(detector, defended_loaded, attack: TunerConfig, texts: list[str])
     from mia_tuner.training.params import load_trainable_state, trainable_state
     from mia_tuner.tuner.peft_setup import wrap_model
 
+    from mia_tuner.tuner.pipelines import make_pipeline
+
     model = wrap_model(defended_loaded.model, defended_loaded.tokenizer, attack)
     load_trainable_state(model, trainable_state(detector.model))
     model.eval()
-    return detector.pipeline.score(model, texts)
+    return make_pipeline(defended_loaded, attack).score(model, texts)  # no memo of the undefended model
 
 
 def _metric_row(method: str, labels, before, after, adaptive: bool) -> dict:
@@ -163,7 +169,9 @@ def defend(loaded, data: MembershipSet, config: DefenceConfig, out_dir, *,
     model, history = train_defence(loaded, defender, validation, config, out / "defence")
     utility = measure_utility(model, loaded.tokenizer, questions=questions, max_tokens=config.max_tokens)
     if config.peft == "lora":
-        model.unload()  # the injected LoRA layers leave loaded.model; apply_defence merges them
+        model.unload()  # the injected LoRA layers leave loaded.model
+        # merged into a copy: the caller's model (and its fingerprint) stays the base model
+        loaded = replace(loaded, model=copy.deepcopy(loaded.model))
     defended_loaded = apply_defence(out / "defence", loaded)
     after = _score_attacks(run_config, defended_loaded, attack_split)
     rows = [_metric_row(m, labels, before[m], after[m], False) for m in before if m != TUNER]

@@ -70,7 +70,7 @@ class DefendedModel(nn.Module):
                 logits_to_keep: int = 0, **kwargs):
         """The wrapped model's output for ``[prompt; input]`` with the prompt's positions
         removed from the logits; with a non-empty cache the prompt is already in it."""
-        kwargs.pop("cache", None)
+        past_key_values = kwargs.pop("cache", past_key_values)  # transformers 5 names it `cache`
         if past_key_values is not None and past_key_values.get_seq_length() > 0:
             if attention_mask is not None:  # the mask covers the cached positions + the new ones
                 attention_mask = self._with_prompt_mask(attention_mask)
