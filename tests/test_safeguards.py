@@ -75,6 +75,7 @@ def test_applying_a_defence_changes_outputs_and_removing_it_restores_them_exactl
     protected = defended(loaded, random_prompt(loaded), "base+defence")
     after = protected.model(input_ids=IDS, attention_mask=MASK).logits
     assert (after - before).abs().max() > 1e-3
+    assert protected.max_tokens == loaded.max_tokens - 3  # the prompt's positions leave the budget
     restored = remove_defence(protected, loaded.fingerprint)
     assert restored.model is loaded.model and restored.fingerprint == loaded.fingerprint
     assert torch.equal(restored.model(input_ids=IDS, attention_mask=MASK).logits, before)

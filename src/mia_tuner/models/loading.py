@@ -48,8 +48,9 @@ class LoadedModel:
 
     @property
     def max_tokens(self) -> int:
-        """The model's context length, DEFAULT_MAX_TOKENS when missing or absurd."""
-        return context_length(self.model.config)
+        """The model's context length (DEFAULT_MAX_TOKENS when missing or absurd), less the
+        positions a defensive prompt prepended to every input takes (safeguards.DefendedModel)."""
+        return context_length(self.model.config) - getattr(self.model, "n_virtual", 0)
 
 
 def check_fingerprint(recorded: dict, loaded: LoadedModel, what: str, advice: str) -> None:
