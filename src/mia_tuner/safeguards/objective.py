@@ -59,8 +59,8 @@ class DefencePipeline(BasePipeline):
         batch = super().encode(texts, labels)
         if self.aligned is not None:
             questions = [self.aligned._scoring_ids(t) for t in texts]
-            ids, _ = pad_batch(questions, self.tokenizer.pad_token_id)
-            batch.update(question_ids=ids, question_length=torch.tensor([len(q) for q in questions]))
+            ids, mask = pad_batch(questions, self.tokenizer.pad_token_id)
+            batch.update(question_ids=ids, question_mask=mask)
         return batch
 
     def loss(self, model, batch: dict, sync=None):
@@ -97,9 +97,7 @@ class DefencePipeline(BasePipeline):
         return (kl * predicts).sum() / predicts.sum().clamp(min=1)
 
     def _margins(self, model, batch) -> torch.Tensor:
-        ids, lengths = batch["question_ids"], batch["question_length"]
-        sequences = [row[: int(n)].tolist() for row, n in zip(ids, lengths)]
-        return self.aligned.answer_margins(model, sequences)
+        return self.aligned.padded_answer_margins(model, batch["question_ids"], batch["question_mask"])
 
     def score(self, model, texts, batch_size: int | None = None) -> np.ndarray:
         """Validation score of the statistic the defence hides: −ℓ(x) (against scores) or the

@@ -192,8 +192,12 @@ class AlignedPipeline(Pipeline):
     def answer_margins(self, model, sequences: list[list[int]]) -> torch.Tensor:
         """logit(Yes) − logit(No) at the last position of each prompt (fp32, differentiable)."""
         ids, mask = self._pad(sequences, model_device(model))
+        return self.padded_answer_margins(model, ids, mask)
+
+    def padded_answer_margins(self, model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``answer_margins`` of right-padded prompts (each prompt ends at its mask's end)."""
         hidden, head = self.hidden(model, ids, mask)
-        lengths = torch.tensor([len(s) for s in sequences], device=hidden.device)
+        lengths = mask.sum(dim=1).to(hidden.device)
         pair = losses.yes_no_logits(head.logits(losses.answer_logits(hidden, lengths)), self.yes_id, self.no_id)
         return pair[:, 1] - pair[:, 0]
 
