@@ -28,7 +28,7 @@ import numpy as np
 from detection import REFERENCE, ROOT, data_config, merge, metric_row
 from shift import POOLED, debiased_wikimia24
 from mia_tuner.cli_fields import add_dataclass_options, values_from_args
-from mia_tuner.config import ModelConfig, SplitConfig, default_cache_dir
+from mia_tuner.config import MethodConfig, ModelConfig, SplitConfig, default_cache_dir
 from mia_tuner.data import load_membership_set
 from mia_tuner.training.controlled import ControlledConfig
 from mia_tuner.demo import DEMO_SPLIT, demo_config, ensure_controlled
@@ -125,6 +125,8 @@ def main():
     parser.add_argument("--record-only", action="store_true",
                         help="write the rows of the last finished run of this model and set, without training")
     parser.add_argument("--no-compare", action="store_true", help="MIA-Tuner only (sweeps)")
+    parser.add_argument("--methods", default="all",
+                        help="comma-separated baselines to compare with (default: all)")
     parser.add_argument("--tag", default="")
     parser.add_argument("--cache-dir", default=str(default_cache_dir()))
     args = parser.parse_args()
@@ -149,6 +151,8 @@ def main():
     started = time.perf_counter()
     result = train_detector(loaded, data, config, out_dir=out, split_config=split_config,
                             compare_methods=not args.no_compare, reference=reference,
+                            methods=MethodConfig(methods=args.methods.split(","),
+                                                 batch_size=config.batch_size),
                             cache_dir=args.cache_dir, on_epoch=test_curve if args.curve else None)
     seconds = time.perf_counter() - started
     print(result.table, flush=True)

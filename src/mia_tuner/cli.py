@@ -10,6 +10,7 @@ from .config import (DataConfig, MethodConfig, ModelConfig, RunConfig, SplitConf
                      default_cache_dir)
 from .cli_args import (check_out_dir, check_out_file, fraction, method_names, positive_int,
                        seed_value, share, shares, token_budget)
+from .cli_benchmark import add_benchmark_parser, cmd_benchmark
 from .cli_data import add_data_parser, cmd_data
 from .cli_defend import add_defence_option, add_defend_parser, cmd_defend, with_defence
 from .cli_fields import add_dataclass_options, values_from_args
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(commands)
     add_detect_parser(commands)
     add_defend_parser(commands, add_model_options, add_data_options, add_cache_options)
+    add_benchmark_parser(commands, add_cache_options)
     return parser
 
 
@@ -357,6 +359,8 @@ def dispatch(args) -> None:
         cmd_detect(args)
     elif args.command == "defend":
         cmd_defend(args, model_config, data_config, named_set, with_named)
+    elif args.command == "benchmark":
+        cmd_benchmark(args)
     elif args.command == "methods":
         from .methods import available_methods
 

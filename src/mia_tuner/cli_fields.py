@@ -20,23 +20,41 @@ def _base_type(hint):
     return args[0] if args else hint
 
 
+def _comma_list(item_type):
+    """An argparse type reading ``a,b,c`` into a list of ``item_type``."""
+
+    def parse(text: str) -> list:
+        items = [part.strip() for part in text.split(",") if part.strip()]
+        try:
+            return [item_type(part) for part in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {item_type.__name__} values, got {text!r}")
+    parse.__name__ = f"list of {item_type.__name__}"
+    return parse
+
+
 def add_dataclass_options(parser: argparse.ArgumentParser, cls, *, prefix: str, skip=(),
                           rename: dict | None = None, choices: dict | None = None,
-                          types: dict | None = None, unset=()) -> None:
+                          types: dict | None = None, unset=(), unset_text: str = "the preset's") -> None:
     """Add one option per field of ``cls`` (dest ``prefix + name``). Fields in ``unset``
     default to None (resolved later, e.g. by a preset); ``rename`` maps field -> flag;
     ``types`` gives a field an argument type of ``cli_args`` that refuses bad values while
-    parsing (others are checked when the dataclass is built)."""
+    parsing (others are checked when the dataclass is built). ``list[...]`` fields take
+    comma-separated values; ``unset_text`` says where an unset field's value comes from."""
     rename, choices, types = rename or {}, choices or {}, types or {}
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
         if field.name in skip:
             continue
-        kind = _base_type(hints[field.name])
+        hint = hints[field.name]
+        if typing.get_origin(hint) is list:  # list[str] / list[int]: comma-separated
+            kind = _comma_list(typing.get_args(hint)[0])
+        else:
+            kind = _base_type(hint)
         flag = rename.get(field.name, "--" + field.name.replace("_", "-"))
         default = None if field.name in unset else field.default
         help_text = field.metadata.get("help", "")
-        shown = "the preset's" if field.name in unset else repr(field.default)
+        shown = unset_text if field.name in unset else repr(field.default)
         help_text = f"{help_text} (default: {shown})".strip()
         if kind is bool:
             parser.add_argument(flag, dest=prefix + field.name, default=default, help=help_text,

@@ -34,3 +34,7 @@ class Interrupted(MiaTunerError):
     """The user stopped a run (Ctrl-C); the message says what was kept for a re-run."""
 
     exit_code = 130
+
+
+class ConfigError(MiaTunerError, ValueError):
+    """A configuration (suite file, settings) names an unknown key or an impossible value."""

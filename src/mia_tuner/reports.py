@@ -192,14 +192,14 @@ def plot_histograms(labels, scores: dict, out_dir) -> list[Path]:
     return paths
 
 
-def _jsonable(obj):
+def jsonable(obj):
     """Convert dataclasses, numpy values, paths and non-finite floats to strict JSON types."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return _jsonable(obj.to_dict() if hasattr(obj, "to_dict") else dataclasses.asdict(obj))
+        return jsonable(obj.to_dict() if hasattr(obj, "to_dict") else dataclasses.asdict(obj))
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, set, np.ndarray)):
-        return [_jsonable(v) for v in (obj.tolist() if isinstance(obj, np.ndarray) else obj)]
+        return [jsonable(v) for v in (obj.tolist() if isinstance(obj, np.ndarray) else obj)]
     if isinstance(obj, (bool, np.bool_)):
         return bool(obj)
     if isinstance(obj, (int, np.integer)):
@@ -213,7 +213,7 @@ def _jsonable(obj):
 
 def _write_json(path: Path, data) -> None:
     """Write strict JSON (UTF-8, indented)."""
-    path.write_text(json.dumps(_jsonable(data), indent=2, ensure_ascii=False, allow_nan=False) + "\n",
+    path.write_text(json.dumps(jsonable(data), indent=2, ensure_ascii=False, allow_nan=False) + "\n",
                     encoding="utf-8")
 
 
@@ -224,7 +224,7 @@ def write_artefact_json(directory: Path, name: str, info: dict, unchecked=()) ->
     skip = {name, *unchecked}
     files = sorted(p for p in Path(directory).iterdir() if p.is_file() and p.name not in skip)
     info = {**info, "files": {p.name: file_sha256(p) for p in files}}
-    info["sha256"] = content_sha256(_jsonable(info))
+    info["sha256"] = content_sha256(jsonable(info))
     _write_json(Path(directory) / name, info)
     return info
 

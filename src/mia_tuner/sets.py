@@ -6,6 +6,9 @@
                                     paired by event and date-masked (data.shift.debias)
     controlled:<model>[:<n>]        the controlled-membership set of an offline model (n + n
                                     passages, 250 by default): built once (injection), cached
+    smoke                           30 + 30 synthetic sentences shipped in the package, labels
+                                    arbitrary (no model saw either class): for checking the
+                                    machinery (the `smoke` suite, the tests), never for numbers
 
 WikiMIA(-24) come from a local copy when one is found (``data_root``: ``$MIA_TUNER_DATA`` or
 the folder given, laid out as ``wikimia24/`` (``save_to_disk``) and
@@ -41,10 +44,15 @@ class NamedSet:
     reference: str | None = None
 
 
+SMOKE = "smoke"
+
+
 def is_named(text: str | None) -> bool:
     """Whether ``text`` is a set name rather than a path or hub id."""
     if not text or Path(text).exists():
         return False
+    if text == SMOKE:
+        return True
     return text.split(":")[0] in ("wikimia24", "wikimia", "controlled") and ":" in text
 
 
@@ -90,6 +98,16 @@ def debiased_wikimia24(root: str | Path | None = None, words: int = 32, seed: in
     return MembershipSet(texts=out.texts, labels=out.labels, name=f"wikimia24/{DEBIASED}", info=out.info)
 
 
+def smoke_set():
+    """The shipped synthetic set (``resources/smoke_set.jsonl``)."""
+    from importlib import resources
+
+    from .data import load_membership_set
+
+    path = resources.files("mia_tuner.resources") / "smoke_set.jsonl"
+    return load_membership_set(DataConfig(path=str(path)))
+
+
 def controlled_set(model: str, n_per_class: int | None, cache_dir, device: str = "auto") -> NamedSet:
     """The controlled-membership set of ``model`` (built on first use), its injected target
     model and the model before injection as reference."""
@@ -109,6 +127,8 @@ def resolve(name: str, *, root: str | Path | None = None, cache_dir=None, device
     from .data import load_membership_set
 
     dataset, _, rest = name.partition(":")
+    if name == SMOKE:
+        return NamedSet(data=smoke_set(), dataset=SMOKE, split="shipped")
     if dataset == "controlled":
         model, _, size = rest.partition(":")
         if not model:
@@ -125,4 +145,4 @@ def resolve(name: str, *, root: str | Path | None = None, cache_dir=None, device
         return NamedSet(data=load_membership_set(wikimia_config(dataset, length, root)), dataset=dataset,
                         split=f"WikiMIA_length{length}" if dataset == "wikimia24" else str(length))
     raise DataError(f"unknown set name {name!r}; named sets: wikimia24:<32|64|128|256>, wikimia:<n>, "
-                    "wikimia24:debiased, controlled:<model>[:<n>]")
+                    "wikimia24:debiased, controlled:<model>[:<n>], smoke")

@@ -66,8 +66,9 @@ class Fused(Method):
         return methods
 
     def training_texts(self, ctx: ScoringContext) -> tuple[list[str], np.ndarray]:
-        """The training part without the prefix shots of the labelled-prefix attacks."""
-        shots = {t for group in prefix_shots(ctx).values() for t in group}
+        """The training part, less the prefix shots when a labelled-prefix attack is a feature."""
+        reads_prefix = any(m.name in ("recall", "con-recall") for m in self.base_methods())
+        shots = {t for group in prefix_shots(ctx).values() for t in group} if reads_prefix else set()
         kept = [(t, y) for t, y in zip(ctx.train_texts, ctx.train_labels) if t not in shots]
         labels = np.array([y for _, y in kept])
         if min((labels == 1).sum(), (labels == 0).sum()) < 2:

@@ -1,0 +1,208 @@
+"""A suite: the matrix a study runs, read from YAML into typed dataclasses.
+
+    name: offline
+    models: [smollm2-135m-instruct, gemma-3-270m]
+    datasets:                            # set names (mia_tuner.sets), paths or hub ids;
+      - controlled:{model}:600           # {model} is the cell's model
+      - {set: wikimia24:debiased, group_by: event, test_per_class: 100}
+    methods: [all]                       # score-based methods, fused, blind (registry names)
+    method_settings: {recall_shots: 10}  # MethodConfig fields
+    seeds: [42]
+    train_per_class: [80]                # ablation axis: training texts per class
+    test_per_class: 100
+    tuner:                               # MIA-Tuner variants: a tag, a preset, TunerConfig fields
+      - {tag: default}
+      - {tag: lora, peft: lora, learning_rate: 1.0e-4}
+    safeguards:                          # DefenceConfig fields; `tag` names the row
+      - {tag: scores, against: scores}
+
+Every key is checked: an unknown one is an error naming the keys allowed, so a typo never
+runs a different study silently. The nested settings are built into ``MethodConfig``,
+``TunerConfig`` and ``DefenceConfig`` here, so a wrong value fails before any model loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from ..config import MethodConfig
+from ..errors import ConfigError
+
+SHIPPED = ("offline", "paper", "smoke")  # suites in mia_tuner/suites/*.yaml
+
+
+@dataclass
+class DatasetEntry:
+    """One dataset axis value with its split settings."""
+
+    set: str = field(metadata={"help": "a set name (wikimia24:32, controlled:{model}:600, ...), path or hub id"})
+    split: str | None = field(default=None, metadata={"help": "split of a hub set or save_to_disk folder"})
+    test_per_class: int | None = field(default=None, metadata={"help": "held-out texts per class (default: the suite's)"})
+    group_by: str | None = field(default=None, metadata={"help": "'event': an event's texts stay on one side"})
+    optional: bool = field(default=False, metadata={
+        "help": "skip (and say so in the report) when the set cannot be had: no local copy, no hub"})
+
+    def for_model(self, model: str) -> str:
+        return self.set.replace("{model}", model)
+
+
+@dataclass
+class TunerVariant:
+    """A MIA-Tuner variant of the suite: ``tag`` names its column (``mia-tuner`` for default)."""
+
+    tag: str = "default"
+    preset: str = "default"
+    settings: dict = field(default_factory=dict)  # TunerConfig fields
+
+    @property
+    def column(self) -> str:
+        return "mia-tuner" if self.tag == "default" else f"mia-tuner:{self.tag}"
+
+    def config(self, train_per_class: int, seed: int):
+        from ..tuner.config import TunerConfig
+
+        return TunerConfig.from_preset(self.preset, **{**self.settings, "train_per_class": train_per_class,
+                                                       "seed": seed})
+
+
+@dataclass
+class SafeguardEntry:
+    """A safeguard of the suite (``DefenceConfig`` fields), measured before/after on every cell."""
+
+    tag: str
+    settings: dict = field(default_factory=dict)
+
+    def config(self, seed: int):
+        from ..safeguards.config import DefenceConfig
+
+        return DefenceConfig(**{**self.settings, "seed": seed})
+
+
+@dataclass
+class SuiteConfig:
+    """The matrix: models x datasets x (methods, MIA-Tuner variants, safeguards) x seeds x
+    training texts per class."""
+
+    name: str = field(metadata={"help": "the suite's name (report title, default output folder)"})
+    models: list[str] = field(metadata={"help": "offline short names, local folders or hub ids"})
+    datasets: list[DatasetEntry] = field(metadata={"help": "sets to evaluate on"})
+    methods: list[str] = field(default_factory=lambda: ["all"],
+                               metadata={"help": "score-based methods, fused, blind (or all)"})
+    method_settings: dict = field(default_factory=dict, metadata={"help": "MethodConfig fields"})
+    reference: str | None = field(default=None, metadata={
+        "help": "reference model for `ref` (a controlled set brings its own: the model before injection)"})
+    seeds: list[int] = field(default_factory=lambda: [42], metadata={"help": "split and training seeds"})
+    train_per_class: list[int] = field(default_factory=lambda: [80],
+                                       metadata={"help": "training texts per class (an ablation axis)"})
+    test_per_class: int = field(default=100, metadata={"help": "held-out texts per class"})
+    tuner: list[TunerVariant] = field(default_factory=list, metadata={"help": "MIA-Tuner variants"})
+    safeguards: list[SafeguardEntry] = field(default_factory=list, metadata={"help": "safeguards"})
+    device: str = field(default="auto", metadata={"help": "cpu | cuda | auto"})
+    dtype: str = field(default="float32", metadata={"help": "float32 | bfloat16 | float16"})
+
+    def __post_init__(self) -> None:
+        for name in ("models", "datasets", "seeds", "train_per_class"):
+            if not getattr(self, name):
+                raise ConfigError(f"suite {self.name!r}: `{name}` is empty")
+        if self.test_per_class < 1 or min(self.train_per_class) < 1:
+            raise ConfigError(f"suite {self.name!r}: texts per class must be positive")
+        tags = [v.tag for v in self.tuner] + [s.tag for s in self.safeguards]
+        if len(set(tags)) != len(tags):
+            raise ConfigError(f"suite {self.name!r}: two variants share a tag ({tags})")
+        self.method_config()  # unknown method settings fail here, before any model loads
+        for variant in self.tuner:
+            variant.config(self.train_per_class[0], self.seeds[0])
+        for guard in self.safeguards:
+            guard.config(self.seeds[0])
+
+    def method_config(self) -> MethodConfig:
+        _check_keys(self.method_settings, MethodConfig, "method_settings")
+        return MethodConfig(methods=list(self.methods), reference=self.reference, **self.method_settings)
+
+
+def _check_keys(values: dict, cls, where: str, extra=()) -> None:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
+    allowed = {f.name for f in dataclasses.fields(cls)} | set(extra)
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _dataset(entry) -> DatasetEntry:
+    if isinstance(entry, str):
+        return DatasetEntry(set=entry)
+    _check_keys(entry, DatasetEntry, "datasets[]")
+    if "set" not in entry:
+        raise ConfigError("datasets[]: an entry needs `set`")
+    return DatasetEntry(**entry)
+
+
+def _tuner_variant(entry) -> TunerVariant:
+    from ..tuner.config import TunerConfig
+
+    entry = dict(entry or {})
+    _check_keys(entry, TunerConfig, "tuner[]", extra=("tag", "preset"))
+    for fixed in ("train_per_class", "seed"):
+        if fixed in entry:
+            raise ConfigError(f"tuner[]: `{fixed}` is a suite axis (train_per_class, seeds), not a variant setting")
+    return TunerVariant(tag=str(entry.pop("tag", "default")), preset=entry.pop("preset", "default"),
+                        settings=entry)
+
+
+def _safeguard(entry) -> SafeguardEntry:
+    from ..safeguards.config import DefenceConfig
+
+    entry = dict(entry or {})
+    _check_keys(entry, DefenceConfig, "safeguards[]", extra=("tag",))
+    if "seed" in entry:
+        raise ConfigError("safeguards[]: `seed` is a suite axis (seeds)")
+    tag = str(entry.pop("tag", entry.get("against", "scores")))
+    return SafeguardEntry(tag=tag, settings=entry)
+
+
+def suite_from_dict(values: dict) -> SuiteConfig:
+    """A SuiteConfig from a parsed YAML mapping (every key checked)."""
+    _check_keys(values, SuiteConfig, "suite")
+    values = dict(values)
+    if "name" not in values:
+        raise ConfigError("suite: `name` is missing")
+    for key in ("models", "datasets", "methods", "seeds", "train_per_class", "tuner", "safeguards"):
+        if key in values and not isinstance(values[key], list):
+            raise ConfigError(f"suite: `{key}` must be a list")
+    values["datasets"] = [_dataset(d) for d in values.get("datasets", [])]
+    values["tuner"] = [_tuner_variant(v) for v in values.get("tuner", [])]
+    values["safeguards"] = [_safeguard(s) for s in values.get("safeguards", [])]
+    try:
+        return SuiteConfig(**values)
+    except TypeError as exc:  # a missing required key
+        raise ConfigError(f"suite: {exc}") from None
+
+
+def suite_text(name_or_path: str) -> tuple[str, str]:
+    """(YAML text, where it came from): a file path, or the name of a shipped suite."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path.read_text(encoding="utf-8"), str(path)
+    if name_or_path in SHIPPED:
+        source = resources.files("mia_tuner.suites") / f"{name_or_path}.yaml"
+        return source.read_text(encoding="utf-8"), f"mia_tuner/suites/{name_or_path}.yaml"
+    raise ConfigError(f"no suite {name_or_path!r}: give a YAML file or one of {', '.join(SHIPPED)}")
+
+
+def load_suite(name_or_path: str, overrides: dict | None = None) -> SuiteConfig:
+    """Read a suite (file or shipped name); ``overrides`` replace top-level keys (the CLI's)."""
+    import yaml
+
+    text, source = suite_text(name_or_path)
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML ({exc})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: a suite is a mapping of keys (name, models, datasets, ...)")
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return suite_from_dict(values)

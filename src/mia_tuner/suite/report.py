@@ -1,0 +1,243 @@
+"""The suite's report: ``report.html`` (one self-contained file: figures embedded as data
+URIs, no script, no link outside it, so it opens offline), ``report.md`` and ``tables.csv``
+with the same tables, ``figures/`` with the PNGs, and ``provenance.json``."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import dataclasses
+import html
+import json
+import os
+import platform
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+
+from ..reports import jsonable
+from .figures import ablation_figures, by_cell, histogram_figure, roc_figure, training_curve_figure
+from .tables import Table, build_tables, safeguard_rows, table_markdown, table_rows
+
+PACKAGES = ("mia-tuner", "torch", "transformers", "peft", "accelerate", "datasets", "scikit-learn", "numpy")
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:1400px;padding:0 1rem;
+color:#1b1b1b;line-height:1.45}
+h1{font-size:1.7rem}h2{margin-top:2.2rem;border-bottom:2px solid #ddd;padding-bottom:.2rem}
+table{border-collapse:collapse;margin:.8rem 0;font-size:.86rem}
+th,td{border:1px solid #ccc;padding:.3rem .5rem;text-align:left;vertical-align:top}
+th{background:#f1f3f6}td.best{background:#e3f4e1;font-weight:600}tr.mode td{background:#fafafa;font-style:italic}
+td.blind{color:#555;background:#f7f7f7}.note{color:#444;font-size:.88rem;max-width:70rem}
+figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:.85rem;color:#444}
+pre{background:#f6f8fa;padding:.6rem;overflow-x:auto;font-size:.8rem}.tpr{color:#555;font-size:.8rem}
+"""
+
+
+def provenance(suite, source: str, started: float, records: list[dict]) -> dict:
+    """Configuration, versions, commit, machine and time taken behind every number."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"suite": dataclasses.asdict(suite), "source": source, "versions": versions,
+            "python": platform.python_version(), "git_commit": git_commit(),
+            "machine": {"platform": platform.platform(), "processor": platform.machine(),
+                        "cpus": os.cpu_count(), "gpu": gpu_name()},
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "wall_seconds_this_run": round(time.time() - started, 1),
+            "compute_seconds_recorded": round(sum(r.get("seconds", 0.0) for r in records), 1)}
+
+
+def git_commit() -> str | None:
+    """The commit of the source tree this package runs from (with ``-dirty``), if it is one."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
+def gpu_name() -> str | None:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
+def _prune(fig_dir: Path, used: list[Path]) -> None:
+    """Remove figures of records that are gone or changed (their hash is in the name)."""
+    keep = {p.name for p in used}
+    for path in fig_dir.glob("*.png"):
+        if path.name not in keep:
+            path.unlink()
+
+
+def _image(path: Path, caption: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _table_html(table: Table) -> str:
+    head = "".join(f"<th>{html.escape(m)}</th>" for m in table.methods)
+    rows, mode_shown = [], None
+    for (mode, model), row in table.rows.items():
+        if mode != mode_shown:
+            rows.append(f'<tr class="mode"><td colspan="{len(table.methods) + 2}">{mode} models</td></tr>')
+            mode_shown = mode
+        cells = []
+        for method in table.methods:
+            entry = row.get(method)
+            css = "best" if table.best[(mode, model)] == method else ("blind" if method == "blind" else "")
+            text = "—" if entry is None else (f"{html.escape(entry.text())}<br>"
+                                              f'<span class="tpr">TPR@1%FPR {entry.tpr_text()}</span>')
+            cells.append(f'<td class="{css}">{text}</td>')
+        rows.append(f"<tr><td>{html.escape(model)}</td><td>{table.n_test[(mode, model)]}</td>{''.join(cells)}</tr>")
+    return (f"<h3>{html.escape(table.title)}</h3><table><thead><tr><th>model</th><th>test texts</th>{head}</tr>"
+            f"</thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def _safeguards_html(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    head = ("<tr><th>model</th><th>dataset</th><th>safeguard</th><th>attack</th><th>AUROC before</th>"
+            "<th>AUROC after</th><th>TPR@1%FPR before</th><th>after</th></tr>")
+    body = "".join(
+        f"<tr><td>{html.escape(r['model'])}</td><td>{html.escape(r['dataset'])}</td><td>{html.escape(r['safeguard'])}"
+        f"</td><td>{html.escape(r['method'])}{' (adaptive)' if r['adaptive'] else ''}</td>"
+        f"<td>{r['auroc_before']:.3f} [{r['auroc_before_low']:.3f}, {r['auroc_before_high']:.3f}]</td>"
+        f"<td>{r['auroc_after']:.3f} [{r['auroc_after_low']:.3f}, {r['auroc_after_high']:.3f}]</td>"
+        f"<td>{r['tpr_at_1_fpr_before']:.3f}</td><td>{r['tpr_at_1_fpr_after']:.3f}</td></tr>" for r in rows)
+    return f"<h2>Safeguards: every attack before and after</h2><table>{head}{body}</table>"
+
+
+def _hygiene_rows(records: list[dict]) -> list[dict]:
+    """Per dataset (first cell seen): duplicates, words per class, blind AUROC."""
+    out, seen = [], set()
+    tables = {(t.dataset, t.train_per_class): t for t in build_tables(records)}
+    for r in records:
+        if r.get("kind") != "cell" or r["dataset"] in seen:
+            continue
+        seen.add(r["dataset"])
+        h = r["hygiene"]
+        blind = [row.get("blind") for key, t in tables.items() if key[0] == r["dataset"] for row in t.rows.values()]
+        blind = [b for b in blind if b is not None]
+        out.append({"dataset": r["dataset"], "texts": h.get("n_member", 0) + h.get("n_nonmember", 0),
+                    "duplicates": h.get("duplicates", {}),
+                    "words": {c: h.get("words", {}).get(c, {}).get("mean") for c in ("member", "nonmember")},
+                    "blind_auroc": blind[0].text() if blind else "not run"})
+    return out
+
+
+def _hygiene_html(rows: list[dict]) -> str:
+    head = "<tr><th>dataset</th><th>texts</th><th>duplicates</th><th>mean words (member / non-member)</th><th>blind AUROC</th></tr>"
+    body = "".join(
+        f"<tr><td>{html.escape(r['dataset'])}</td><td>{r['texts']}</td><td>{_duplicates(r['duplicates'])}</td>"
+        f"<td>{_num(r['words']['member'])} / {_num(r['words']['nonmember'])}</td><td>{html.escape(r['blind_auroc'])}</td></tr>"
+        for r in rows)
+    return f"<h2>Datasets: hygiene</h2><table>{head}{body}</table>"
+
+
+def _duplicates(d: dict) -> str:
+    return (f"extra copies: {d.get('member_extra_copies', 0)} member, {d.get('nonmember_extra_copies', 0)} "
+            f"non-member; texts in both classes: {d.get('in_both_classes', 0)}")
+
+
+def _num(value) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
+NOTE = ("Cells: AUROC [95% bootstrap interval] (several seeds: mean ± standard deviation over seeds) and "
+        "TPR at 1% FPR. A cell is marked (green) only when its method beats the row's next best on the same "
+        "test texts: the paired bootstrap interval of the AUROC difference lies above 0 for every seed. "
+        "The blind baseline (grey) reads only the texts, never the model: where it is far above 0.5 the "
+        "labels can be told from the texts alone and no row measures membership. On controlled sets `ref` "
+        "uses the model before injection, an oracle no real user has.")
+
+
+def _skipped_html(skipped: list[str]) -> str:
+    if not skipped:
+        return ""
+    items = "".join(f"<li>{html.escape(s)}</li>" for s in skipped)
+    return f"<h2>Datasets not run</h2><p class=\"note\">Optional sets that could not be had:</p><ul>{items}</ul>"
+
+
+def write_report(suite, records: list[dict], out_dir, *, source: str, started: float,
+                 skipped: list[str] = ()) -> dict:
+    """Write the report files into ``out_dir``; their paths."""
+    out_dir = Path(out_dir)
+    fig_dir = out_dir / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    tables = build_tables(records)
+    parts = [f"<h1>mia-tuner suite “{html.escape(suite.name)}”</h1>", f'<p class="note">{html.escape(NOTE)}</p>',
+             "<h2>Detection: AUROC and TPR@1%FPR</h2>", *(_table_html(t) for t in tables),
+             _safeguards_html(safeguard_rows(records)), _hygiene_html(_hygiene_rows(records)),
+             _skipped_html(list(skipped))]
+    used: list[Path] = []
+
+    def img(path: Path, caption: str) -> str:
+        used.append(path)
+        return _image(path, caption)
+
+    curves = [training_curve_figure(records, fig_dir)]
+    ablations = ablation_figures(records, fig_dir)
+    if any(curves) or ablations:
+        parts.append("<h2>Training and ablation curves</h2>")
+        parts += [img(p, "MIA-Tuner: validation AUROC per epoch") for p in curves if p]
+        parts += [img(p, caption) for caption, p in ablations]
+    parts.append("<h2>ROC curves and score histograms per cell</h2>")
+    for cell, method_records in by_cell(records).values():
+        if not method_records:
+            continue
+        title = f"{cell['model']} · {cell['dataset']} · {cell['train_per_class']} per class · seed {cell['seed']}"
+        parts.append(f"<h3>{html.escape(title)}</h3>")
+        parts.append(img(roc_figure(cell, method_records, fig_dir), f"ROC curves (linear and log FPR): {title}"))
+        parts.append(img(histogram_figure(cell, method_records, fig_dir), f"Score histograms: {title}"))
+    _prune(fig_dir, used)
+    prov = provenance(suite, source, started, records)
+    parts.append("<h2>Provenance</h2><pre>" + html.escape(json.dumps(jsonable(prov), indent=1)) + "</pre>")
+    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>mia-tuner: {html.escape(suite.name)}'
+            f"</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
+    paths = {"html": out_dir / "report.html", "markdown": out_dir / "report.md", "csv": out_dir / "tables.csv",
+             "provenance": out_dir / "provenance.json"}
+    paths["html"].write_text(page, encoding="utf-8")
+    paths["markdown"].write_text(report_markdown(suite, tables, records, prov, list(skipped)), encoding="utf-8")
+    _write_csv(paths["csv"], [row for t in tables for row in table_rows(t)])
+    paths["provenance"].write_text(json.dumps(jsonable(prov), indent=1) + "\n", encoding="utf-8")
+    return paths
+
+
+def report_markdown(suite, tables: list[Table], records: list[dict], prov: dict, skipped=()) -> str:
+    lines = [f"# mia-tuner suite “{suite.name}”", "", NOTE, ""]
+    if skipped:
+        lines += ["Not run (optional sets that could not be had): " + "; ".join(skipped), ""]
+    for t in tables:
+        lines += [f"## {t.title}", "", table_markdown(t), ""]
+    guards = safeguard_rows(records)
+    if guards:
+        lines += ["## Safeguards", "", "| model | dataset | safeguard | attack | AUROC before | AUROC after |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {r['model']} | {r['dataset']} | {r['safeguard']} | {r['method']}"
+                  f"{' (adaptive)' if r['adaptive'] else ''} | {r['auroc_before']:.3f} | {r['auroc_after']:.3f} |"
+                  for r in guards]
+        lines.append("")
+    lines += ["## Provenance", "", f"- commit: {prov['git_commit']}", f"- finished: {prov['finished']}",
+              f"- machine: {prov['machine']}", f"- versions: {prov['versions']}",
+              f"- compute recorded: {prov['compute_seconds_recorded']} s; this run: {prov['wall_seconds_this_run']} s",
+              ""]
+    return "\n".join(lines)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        if not rows:
+            return
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

@@ -1,0 +1,245 @@
+"""Run a suite: every cell of its matrix, each column computed once and kept.
+
+Per cell (model x dataset x seed x training texts per class): the set is resolved (named
+sets through ``mia_tuner.sets``: a controlled set brings its injected target model and the
+model before injection as reference), split, and every column not yet recorded is computed:
+score-based methods through the score cache (a kill loses at most one batch), MIA-Tuner
+variants through the trainer's checkpoint (at most one step), safeguards through theirs. A
+cell whose columns are all recorded loads no model, so a finished suite re-runs in seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..config import DataConfig, ModelConfig, RunConfig, SplitConfig, default_cache_dir
+from ..data.split import EvaluationSplit
+from ..reports import safe_filename
+from .config import DatasetEntry, SuiteConfig
+from .store import CellStore, settings_key, texts_digest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Cell:
+    model: str
+    dataset: DatasetEntry
+    seed: int
+    train_per_class: int
+
+    @property
+    def set_name(self) -> str:
+        return self.dataset.for_model(self.model)
+
+
+def cells(suite: SuiteConfig) -> list[Cell]:
+    """The matrix in the order it runs (a model's cells together: it loads once per cell)."""
+    return [Cell(model, dataset, seed, n) for model in suite.models for dataset in suite.datasets
+            for seed in suite.seeds for n in suite.train_per_class]
+
+
+@dataclass
+class ResolvedData:
+    data: object  # MembershipSet
+    label: str  # the dataset as tables name it
+    target: str  # the model to load (a controlled set's injected model)
+    reference: str | None
+
+
+def resolve_data(cell: Cell, suite: SuiteConfig, cache_dir, data_root) -> ResolvedData:
+    from .. import sets
+    from ..data import load_membership_set
+
+    name = cell.set_name
+    if sets.is_named(name):
+        named = sets.resolve(name, root=data_root, cache_dir=cache_dir, device=suite.device)
+        return ResolvedData(named.data, name, named.model or cell.model, suite.reference or named.reference)
+    data = load_membership_set(DataConfig(path=name, split=cell.dataset.split))
+    label = name if not cell.dataset.split else f"{name}:{cell.dataset.split}"
+    return ResolvedData(data, label, cell.model, suite.reference)
+
+
+class CellRun:
+    """One cell: its split, its store, and the model loaded only when a column is missing."""
+
+    def __init__(self, suite: SuiteConfig, cell: Cell, out_dir: Path, cache_dir, data_root, shard=None):
+        from ..data import make_split
+
+        self.suite, self.cell, self.cache_dir, self.shard = suite, cell, str(cache_dir), shard
+        self.writer = shard is None or shard.rank == 0  # one process writes records
+        self.resolved = resolve_data(cell, suite, cache_dir, data_root)
+        self.split_config = SplitConfig(seed=cell.seed, max_train_per_class=cell.train_per_class,
+                                        max_test_per_class=cell.dataset.test_per_class or suite.test_per_class,
+                                        group_by=cell.dataset.group_by)
+        self.split: EvaluationSplit = make_split(self.resolved.data, self.split_config)
+        key = {"model": cell.model, "target": self.resolved.target, "dataset": self.resolved.label,
+               "data": texts_digest(self.resolved.data.texts, self.resolved.data.labels),
+               "split": vars(self.split_config)}
+        self.key = settings_key(key)
+        name = f"{safe_filename(cell.model)}__{safe_filename(self.resolved.label)}__s{cell.seed}-n{cell.train_per_class}"
+        self.store = CellStore(out_dir / "cells" / f"{name}-{self.key[:8]}")
+        self.labels = np.array(self.split.test.labels)
+        self._loaded = None
+
+    # ---- the model, loaded on first need -------------------------------------------------
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(name=self.resolved.target, device=self.suite.device, dtype=self.suite.dtype)
+
+    def load(self, fresh: bool = False):
+        """The target model (``fresh``: a new copy, for a trainer that modifies its modules)."""
+        from ..models import load_model
+
+        if self._loaded is None or fresh:
+            self._loaded = load_model(self.model_config(), cache_dir=self.cache_dir)
+        return self._loaded
+
+    def save(self, column: str, key: str, record: dict) -> dict:
+        return self.store.save(column, key, record) if self.writer else record
+
+    def base(self) -> dict:
+        """What every record of the cell shares (the tables' row and column coordinates)."""
+        return {"model": self.cell.model, "dataset": self.resolved.label, "seed": self.cell.seed,
+                "train_per_class": self.cell.train_per_class, "cell_key": self.key}
+
+    # ---- cell facts: mode, hygiene -------------------------------------------------------
+    def describe(self) -> dict:
+        """The cell's record: labels, mode (aligned/base), hygiene, split sizes."""
+        record = self.store.load("cell", self.key)
+        if record is not None:
+            return record
+        from ..data import hygiene_report
+        from ..tuner.config import TunerConfig
+
+        loaded = self.load()
+        return self.save("cell", self.key, {
+            **self.base(), "kind": "cell", "labels": self.labels,
+            "mode": TunerConfig().resolve_mode(loaded.tokenizer),
+            "fingerprint": loaded.fingerprint, "target": self.resolved.target,
+            "reference": self.resolved.reference,
+            "hygiene": hygiene_report(self.resolved.data, loaded.tokenizer),
+            "split": self.split.report, "n_test": len(self.labels)})
+
+    # ---- score-based methods ------------------------------------------------------------
+    def run_config(self) -> RunConfig:
+        methods = replace(self.suite.method_config(), reference=self.resolved.reference)
+        return RunConfig(model=self.model_config(), split=self.split_config, methods=methods,
+                         out=str(self.store.directory / "scores"), cache_dir=self.cache_dir)
+
+    def method_key(self, method) -> str:
+        """The settings a method's scores depend on (conservatively: every method setting but
+        the selection and batch size; the reference only for methods that read it)."""
+        skip = {"methods", "batch_size"} | (set() if method.needs_reference else {"reference"})
+        settings = {k: v for k, v in vars(self.run_config().methods).items() if k not in skip}
+        return settings_key({"method": method.label, "settings": settings})
+
+    def score_methods(self) -> list[dict]:
+        from ..run import score_split, select_methods
+
+        methods = select_methods(self.run_config())
+        records = {m.label: self.store.load(m.label, self.method_key(m)) for m in methods}
+        missing = [m for m in methods if records[m.label] is None]
+        if missing:
+            started = time.perf_counter()
+            log.info("%s: scoring %s", self.store.directory.name, ", ".join(m.label for m in missing))
+            scores, info, _ = score_split(self.run_config(), self.load(), self.split, missing, self.shard)
+            seconds = (time.perf_counter() - started) / len(missing)  # shared passes: an even share
+            for m in missing:
+                records[m.label] = self.save(m.label, self.method_key(m), {
+                    **self.base(), "kind": "method", "method": m.label, "scores": scores[m.label],
+                    "info": info.get(m.label, {}), "seconds": seconds})
+        return list(records.values())
+
+    # ---- MIA-Tuner variants ---------------------------------------------------------------
+    def tuner(self, variant) -> dict:
+        from ..tuner.api import ROW, train_detector
+
+        config = variant.config(self.cell.train_per_class, self.cell.seed)
+        key = settings_key({"variant": variant.column, "config": config.to_dict()})
+        record = self.store.load(variant.column, key)
+        if record is not None:
+            return record
+        started = time.perf_counter()
+        loaded = self.load(fresh=True)  # the adapter changes the model's modules (LoRA)
+        result = train_detector(loaded, self.resolved.data, config,
+                                out_dir=self.store.directory / f"tuner-{safe_filename(variant.tag)}",
+                                split_config=self.split_config, split=self.split, compare_methods=False,
+                                cache_dir=self.cache_dir, model_config=self.model_config())
+        self._loaded = None
+        return self.save(variant.column, key, {
+            **self.base(), "kind": "method", "method": variant.column, "scores": result.scores[ROW],
+            "config": config.to_dict(), "history": result.history.summary(),
+            "seconds": time.perf_counter() - started})
+
+    # ---- safeguards -----------------------------------------------------------------------
+    def safeguard(self, guard) -> dict:
+        from ..safeguards.api import defend
+
+        config = guard.config(self.cell.seed)
+        run_config = self.run_config()
+        key = settings_key({"safeguard": guard.tag, "config": config.to_dict(),
+                            "methods": vars(run_config.methods)})
+        column = f"defence:{guard.tag}"
+        record = self.store.load(column, key)
+        if record is not None:
+            return record
+        started = time.perf_counter()
+        result = defend(self.load(fresh=True), self.resolved.data, config,
+                        self.store.directory / f"defence-{safe_filename(guard.tag)}",
+                        split_config=self.split_config,
+                        methods=run_config.methods, reference=self.resolved.reference,
+                        cache_dir=self.cache_dir, model_config=self.model_config())
+        self._loaded = None
+        return self.save(column, key, {
+            **self.base(), "kind": "safeguard", "safeguard": guard.tag, "against": config.against,
+            "rows": result.rows, "utility": result.utility.to_dict(),
+            "n_test": result.n_member + result.n_nonmember, "seconds": time.perf_counter() - started})
+
+
+def run_cell(run: CellRun) -> list[dict]:
+    """Every record of one cell, computing only what is missing. Under several processes
+    every one scores its share of the texts and trains on its share of each batch; the
+    first writes the records."""
+    records = [run.describe()] if run.writer else []
+    records += run.score_methods()
+    records += [run.tuner(variant) for variant in run.suite.tuner]
+    records += [run.safeguard(guard) for guard in run.suite.safeguards]
+    return records
+
+
+@dataclass
+class SuiteRun:
+    records: list[dict]
+    skipped: list[str]  # optional datasets that could not be had, with why
+
+
+def run_suite(suite: SuiteConfig, out_dir, *, cache_dir=None, data_root=None, shard=None) -> SuiteRun:
+    """Run (or continue) ``suite`` into ``out_dir``: the records of every cell."""
+    from tqdm.auto import tqdm
+
+    from ..errors import ConfigError, DataError
+
+    out_dir = Path(out_dir)
+    cache_dir = cache_dir or default_cache_dir()
+    if shard is not None and suite.safeguards:
+        raise ConfigError(f"suite {suite.name!r}: safeguards train in one process; run a suite with "
+                          "`safeguards` without `accelerate launch` (or remove them)")
+    records, skipped = [], []
+    for cell in tqdm(cells(suite), desc=f"suite {suite.name}", unit="cell"):
+        try:
+            run = CellRun(suite, cell, out_dir, cache_dir, data_root, shard)
+        except DataError as exc:  # the set cannot be had (no local copy, no hub)
+            if not cell.dataset.optional:
+                raise
+            note = f"{cell.set_name}: {exc}"
+            if note not in skipped:
+                log.warning("skipped optional dataset %s", note)
+                skipped.append(note)
+            continue
+        records += run_cell(run)
+    return SuiteRun(records, skipped)

@@ -1,0 +1,180 @@
+"""The suite's tables, shaped like the paper's: per dataset (and training-set size), a row per
+model (aligned and base models apart), a column per method, AUROC with its interval and
+TPR@1%FPR; the blind baseline always in the last column.
+
+Several seeds give mean ± standard deviation over seeds. The best method of a row is marked
+only when it beats the next best on the same texts: the paired bootstrap interval of their
+AUROC difference (``metrics.paired_auroc_difference``) lies above 0 for every seed. The blind
+baseline never competes: it reads the texts, not the model (a data-hygiene check).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..metrics import compute_metrics, paired_auroc_difference
+
+BLIND = "blind"
+MODES = ("aligned", "base")
+
+
+@dataclass
+class Entry:
+    """One method on one (model, dataset, n): a value per seed."""
+
+    aurocs: list[float] = field(default_factory=list)
+    lows: list[float] = field(default_factory=list)
+    highs: list[float] = field(default_factory=list)
+    tprs: list[float] = field(default_factory=list)
+    scores: dict[int, np.ndarray] = field(default_factory=dict)  # seed -> test scores
+
+    @property
+    def auroc(self) -> float:
+        return float(np.mean(self.aurocs))
+
+    def text(self) -> str:
+        if len(self.aurocs) == 1:
+            return f"{self.aurocs[0]:.3f} [{self.lows[0]:.3f}, {self.highs[0]:.3f}]"
+        return f"{self.auroc:.3f} ± {np.std(self.aurocs, ddof=1):.3f} ({len(self.aurocs)} seeds)"
+
+    def tpr_text(self) -> str:
+        return f"{np.mean(self.tprs):.3f}"
+
+
+@dataclass
+class Table:
+    """One paper-style table: ``rows[(mode, model)][method] -> Entry``."""
+
+    dataset: str
+    train_per_class: int
+    methods: list[str]
+    rows: dict[tuple[str, str], dict[str, Entry]]
+    best: dict[tuple[str, str], str | None]  # the marked method of each row (None: no clear winner)
+    n_test: dict[tuple[str, str], int]
+
+    @property
+    def title(self) -> str:
+        return f"{self.dataset} — {self.train_per_class} training texts per class"
+
+
+def column_order(methods) -> list[str]:
+    """Score-based methods first (as recorded), then labelled ones, MIA-Tuner, blind last."""
+    labelled = ("recall", "con-recall", "fused", "fused+ref")
+    rank = {name: i for i, name in enumerate(labelled)}
+
+    def key(name: str):
+        if name == BLIND:
+            return (3, 0, name)
+        if name.startswith("mia-tuner"):
+            return (2, 0, name)
+        if name in rank:
+            return (1, rank[name], name)
+        return (0, 0, "")
+
+    seen = list(dict.fromkeys(methods))
+    return sorted(seen, key=lambda n: (key(n), seen.index(n)))
+
+
+def _cells(records: list[dict]) -> dict[str, dict]:
+    return {r["cell_key"]: r for r in records if r.get("kind") == "cell"}
+
+
+def collect(records: list[dict]) -> dict:
+    """``{(dataset, n): {(mode, model): {method: Entry}}}`` from the suite's records."""
+    cells = _cells(records)
+    grid: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(Entry)))
+    for r in records:
+        if r.get("kind") != "method" or r["cell_key"] not in cells:
+            continue
+        cell = cells[r["cell_key"]]
+        labels = np.asarray(cell["labels"])
+        scores = np.asarray(r["scores"], dtype=float)
+        m = compute_metrics(labels, scores)
+        entry = grid[(r["dataset"], r["train_per_class"])][(cell["mode"], r["model"])][r["method"]]
+        entry.aurocs.append(m.auroc)
+        entry.lows.append(m.auroc_low)
+        entry.highs.append(m.auroc_high)
+        entry.tprs.append(m.tpr_at_fpr.get(0.01, float("nan")))
+        entry.scores[r["seed"]] = scores
+    return grid
+
+
+def clear_winner(row: dict[str, Entry], labels_by_seed: dict[int, np.ndarray]) -> str | None:
+    """The best method of a row when it beats the next best on every seed's paired interval."""
+    ranked = sorted((name for name in row if name != BLIND), key=lambda n: row[n].auroc, reverse=True)
+    if len(ranked) < 2:
+        return ranked[0] if ranked else None
+    best, second = row[ranked[0]], row[ranked[1]]
+    for seed, scores in best.scores.items():
+        if seed not in second.scores:
+            return None
+        diff = paired_auroc_difference(labels_by_seed[seed], scores, second.scores[seed])
+        if not diff["low"] > 0:
+            return None
+    return ranked[0]
+
+
+def build_tables(records: list[dict]) -> list[Table]:
+    cells = _cells(records)
+    labels: dict = defaultdict(dict)  # (dataset, n, model) -> seed -> labels
+    n_test: dict = {}
+    for cell in cells.values():
+        labels[(cell["dataset"], cell["train_per_class"], cell["model"])][cell["seed"]] = np.asarray(cell["labels"])
+        n_test[(cell["dataset"], cell["train_per_class"], cell["model"])] = cell["n_test"]
+    tables = []
+    for (dataset, n), rows in collect(records).items():
+        ordered = {key: rows[key] for key in sorted(rows, key=lambda k: (MODES.index(k[0]), k[1]))}
+        methods = column_order(m for row in ordered.values() for m in row)
+        best = {key: clear_winner(row, labels[(dataset, n, key[1])]) for key, row in ordered.items()}
+        tables.append(Table(dataset, n, methods, ordered, best,
+                            {key: n_test[(dataset, n, key[1])] for key in ordered}))
+    return tables
+
+
+def table_rows(table: Table) -> list[dict]:
+    """Flat rows (CSV): one per (model, method)."""
+    out = []
+    for (mode, model), row in table.rows.items():
+        for method in table.methods:
+            if method not in row:
+                continue
+            e = row[method]
+            out.append({"dataset": table.dataset, "train_per_class": table.train_per_class, "mode": mode,
+                        "model": model, "method": method, "auroc": round(e.auroc, 4),
+                        "auroc_sd": round(float(np.std(e.aurocs, ddof=1)), 4) if len(e.aurocs) > 1 else "",
+                        "auroc_low": round(float(np.mean(e.lows)), 4), "auroc_high": round(float(np.mean(e.highs)), 4),
+                        "tpr_at_1_fpr": round(float(np.mean(e.tprs)), 4), "seeds": len(e.aurocs),
+                        "n_test": table.n_test[(mode, model)],
+                        "best": method == table.best[(mode, model)]})
+    return out
+
+
+def table_markdown(table: Table) -> str:
+    """The table as Markdown: AUROC [95% CI] / TPR@1%FPR per cell; the clear winner in bold."""
+    head = ["mode", "model", *table.methods]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (mode, model), row in table.rows.items():
+        cells = []
+        for method in table.methods:
+            if method not in row:
+                cells.append("—")
+                continue
+            text = f"{row[method].text()} / {row[method].tpr_text()}"
+            cells.append(f"**{text}**" if table.best[(mode, model)] == method else text)
+        lines.append("| " + " | ".join([mode, model, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def safeguard_rows(records: list[dict]) -> list[dict]:
+    """Every attack before / after every safeguard (one row each)."""
+    out = []
+    for r in records:
+        if r.get("kind") != "safeguard":
+            continue
+        for row in r["rows"]:
+            out.append({"model": r["model"], "dataset": r["dataset"], "seed": r["seed"],
+                        "safeguard": r["safeguard"], **row})
+    return out
