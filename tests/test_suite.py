@@ -303,3 +303,28 @@ def test_two_processes_run_the_smoke_suites_scoring_exactly_as_one(tiny_models, 
     assert set(one) == set(suite.methods) and one == two
     info = json.loads(next((tmp_path / "two").glob("cells/*/loss.json")).read_text())["info"]
     assert info["processes"] == 2
+
+
+def test_paired_differences_compare_labelled_detectors_with_the_best_score_and_fused():
+    from mia_tuner.suite.tables import paired_rows
+
+    rng = np.random.default_rng(3)
+    labels = np.array([1] * 50 + [0] * 50)
+    records = _records({"loss": rng.normal(size=100), "zlib": labels + rng.normal(size=100),
+                        "fused": labels + 0.1 * rng.normal(size=100), "mia-tuner": rng.normal(size=100),
+                        "blind": labels}, labels)
+    rows = {r["comparison"]: r for r in paired_rows(build_tables(records), records)}
+    assert set(rows) == {"fused − zlib", "mia-tuner − zlib", "mia-tuner − fused"}  # zlib: the best score
+    assert rows["fused − zlib"]["low"] > 0 and rows["mia-tuner − fused"]["high"] < 0
+    from mia_tuner.metrics import paired_auroc_difference
+
+    by_method = {r["method"]: r["scores"] for r in records if r["kind"] == "method"}
+    expected = paired_auroc_difference(labels, by_method["fused"], by_method["zlib"])
+    assert rows["fused − zlib"]["difference"] == round(expected["difference"], 4)
+
+
+def test_datasets_named_on_the_command_line_keep_the_suites_settings_for_them():
+    suite = load_suite("offline", {"datasets": ["controlled:{model}:600", "smoke"]})
+    first, second = suite.datasets
+    assert first.set == "controlled:{model}:600" and first.test_per_class == 200
+    assert second.set == "smoke" and second.test_per_class is None

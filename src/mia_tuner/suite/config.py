@@ -204,5 +204,9 @@ def load_suite(name_or_path: str, overrides: dict | None = None) -> SuiteConfig:
         raise ConfigError(f"{source}: not valid YAML ({exc})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: a suite is a mapping of keys (name, models, datasets, ...)")
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if "datasets" in overrides:  # a name the suite lists keeps the suite's settings for it
+        listed = {d["set"]: d for d in values.get("datasets", []) if isinstance(d, dict) and "set" in d}
+        overrides["datasets"] = [listed.get(name, name) for name in overrides["datasets"]]
+    values.update(overrides)
     return suite_from_dict(values)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..reports import jsonable
 from .figures import ablation_figures, by_cell, histogram_figure, roc_figure, training_curve_figure
-from .tables import Table, build_tables, safeguard_rows, table_markdown, table_rows
+from .tables import Table, build_tables, paired_rows, safeguard_rows, table_markdown, table_rows
 
 PACKAGES = ("mia-tuner", "torch", "transformers", "peft", "accelerate", "datasets", "scikit-learn", "numpy")
 CSS = """
@@ -103,6 +103,21 @@ def _table_html(table: Table) -> str:
             f"</thead><tbody>{''.join(rows)}</tbody></table>")
 
 
+def _paired_html(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    head = ("<tr><th>dataset</th><th>per class</th><th>model</th><th>seed</th><th>difference of AUROC</th>"
+            "<th>value [95% paired interval]</th></tr>")
+    body = "".join(
+        f"<tr><td>{html.escape(r['dataset'])}</td><td>{r['train_per_class']}</td><td>{html.escape(r['model'])}</td>"
+        f"<td>{r['seed']}</td><td>{html.escape(r['comparison'])}</td>"
+        f"<td>{r['difference']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]</td></tr>" for r in rows)
+    return ("<h3>Paired differences on the same test texts</h3><p class=\"note\">Detectors that use labelled "
+            "texts against the best reference-free score-based method of their row (picked on the test texts, "
+            "which favours it), and MIA-Tuner against <code>fused</code>.</p>"
+            f"<table>{head}{body}</table>")
+
+
 def _safeguards_html(rows: list[dict]) -> str:
     if not rows:
         return ""
@@ -175,8 +190,10 @@ def write_report(suite, records: list[dict], out_dir, *, source: str, started: f
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     tables = build_tables(records)
+    paired = paired_rows(tables, records)
     parts = [f"<h1>mia-tuner suite “{html.escape(suite.name)}”</h1>", f'<p class="note">{html.escape(NOTE)}</p>',
              "<h2>Detection: AUROC and TPR@1%FPR</h2>", *(_table_html(t) for t in tables),
+             _paired_html(paired),
              _safeguards_html(safeguard_rows(records)), _hygiene_html(_hygiene_rows(records)),
              _skipped_html(list(skipped))]
     used: list[Path] = []
@@ -205,20 +222,28 @@ def write_report(suite, records: list[dict], out_dir, *, source: str, started: f
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>mia-tuner: {html.escape(suite.name)}'
             f"</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
     paths = {"html": out_dir / "report.html", "markdown": out_dir / "report.md", "csv": out_dir / "tables.csv",
-             "provenance": out_dir / "provenance.json"}
+             "paired_csv": out_dir / "paired.csv", "provenance": out_dir / "provenance.json"}
     paths["html"].write_text(page, encoding="utf-8")
-    paths["markdown"].write_text(report_markdown(suite, tables, records, prov, list(skipped)), encoding="utf-8")
+    paths["markdown"].write_text(report_markdown(suite, tables, paired, records, prov, list(skipped)), encoding="utf-8")
     _write_csv(paths["csv"], [row for t in tables for row in table_rows(t)])
+    _write_csv(paths["paired_csv"], paired)
     paths["provenance"].write_text(json.dumps(jsonable(prov), indent=1) + "\n", encoding="utf-8")
     return paths
 
 
-def report_markdown(suite, tables: list[Table], records: list[dict], prov: dict, skipped=()) -> str:
+def report_markdown(suite, tables: list[Table], paired: list[dict], records: list[dict], prov: dict,
+                    skipped=()) -> str:
     lines = [f"# mia-tuner suite “{suite.name}”", "", NOTE, ""]
     if skipped:
         lines += ["Not run (optional sets that could not be had): " + "; ".join(skipped), ""]
     for t in tables:
         lines += [f"## {t.title}", "", table_markdown(t), ""]
+    if paired:
+        lines += ["## Paired differences (AUROC, same test texts)", "",
+                  "| dataset | per class | model | seed | difference | value [95% CI] |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['dataset']} | {r['train_per_class']} | {r['model']} | {r['seed']} | {r['comparison']} | "
+                  f"{r['difference']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] |" for r in paired]
+        lines.append("")
     guards = safeguard_rows(records)
     if guards:
         lines += ["## Safeguards", "", "| model | dataset | safeguard | attack | AUROC before | AUROC after |",

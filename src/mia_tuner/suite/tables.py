@@ -178,3 +178,39 @@ def safeguard_rows(records: list[dict]) -> list[dict]:
             out.append({"model": r["model"], "dataset": r["dataset"], "seed": r["seed"],
                         "safeguard": r["safeguard"], **row})
     return out
+
+
+REFERENCE_FREE = ("loss", "zlib", "min-k%", "min-k%++", "lowercase", "neighbor")
+LABELLED = ("recall", "con-recall", "fused", "fused+ref")
+
+
+def _comparisons(row: dict[str, Entry]) -> list[tuple[str, str]]:
+    """(a, b) pairs a reader asks about: each detector that uses labelled texts against the best
+    reference-free score-based method of the row (picked on these texts: favours the baseline),
+    and each MIA-Tuner variant against `fused`."""
+    scored = [m for m in row if m in REFERENCE_FREE or m.startswith("min-k%")]
+    pairs = []
+    if scored:
+        best = max(scored, key=lambda m: row[m].auroc)
+        pairs += [(m, best) for m in row if m in LABELLED or m.startswith("mia-tuner")]
+    if "fused" in row:
+        pairs += [(m, "fused") for m in row if m.startswith("mia-tuner")]
+    return pairs
+
+
+def paired_rows(tables: list[Table], records: list[dict]) -> list[dict]:
+    """Paired bootstrap intervals of AUROC differences on the same test texts, per seed."""
+    labels = {(c["dataset"], c["train_per_class"], c["model"], c["seed"]): np.asarray(c["labels"])
+              for c in _cells(records).values()}
+    out = []
+    for table in tables:
+        for (mode, model), row in table.rows.items():
+            for a, b in _comparisons(row):
+                for seed in sorted(set(row[a].scores) & set(row[b].scores)):
+                    y = labels[(table.dataset, table.train_per_class, model, seed)]
+                    d = paired_auroc_difference(y, row[a].scores[seed], row[b].scores[seed])
+                    out.append({"dataset": table.dataset, "train_per_class": table.train_per_class, "mode": mode,
+                                "model": model, "seed": seed, "comparison": f"{a} − {b}",
+                                "difference": round(d["difference"], 4), "low": round(d["low"], 4),
+                                "high": round(d["high"], 4)})
+    return out
