@@ -6,8 +6,8 @@ import argparse
 import logging
 import sys
 
-from .config import (DataConfig, MethodConfig, ModelConfig, RunConfig, SplitConfig,
-                     default_cache_dir)
+from .config import (DEVICES, DTYPES, QUANTIZATIONS, DataConfig, MethodConfig, ModelConfig, RunConfig,
+                     SplitConfig, default_cache_dir)
 from .cli_args import (check_out_dir, check_out_file, fraction, method_names, positive_int,
                        seed_value, share, shares, token_budget)
 from .cli_benchmark import add_benchmark_parser, cmd_benchmark
@@ -17,48 +17,50 @@ from .cli_fields import add_dataclass_options, values_from_args
 from .errors import MiaTunerError
 
 
-def add_model_options(parser: argparse.ArgumentParser, default: str | None = "smollm2-135m-instruct"):
+SPLIT_PREFIX = "split_"
+METHOD_PREFIX = "method_"
+
+
+def add_model_options(parser: argparse.ArgumentParser, default: str | None = ModelConfig.name,
+                      skip=()) -> None:
+    """--model (required when ``default`` is None) and every other ModelConfig field."""
     parser.add_argument("--model", default=default, required=default is None,
-                        help="offline short name, local directory, .gguf file or hub id")
-    parser.add_argument("--gguf-file", help="GGUF file name inside --model (directory or hub repo)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--device-map", help='"auto" to spread a large model over several devices')
-    parser.add_argument("--quantization", choices=["8bit", "4bit"], help="bitsandbytes loading")
-    add_trust_option(parser)
-
-
-def add_trust_option(parser: argparse.ArgumentParser):
-    parser.add_argument("--trust-remote-code", action="store_true",
-                        help="run custom model code shipped with the model (off unless given here)")
+                        help=ModelConfig.__dataclass_fields__["name"].metadata["help"])
+    add_dataclass_options(parser, ModelConfig, prefix="", skip=("name", *skip),
+                          choices={"device": DEVICES, "dtype": DTYPES, "quantization": QUANTIZATIONS})
 
 
 def add_data_options(parser: argparse.ArgumentParser, required: bool = True):
     parser.add_argument("--data", required=required,
                         help="save_to_disk folder, .jsonl/.json/.csv/.parquet file, hub name, or a set "
                              "name: wikimia24:<32|64|128|256>, wikimia:<n>, wikimia24:debiased, "
-                             "controlled:<model>[:<n>]")
+                             "controlled:<model>[:<n>], smoke")
     parser.add_argument("--data-root", help="folder with local copies of the named sets "
                                             "(wikimia24/, wikimia/; env MIA_TUNER_DATA); else the hub")
-    parser.add_argument("--split", help="split name, e.g. WikiMIA_length32")
-    parser.add_argument("--text-column", default="input")
-    parser.add_argument("--label-column", default="label")
-    parser.add_argument("--skip-invalid", action="store_true",
-                        help="skip (and count) rows with bad labels or empty texts")
-    parser.add_argument("--no-dedupe", action="store_true", help="keep exact duplicate texts")
+    add_dataclass_options(parser, DataConfig, prefix="", skip=("path",))
 
 
-def add_split_options(parser: argparse.ArgumentParser):
-    parser.add_argument("--seed", type=seed_value, default=42)
-    parser.add_argument("--train-per-class", type=positive_int, default=80)
-    parser.add_argument("--test-per-class", type=positive_int, default=100)
-    parser.add_argument("--group-by", choices=["event"],
-                        help="keep texts of the same event on one side (paired sets)")
-    parser.add_argument("--train-fraction", type=fraction, default=0.8,
-                        help="share of each class on the train side of the cut")
-    parser.add_argument("--paper-split", action="store_true",
-                        help="always cut at --train-fraction, as the official code does, even "
-                             "when a large set could fill the test part to its cap")
+SPLIT_TYPES = {"seed": seed_value, "train_fraction": fraction, "max_train_per_class": positive_int,
+               "max_test_per_class": positive_int}
+SPLIT_FLAGS = {"max_train_per_class": "--train-per-class", "max_test_per_class": "--test-per-class"}
+
+
+def add_split_options(parser: argparse.ArgumentParser, skip=()):
+    """SplitConfig's fields; ``--paper-split`` is ``--no-fill-test-first``."""
+    add_dataclass_options(parser, SplitConfig, prefix=SPLIT_PREFIX, skip=skip, rename=SPLIT_FLAGS,
+                          types=SPLIT_TYPES, choices={"group_by": ["event"]})
+    if "fill_test_first" not in skip:
+        parser.add_argument("--paper-split", dest=SPLIT_PREFIX + "fill_test_first", action="store_false",
+                            help="always cut at --train-fraction, as the official code does, even when a "
+                                 "large set could fill the test part to its cap")
+
+
+def add_method_options(parser: argparse.ArgumentParser) -> None:
+    """Every MethodConfig field (score-based methods' settings)."""
+    add_dataclass_options(parser, MethodConfig, prefix=METHOD_PREFIX, types={
+        "k": share, "k_sweep": shares, "num_neighbors": positive_int, "neighbor_fraction": share,
+        "recall_shots": positive_int, "batch_size": positive_int, "max_tokens": token_budget,
+        "fused_k": shares})
 
 
 def add_cache_options(parser: argparse.ArgumentParser):
@@ -73,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="offline controlled-membership demo (the default)")
     demo.add_argument("--out", default="runs/demo")
-    demo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    demo.add_argument("--device", default=ModelConfig.device, choices=DEVICES)
     add_cache_options(demo)
 
     scores = commands.add_parser("scores", help="run score-based methods on a labelled set")
@@ -81,22 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_options(scores)
     add_split_options(scores)
     add_cache_options(scores)
-    scores.add_argument("--methods", default="all", help="comma-separated names, or all")
-    scores.add_argument("--reference", help="reference model for `ref`")
-    scores.add_argument("--k", type=share, default=0.2, help="Min-K%% / Min-K%%++ share")
-    scores.add_argument("--k-sweep", type=shares, default=[], help="extra k values, e.g. 0.1,0.3,0.5")
-    scores.add_argument("--num-neighbors", type=positive_int, default=5)
-    scores.add_argument("--neighbor-fraction", type=share, default=0.15)
-    scores.add_argument("--neighbors-file", help="JSONL {text, neighbors} for `neighbor`")
-    scores.add_argument("--perturbation-model", help="masked LM generating neighbours")
-    scores.add_argument("--recall-shots", type=positive_int, default=10,
-                        help="ReCaLL / Con-ReCall: training texts per class in the prefix")
-    scores.add_argument("--con-recall-gamma", type=float, default=0.5,
-                        help="Con-ReCall: weight of the member-prefix likelihood")
-    scores.add_argument("--fused-features", default="",
-                        help="comma-separated score-based methods `fused` reads (default: all of them)")
-    scores.add_argument("--batch-size", type=positive_int, default=8)
-    scores.add_argument("--max-tokens", type=token_budget, help="truncate longer texts (with a warning)")
+    add_method_options(scores)
     scores.add_argument("--no-cache", action="store_true", help="neither read nor write scores")
     scores.add_argument("--out", default="runs/latest")
     add_defence_option(scores)
@@ -111,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("methods", help="list the registered methods")
     add_train_parser(commands)
     add_detect_parser(commands)
-    add_defend_parser(commands, add_model_options, add_data_options, add_cache_options)
+    add_defend_parser(commands, add_model_options, add_data_options, add_cache_options, add_split_options)
     add_benchmark_parser(commands, add_cache_options)
     return parser
 
@@ -152,49 +139,31 @@ def add_detect_parser(commands) -> None:
     source = detect.add_mutually_exclusive_group(required=True)
     source.add_argument("--text", action="append", help="a text to score (repeatable)")
     source.add_argument("--file", help=".jsonl/.json/.csv/.parquet file of texts")
-    detect.add_argument("--text-column", default="input")
-    detect.add_argument("--skip-invalid", action="store_true",
-                        help="skip (and count) rows whose text is missing or empty")
+    add_dataclass_options(detect, DataConfig, prefix="", skip=("path", "split", "label_column", "dedupe"))
     detect.add_argument("--model", help="the base model (default: the name the detector records)")
-    detect.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    detect.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    add_dataclass_options(detect, ModelConfig, prefix="", skip=("name", "device_map", "quantization", "gguf_file"),
+                          choices={"device": DEVICES, "dtype": DTYPES})
     detect.add_argument("--out", help="write one JSON line per text here")
     add_defence_option(detect)
-    add_trust_option(detect)
     add_cache_options(detect)
 
 
 def model_config(args) -> ModelConfig:
-    return ModelConfig(name=args.model, device=args.device, dtype=args.dtype,
-                       device_map=args.device_map, quantization=args.quantization,
-                       gguf_file=args.gguf_file, trust_remote_code=args.trust_remote_code)
+    return ModelConfig(name=args.model, **values_from_args(ModelConfig, args, prefix=""))
 
 
 def data_config(args) -> DataConfig:
-    return DataConfig(path=args.data, split=args.split, text_column=args.text_column,
-                      label_column=args.label_column, skip_invalid=args.skip_invalid,
-                      dedupe=not args.no_dedupe)
+    return DataConfig(path=args.data, **values_from_args(DataConfig, args, prefix=""))
 
 
 def split_config(args) -> SplitConfig:
-    return SplitConfig(seed=args.seed, train_fraction=args.train_fraction,
-                       max_train_per_class=args.train_per_class, max_test_per_class=args.test_per_class,
-                       fill_test_first=not args.paper_split, group_by=args.group_by)
+    return SplitConfig(**values_from_args(SplitConfig, args, prefix=SPLIT_PREFIX))
 
 
 def scores_config(args) -> RunConfig:
-    return RunConfig(
-        model=model_config(args), data=data_config(args),
-        split=split_config(args),
-        methods=MethodConfig(
-            methods=method_names(args.methods),
-            k=args.k, k_sweep=list(args.k_sweep), num_neighbors=args.num_neighbors,
-            neighbor_fraction=args.neighbor_fraction, neighbors_file=args.neighbors_file,
-            perturbation_model=args.perturbation_model, reference=args.reference,
-            batch_size=args.batch_size, max_tokens=args.max_tokens,
-            recall_shots=args.recall_shots, con_recall_gamma=args.con_recall_gamma,
-            fused_features=method_names(args.fused_features, "--fused-features") if args.fused_features else []),
-        out=args.out, cache_dir=args.cache_dir, use_cache=not args.no_cache)
+    return RunConfig(model=model_config(args), data=data_config(args), split=split_config(args),
+                     methods=MethodConfig(**values_from_args(MethodConfig, args, prefix=METHOD_PREFIX)),
+                     out=args.out, cache_dir=args.cache_dir, use_cache=not args.no_cache)
 
 
 def named_set(args):
@@ -257,7 +226,7 @@ def cmd_train(args) -> None:
     from .tuner.config import TunerConfig
 
     config = TunerConfig.from_preset(args.preset, **values_from_args(TunerConfig, args, prefix=TUNER_PREFIX),
-                                     train_per_class=args.train_per_class, seed=args.seed)
+                                     train_per_class=args.split_max_train_per_class, seed=args.split_seed)
     check_out_dir(args.out)
     named = named_set(args)
     data = named.data if named else load_membership_set(data_config(args))
@@ -358,7 +327,7 @@ def dispatch(args) -> None:
     elif args.command == "detect":
         cmd_detect(args)
     elif args.command == "defend":
-        cmd_defend(args, model_config, data_config, named_set, with_named)
+        cmd_defend(args, model_config, data_config, split_config, named_set, with_named)
     elif args.command == "benchmark":
         cmd_benchmark(args)
     elif args.command == "methods":

@@ -4,6 +4,9 @@ build a WikiMIA-24-style set."""
 from __future__ import annotations
 
 from .cli_args import at_least_two, check_out_dir, positive_int, seed_value, word_lengths
+from .cli_fields import add_dataclass_options, values_from_args
+from .training.controlled import ControlledConfig
+from .training.injection_config import InjectionConfig
 
 CHECK_EPILOG = """A DIR with several splits (a build-wiki output, WikiMIA-24) is checked split by split.
 Shift: the blind baseline's cross-validated AUROC and the year-only heuristic's AUROC; 0.5 means
@@ -23,16 +26,13 @@ def add_check_parser(commands, add_data_options) -> None:
 def add_controlled_parser(commands, add_model_options) -> None:
     controlled = commands.add_parser("controlled", help="build a controlled-membership set")
     add_model_options(controlled)
-    controlled.add_argument("--corpus", default="python-docs",
-                            help="python-docs (offline default) or a .txt/.jsonl file")
     controlled.add_argument("--out", required=True)
-    controlled.add_argument("--n-per-class", type=positive_int, default=250)
-    controlled.add_argument("--n-words", type=positive_int, default=64)
-    controlled.add_argument("--epochs", type=positive_int, default=1)
-    controlled.add_argument("--lr", type=float, default=6e-5)
-    controlled.add_argument("--batch-size", type=positive_int, default=8)
-    controlled.add_argument("--method", default="full", choices=["full", "lora"])
-    controlled.add_argument("--seed", type=seed_value, default=42)
+    add_dataclass_options(controlled, ControlledConfig, prefix="controlled_", skip=("injection",),
+                          types={"n_per_class": positive_int, "n_words": positive_int, "seed": seed_value})
+    add_dataclass_options(controlled, InjectionConfig, prefix="injection_", skip=("seed",),
+                          rename={"learning_rate": "--lr"}, choices={"method": ["full", "lora"]},
+                          types={"epochs": positive_int, "batch_size": positive_int, "max_tokens": positive_int,
+                                 "lora_rank": positive_int})
 
 
 def add_build_wiki_parser(commands) -> None:
@@ -122,12 +122,10 @@ def cmd_data(args, data_config) -> None:
     if args.data_command == "build-wiki":
         cmd_build_wiki(args)
         return
-    from .training.controlled import ControlledConfig, build_controlled
+    from .training.controlled import build_controlled
 
-    config = ControlledConfig(
-        corpus=args.corpus, n_words=args.n_words, n_per_class=args.n_per_class, seed=args.seed,
-        injection={"epochs": args.epochs, "learning_rate": args.lr,
-                   "batch_size": args.batch_size, "method": args.method})
+    config = ControlledConfig(**values_from_args(ControlledConfig, args, prefix="controlled_"),
+                              injection=values_from_args(InjectionConfig, args, prefix="injection_"))
     config.injection_config()  # validates the settings before anything is loaded
     check_out_dir(args.out)
     out = build_controlled(args.model, args.out, config, device=args.device)

@@ -15,19 +15,17 @@ PREFIX = "defence_"  # dests of the generated options (the split has its own --s
 RENAMED = {"learning_rate": "--lr", "train_per_class": "--defender-per-class", "seed": "--defence-seed"}
 
 
-def add_defend_parser(commands, add_model_options, add_data_options, add_cache_options):
-    from .cli_args import fraction, positive_int, seed_value
+def add_defend_parser(commands, add_model_options, add_data_options, add_cache_options, add_split_options):
+    from .cli_args import positive_int
 
     defend = commands.add_parser(
         "defend", help="train a safeguard and measure every attack before and after it")
     for add in (add_model_options, add_data_options, add_cache_options):
         add(defend)
     # the split's train part holds the defender's and the attacker's texts (sized from them)
-    defend.add_argument("--seed", type=seed_value, default=42, help="seed of the evaluation split")
+    add_split_options(defend, skip=("max_train_per_class", "max_test_per_class"))
     defend.add_argument("--test-per-class", type=positive_int, default=200,
-                        help="held-out texts per class, seen by neither defender nor attacker")
-    defend.add_argument("--train-fraction", type=fraction, default=0.8)
-    defend.add_argument("--group-by", choices=["event"])
+                        help="held-out texts per class, seen by neither defender nor attacker (default: 200)")
     add_dataclass_options(defend, DefenceConfig, prefix=PREFIX, skip=("batch_size",), rename=RENAMED,
                           choices={"against": AGAINST, "peft": DEFENCE_PEFT})
     defend.add_argument("--methods", default="all", help="score-based attacks to measure, or all")
@@ -52,9 +50,11 @@ def with_defence(args, loaded):
     return apply_defence(args.defence, loaded)
 
 
-def cmd_defend(args, model_config, data_config, named_set, with_named) -> None:
+def cmd_defend(args, model_config, data_config, split_config, named_set, with_named) -> None:
     from .cli_args import check_out_dir, method_names
-    from .config import MethodConfig, RunConfig, SplitConfig
+    from dataclasses import replace
+
+    from .config import MethodConfig, RunConfig
     from .data import load_membership_set
     from .models import load_model
     from .safeguards import mmlu
@@ -68,8 +68,7 @@ def cmd_defend(args, model_config, data_config, named_set, with_named) -> None:
     data = named.data if named else load_membership_set(data_config(args))
     models = with_named(RunConfig(model=model_config(args), methods=MethodConfig(reference=args.reference)), named)
     loaded = load_model(models.model, cache_dir=args.cache_dir)
-    split = SplitConfig(seed=args.seed, train_fraction=args.train_fraction,
-                        max_test_per_class=args.test_per_class, group_by=args.group_by)
+    split = replace(split_config(args), max_test_per_class=args.test_per_class)
     result = defend(loaded, data, config, args.out, split_config=split,
                     methods=MethodConfig(methods=method_names(args.methods)), reference=models.methods.reference,
                     cache_dir=args.cache_dir, questions=questions, model_config=models.model,

@@ -52,10 +52,15 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls, *, prefix: str, 
         else:
             kind = _base_type(hint)
         flag = rename.get(field.name, "--" + field.name.replace("_", "-"))
-        default = None if field.name in unset else field.default
+        if field.name in unset:
+            default = None
+        elif field.default is dataclasses.MISSING and field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()  # a list field's default
+        else:
+            default = field.default
         help_text = field.metadata.get("help", "")
-        shown = unset_text if field.name in unset else repr(field.default)
-        help_text = f"{help_text} (default: {shown})".strip()
+        shown = unset_text if field.name in unset else repr(default)
+        help_text = f"{help_text} (default: {shown})".strip().replace("%", "%%")  # argparse formats help
         if kind is bool:
             parser.add_argument(flag, dest=prefix + field.name, default=default, help=help_text,
                                 action=argparse.BooleanOptionalAction)

@@ -20,69 +20,88 @@ def default_cache_dir() -> Path:
     return Path(base) / "mia-tuner"
 
 
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("float32", "bfloat16", "float16")
+QUANTIZATIONS = ("8bit", "4bit")
+
+
+def option(default=dataclasses.MISSING, help_text: str = "", *, factory=None):
+    """A field with its command-line help: ``mia_tuner.cli_fields`` generates the option from
+    the field (name, type, default, help), so a default is written once, here."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help_text})
+    return field(default=default, metadata={"help": help_text})
+
+
 @dataclass
 class ModelConfig:
     """Which model to load and how."""
 
-    name: str = "smollm2-135m-instruct"
-    device: str = "auto"  # cpu | cuda | auto
-    dtype: str = "float32"  # float32 | bfloat16 | float16
-    device_map: str | None = None  # "auto" spreads a large model over several devices
-    quantization: str | None = None  # None | "8bit" | "4bit" (bitsandbytes)
-    gguf_file: str | None = None  # a GGUF file inside a local directory or hub repo
-    # run custom model code shipped with a model folder or hub repo; never without the user's
-    # explicit --trust-remote-code (a detector or suite file cannot turn it on)
-    trust_remote_code: bool = False
+    name: str = option("smollm2-135m-instruct", "offline short name, local directory, .gguf file or hub id")
+    device: str = option("auto", "cpu | cuda | auto")
+    dtype: str = option("float32", "weights' precision")
+    device_map: str | None = option(None, '"auto" to spread a large model over several devices')
+    quantization: str | None = option(None, "bitsandbytes loading (pip install -e .[quantization])")
+    gguf_file: str | None = option(None, "GGUF file name inside --model (directory or hub repo)")
+    # never without the user's explicit --trust-remote-code (a detector or suite file cannot turn it on)
+    trust_remote_code: bool = option(False, "run custom model code shipped with the model (off unless given here)")
 
 
 @dataclass
 class DataConfig:
     """Where a member/non-member set comes from."""
 
-    path: str = ""
-    split: str | None = None
-    text_column: str = "input"
-    label_column: str = "label"
-    skip_invalid: bool = False
-    dedupe: bool = True
+    path: str = option("", "save_to_disk folder, .jsonl/.json/.csv/.parquet file, hub name or set name")
+    split: str | None = option(None, "split name, e.g. WikiMIA_length32")
+    text_column: str = option("input", "column holding the texts")
+    label_column: str = option("label", "column holding the labels (1 member, 0 non-member)")
+    skip_invalid: bool = option(False, "skip (and count) rows with bad labels or empty texts")
+    dedupe: bool = option(True, "drop exact duplicate texts (--no-dedupe keeps them)")
 
 
 @dataclass
 class SplitConfig:
     """The evaluation split shared by every method (train part for learned detectors)."""
 
-    seed: int = 42
-    train_fraction: float = 0.8
-    max_train_per_class: int = 80
-    max_test_per_class: int = 100
-    # when a class holds enough texts for both caps, cut it so that the test part is full
-    # (train_fraction only decides smaller sets); False: always cut at train_fraction, as the
-    # official MIA-Tuner code does (WikiMIA-24 length 128: 58 + 58 test texts)
-    fill_test_first: bool = True
+    seed: int = option(42, "seed of the evaluation split")
+    train_fraction: float = option(0.8, "share of each class on the train side of the cut")
+    max_train_per_class: int = option(80, "training texts per class (learned detectors, ReCaLL shots)")
+    max_test_per_class: int = option(100, "held-out test texts per class")
+    # a large class is cut so that the test part is full (train_fraction only decides smaller
+    # sets); False: always cut at train_fraction, as the official MIA-Tuner code does
+    # (WikiMIA-24 length 128: 58 + 58 test texts)
+    fill_test_first: bool = option(True, "fill the test part first when a class is large enough "
+                                         "(--paper-split: always cut at --train-fraction, as the official code)")
     # "event": texts about the same event (data.shift.event_key) stay on one side of the split,
     # so a paired set's member and non-member twins are never split between train and test
-    group_by: str | None = None
+    group_by: str | None = option(None, "keep texts of the same event on one side (paired sets)")
 
 
 @dataclass
 class MethodConfig:
     """Settings of the score-based methods."""
 
-    methods: list[str] = field(default_factory=lambda: ["all"])
-    k: float = 0.2  # Min-K% and Min-K%++
-    k_sweep: list[float] = field(default_factory=list)  # extra k values, reported separately
-    num_neighbors: int = 5
-    neighbor_fraction: float = 0.15  # share of words replaced in each neighbour
-    neighbors_file: str | None = None
-    perturbation_model: str | None = None  # a masked LM; None = word replacement by the target
-    reference: str | None = None  # reference model for `ref`
-    batch_size: int = 8
-    max_tokens: int | None = None  # truncate longer texts (default: the model's context)
-    recall_shots: int = 10  # ReCaLL / Con-ReCall: training texts per class in the prefix
-    con_recall_gamma: float = 0.5  # Con-ReCall: weight of the member-prefix likelihood
-    fused_k: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.5])  # Min-K(++) k's `fused` reads
-    # the score-based methods `fused` reads (empty: every fusable one; Ref only in `fused+ref`)
-    fused_features: list[str] = field(default_factory=list)
+    methods: list[str] = option(help_text="comma-separated method names, or all", factory=lambda: ["all"])
+    k: float = option(0.2, "Min-K% / Min-K%++ share of tokens")
+    k_sweep: list[float] = option(help_text="extra k values, reported separately, e.g. 0.1,0.3,0.5", factory=list)
+    num_neighbors: int = option(5, "neighbours per text (`neighbor`)")
+    neighbor_fraction: float = option(0.15, "share of words replaced in each neighbour")
+    neighbors_file: str | None = option(None, "JSONL {text, neighbors} for `neighbor`")
+    perturbation_model: str | None = option(None, "masked LM generating neighbours; none: word replacement by the target")
+    reference: str | None = option(None, "reference model for `ref`")
+    batch_size: int = option(8, "texts per forward pass")
+    max_tokens: int | None = option(None, "truncate longer texts, with a warning; none: at the model's context")
+    recall_shots: int = option(10, "ReCaLL / Con-ReCall: training texts per class in the prefix")
+    con_recall_gamma: float = option(0.5, "Con-ReCall: weight of the member-prefix likelihood")
+    fused_k: list[float] = option(help_text="Min-K% / Min-K%++ k values `fused` reads", factory=lambda: [0.1, 0.2, 0.5])
+    fused_features: list[str] = option(help_text="score-based methods `fused` reads; empty: every fusable one "
+                                                 "(Ref only in `fused+ref`)", factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.methods:
+            from .errors import MethodError
+
+            raise MethodError("--methods names no method; give names such as loss,zlib or all")
 
 
 @dataclass

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import option
 from ..errors import DataError
 from ..data.types import MEMBER, NON_MEMBER, MembershipSet
 
@@ -29,10 +30,10 @@ MODEL_DIR = "model"
 class ControlledConfig:
     """How a controlled-membership set is built (defaults: see docs/controlled.md)."""
 
-    corpus: str = "python-docs"  # or a .txt / .jsonl file of documents
-    n_words: int = 64
-    n_per_class: int = 250
-    seed: int = 42
+    corpus: str = option("python-docs", "python-docs (offline default) or a .txt/.jsonl file of documents")
+    n_words: int = option(64, "words per passage")
+    n_per_class: int = option(250, "members (= non-members) in the set")
+    seed: int = option(42, "seed of the passages' choice, the member/non-member draw and the injection")
     injection: dict = field(default_factory=dict)  # InjectionConfig fields
 
     def injection_config(self):

@@ -8,9 +8,7 @@ request. Runs under ``accelerate`` (CPU, one or several GPUs, mixed precision).
 from __future__ import annotations
 
 import logging
-import math
 import time
-from dataclasses import dataclass
 
 import torch
 from accelerate import Accelerator
@@ -19,35 +17,12 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from ..errors import DataError, Interrupted
+from ..errors import Interrupted
 from ..models.batching import pad_batch
 from .checkpoint import Checkpoint
+from .injection_config import InjectionConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class InjectionConfig:
-    # One epoch at 6e-5 mimics pre-training exposure (seen once) and gives Loss AUROC ~0.62 on
-    # the offline default (BENCHMARKS.md); 2 epochs at 3e-5 gave 0.63 for twice the time.
-    epochs: int = 1
-    learning_rate: float = 6e-5
-    batch_size: int = 8
-    max_tokens: int = 256
-    method: str = "full"  # full | lora
-    lora_rank: int = 16
-    seed: int = 42
-
-    def __post_init__(self) -> None:
-        if self.method not in ("full", "lora"):
-            raise DataError(f"unknown injection method {self.method!r}: use full or lora")
-        if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
-            raise DataError(f"the injection learning rate (--lr) must be a positive number, got {self.learning_rate}")
-        for name in ("epochs", "batch_size", "lora_rank"):
-            if getattr(self, name) < 1:
-                raise DataError(f"injection {name} must be >= 1, got {getattr(self, name)}")
-        if self.max_tokens < 2:
-            raise DataError(f"injection max_tokens must be >= 2, got {self.max_tokens}")
 
 
 def _collate(sequences: list[list[int]], pad_id: int) -> dict:

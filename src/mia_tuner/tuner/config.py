@@ -6,6 +6,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from mia_tuner.config import option
 from mia_tuner.errors import MethodError
 from mia_tuner.tuner import prompts
 
@@ -26,9 +27,7 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def _opt(default, help_text: str):
-    """A field with its command-line help (mia_tuner.cli_fields generates the option)."""
-    return dataclasses.field(default=default, metadata={"help": help_text})
+_opt = option  # a field with its command-line help (mia_tuner.config.option)
 
 
 _FLAGS = {"learning_rate": "--lr"}  # fields whose option on the command line has another name
