@@ -328,3 +328,10 @@ def test_datasets_named_on_the_command_line_keep_the_suites_settings_for_them():
     first, second = suite.datasets
     assert first.set == "controlled:{model}:600" and first.test_per_class == 200
     assert second.set == "smoke" and second.test_per_class is None
+
+
+def test_a_cell_without_a_reference_leaves_ref_out_instead_of_failing(tiny_models, tmp_path):
+    run, _ = benchmark(suite_from_dict({**MINIMAL, "models": tiny_models[1:], "methods": ["loss", "ref", "fused+ref"],
+                                        "train_per_class": [8], "test_per_class": 5}),
+                       tmp_path / "out", cache_dir=tmp_path)
+    assert {r["method"] for r in run.records if r["kind"] == "method"} == {"loss"}

@@ -42,6 +42,8 @@ class DatasetEntry:
     split: str | None = field(default=None, metadata={"help": "split of a hub set or save_to_disk folder"})
     test_per_class: int | None = field(default=None, metadata={"help": "held-out texts per class (default: the suite's)"})
     group_by: str | None = field(default=None, metadata={"help": "'event': an event's texts stay on one side"})
+    paper_split: bool = field(default=False, metadata={
+        "help": "always cut at the train fraction, as the official code (WikiMIA rows of BENCHMARKS.md)"})
     optional: bool = field(default=False, metadata={
         "help": "skip (and say so in the report) when the set cannot be had: no local copy, no hub"})
 
@@ -92,8 +94,9 @@ class SuiteConfig:
     methods: list[str] = field(default_factory=lambda: ["all"],
                                metadata={"help": "score-based methods, fused, blind (or all)"})
     method_settings: dict = field(default_factory=dict, metadata={"help": "MethodConfig fields"})
-    reference: str | None = field(default=None, metadata={
-        "help": "reference model for `ref` (a controlled set brings its own: the model before injection)"})
+    reference: str | dict | None = field(default=None, metadata={
+        "help": "reference model for `ref`, or {model: reference} (a controlled set brings its own: the "
+                "model before injection)"})
     seeds: list[int] = field(default_factory=lambda: [42], metadata={"help": "split and training seeds"})
     train_per_class: list[int] = field(default_factory=lambda: [80],
                                        metadata={"help": "training texts per class (an ablation axis)"})
@@ -102,6 +105,9 @@ class SuiteConfig:
     safeguards: list[SafeguardEntry] = field(default_factory=list, metadata={"help": "safeguards"})
     device: str = field(default="auto", metadata={"help": "cpu | cuda | auto"})
     dtype: str = field(default="float32", metadata={"help": "float32 | bfloat16 | float16"})
+    device_map: str | None = field(default=None, metadata={
+        "help": '"auto": spread each model over every GPU (one process; models too large for one)'})
+    quantization: str | None = field(default=None, metadata={"help": "8bit | 4bit (bitsandbytes)"})
 
     def __post_init__(self) -> None:
         for name in ("models", "datasets", "seeds", "train_per_class"):
@@ -119,8 +125,16 @@ class SuiteConfig:
             guard.config(self.seeds[0])
 
     def method_config(self) -> MethodConfig:
+        """The methods' settings (the reference is the cell's: ``reference_for``)."""
         _check_keys(self.method_settings, MethodConfig, "method_settings")
-        return MethodConfig(methods=list(self.methods), reference=self.reference, **self.method_settings)
+        if "reference" in self.method_settings:
+            raise ConfigError("method_settings: set the reference with the suite's `reference` key")
+        return MethodConfig(methods=list(self.methods), **self.method_settings)
+
+    def reference_for(self, model: str) -> str | None:
+        if isinstance(self.reference, dict):
+            return self.reference.get(model)
+        return self.reference
 
 
 def _check_keys(values: dict, cls, where: str, extra=()) -> None:

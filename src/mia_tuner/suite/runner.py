@@ -59,10 +59,12 @@ def resolve_data(cell: Cell, suite: SuiteConfig, cache_dir, data_root) -> Resolv
     name = cell.set_name
     if sets.is_named(name):
         named = sets.resolve(name, root=data_root, cache_dir=cache_dir, device=suite.device)
-        return ResolvedData(named.data, name, named.model or cell.model, suite.reference or named.reference)
+        # a controlled set's own reference (the model before injection) comes first
+        return ResolvedData(named.data, name, named.model or cell.model,
+                            named.reference or suite.reference_for(cell.model))
     data = load_membership_set(DataConfig(path=name, split=cell.dataset.split))
     label = name if not cell.dataset.split else f"{name}:{cell.dataset.split}"
-    return ResolvedData(data, label, cell.model, suite.reference)
+    return ResolvedData(data, label, cell.model, suite.reference_for(cell.model))
 
 
 class CellRun:
@@ -76,11 +78,16 @@ class CellRun:
         self.resolved = resolve_data(cell, suite, cache_dir, data_root)
         self.split_config = SplitConfig(seed=cell.seed, max_train_per_class=cell.train_per_class,
                                         max_test_per_class=cell.dataset.test_per_class or suite.test_per_class,
-                                        group_by=cell.dataset.group_by)
+                                        group_by=cell.dataset.group_by,
+                                        fill_test_first=not cell.dataset.paper_split)
         self.split: EvaluationSplit = make_split(self.resolved.data, self.split_config)
         key = {"model": cell.model, "target": self.resolved.target, "dataset": self.resolved.label,
                "data": texts_digest(self.resolved.data.texts, self.resolved.data.labels),
                "split": vars(self.split_config)}
+        loading = {k: v for k, v in (("dtype", suite.dtype), ("quantization", suite.quantization))
+                   if v not in ("float32", None)}
+        if loading:  # scores depend on the precision (float32, unquantised: the key as before)
+            key["loading"] = loading
         self.key = settings_key(key)
         name = f"{safe_filename(cell.model)}__{safe_filename(self.resolved.label)}__s{cell.seed}-n{cell.train_per_class}"
         self.store = CellStore(out_dir / "cells" / f"{name}-{self.key[:8]}")
@@ -89,7 +96,8 @@ class CellRun:
 
     # ---- the model, loaded on first need -------------------------------------------------
     def model_config(self) -> ModelConfig:
-        return ModelConfig(name=self.resolved.target, device=self.suite.device, dtype=self.suite.dtype)
+        return ModelConfig(name=self.resolved.target, device=self.suite.device, dtype=self.suite.dtype,
+                           device_map=self.suite.device_map, quantization=self.suite.quantization)
 
     def load(self, fresh: bool = False):
         """The target model (``fresh``: a new copy, for a trainer that modifies its modules)."""
@@ -138,10 +146,19 @@ class CellRun:
         settings = {k: v for k, v in vars(self.run_config().methods).items() if k not in skip}
         return settings_key({"method": method.label, "settings": settings})
 
-    def score_methods(self) -> list[dict]:
-        from ..run import score_split, select_methods
+    def selected_methods(self) -> list:
+        """The suite's methods for this cell: without a reference model (none given, and the
+        set implies none) `ref` and `fused+ref` are left out of the cell, not an error."""
+        from ..methods import build_methods
 
-        methods = select_methods(self.run_config())
+        settings = self.run_config().methods
+        methods = build_methods(settings.methods, settings)
+        return [m for m in methods if settings.reference or not m.needs_reference]
+
+    def score_methods(self) -> list[dict]:
+        from ..run import score_split
+
+        methods = self.selected_methods()
         records = {m.label: self.store.load(m.label, self.method_key(m)) for m in methods}
         missing = [m for m in methods if records[m.label] is None]
         if missing:
