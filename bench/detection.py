@@ -1,9 +1,11 @@
 """Detection quality of every score-based method and the blind baseline (issue: foundation).
 
-For each offline model and benchmark split, runs `run_scores` (the same evaluation split for
-every method, scored on its test part) and merges one record per method into
-bench/results/detection.json. `ref` uses the other offline model as reference on WikiMIA(-24)
-and the model before injection on the controlled set.
+A thin wrapper over the suite runner (`mia_tuner.suite`, one way to produce a number): the
+models x sets asked for become a suite (WikiMIA(-24) with the official code's split, every
+method, each offline model the other's reference; the controlled set with the model before
+injection as reference and every method but Neighbor, as the demo), run into
+runs/bench/suites/detection, and each method's record is merged into
+bench/results/detection.json.
 
     .venv/bin/python bench/detection.py                       # everything (hours on 2 cores)
     .venv/bin/python bench/detection.py --models smollm2-135m-instruct --sets wikimia24:WikiMIA_length32
@@ -18,27 +20,34 @@ import json
 import time
 from pathlib import Path
 
-from mia_tuner import sets
-from mia_tuner.config import (DataConfig, MethodConfig, ModelConfig, RunConfig, SplitConfig,
-                              default_cache_dir)
-from mia_tuner.training.controlled import ControlledConfig
-from mia_tuner.demo import demo_config, ensure_controlled
-from mia_tuner.run import run_scores
+from mia_tuner.metrics import compute_metrics
+from mia_tuner.config import default_cache_dir
+from mia_tuner.suite import run_suite, suite_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "bench" / "results" / "detection.json"
+RUNS = ROOT / "runs" / "bench" / "suites" / "detection"
 MODELS = ["smollm2-135m-instruct", "gemma-3-270m"]
 REFERENCE = {"smollm2-135m-instruct": "gemma-3-270m", "gemma-3-270m": "smollm2-135m-instruct"}
 SETS = ["wikimia24:WikiMIA_length32", "wikimia24:WikiMIA_length128", "wikimia24:WikiMIA_length64",
         "wikimia:32", "wikimia:64"]
 KEY = ("model", "dataset", "split", "method")
-PAPER_SPLIT = SplitConfig(fill_test_first=False)
+ALL_BUT_NEIGHBOR = ["loss", "zlib", "min-k%", "min-k%++", "lowercase", "ref", "recall", "con-recall",
+                    "blind", "fused", "fused+ref"]
 
 
-def data_config(dataset: str, split: str) -> DataConfig:
+def data_config(dataset: str, split: str):
     """The named set (mia_tuner.sets) read from ../shared/data: split WikiMIA_length32 or 32."""
+    from mia_tuner import sets
+
     return sets.wikimia_config(dataset, int(split.removeprefix("WikiMIA_length")), DATA)
+
+
+def set_name(spec: str) -> str:
+    """wikimia24:WikiMIA_length32 -> wikimia24:32 (mia_tuner.sets); wikimia:32 unchanged."""
+    dataset, split = spec.split(":")
+    return f"{dataset}:{split.removeprefix('WikiMIA_length')}"
 
 
 def metric_row(model: str, dataset: str, split: str, method: str, m: dict, seconds: float | None) -> dict:
@@ -51,11 +60,6 @@ def metric_row(model: str, dataset: str, split: str, method: str, m: dict, secon
             "date": time.strftime("%Y-%m-%d")}
 
 
-def records_of(result, model: str, dataset: str, split: str, seconds: float) -> list[dict]:
-    return [metric_row(model, dataset, split, method, m.to_dict(), seconds)
-            for method, m in result.metrics.items()]
-
-
 def merge(records: list[dict]) -> None:
     existing = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
     new_keys = {tuple(r[k] for k in KEY) for r in records}
@@ -64,27 +68,26 @@ def merge(records: list[dict]) -> None:
     RESULTS.write_text(json.dumps(kept + records, indent=1) + "\n")
 
 
-def run_benchmark_set(model: str, spec: str, cache_dir: str) -> None:
-    dataset, split = spec.split(":")
-    config = RunConfig(model=ModelConfig(name=model), data=data_config(dataset, split),
-                       split=PAPER_SPLIT,  # the recorded rows' protocol (80/20 cut, test <= 100)
-                       methods=MethodConfig(methods=["all"], reference=REFERENCE[model]),
-                       out=str(ROOT / "runs" / "bench" / model / f"{dataset}-{split}"),
-                       cache_dir=cache_dir)
-    started = time.perf_counter()
-    result = run_scores(config)
-    print(result.table, flush=True)
-    merge(records_of(result, model, dataset, split, time.perf_counter() - started))
+def detection_suite(models: list[str], specs: list[str], controlled: bool) -> dict:
+    if controlled:
+        return {"name": "detection-controlled", "models": models, "datasets": ["controlled:{model}"],
+                "methods": ALL_BUT_NEIGHBOR}
+    return {"name": "detection", "models": models, "reference": REFERENCE, "methods": ["all"],
+            "datasets": [{"set": set_name(spec), "paper_split": True} for spec in specs]}
 
 
-def run_controlled(model: str, cache_dir: str) -> None:
-    set_dir = ensure_controlled(model, ControlledConfig(), cache_dir)
-    config = demo_config(set_dir, model, str(ROOT / "runs" / "bench" / model / "controlled"),
-                         cache_dir, "auto")
-    started = time.perf_counter()
-    result = run_scores(config)
-    print(result.table, flush=True)
-    merge(records_of(result, model, "controlled", "python-docs-64w", time.perf_counter() - started))
+def rows_of(records: list[dict]) -> list[dict]:
+    """detection.json rows from the suite's records (every method of every cell)."""
+    cells = {r["cell_key"]: r for r in records if r["kind"] == "cell"}
+    rows = []
+    for r in records:
+        if r["kind"] != "method":
+            continue
+        cell = cells[r["cell_key"]]
+        m = compute_metrics(cell["labels"], r["scores"]).to_dict()
+        rows.append(metric_row(r["model"], cell["set"]["dataset"], cell["set"]["split"], r["method"], m,
+                               r.get("seconds")))
+    return rows
 
 
 def column_order(group: tuple[str, str]) -> tuple:
@@ -138,13 +141,9 @@ def main():
     if args.markdown:
         print(markdown())
         return
-    for model in args.models:
-        if args.controlled:
-            run_controlled(model, args.cache_dir)
-            continue
-        for spec in args.sets:
-            run_benchmark_set(model, spec, args.cache_dir)
-
+    suite = suite_from_dict(detection_suite(args.models, args.sets, args.controlled))
+    run = run_suite(suite, RUNS, cache_dir=args.cache_dir, data_root=DATA)
+    merge(rows_of(run.records))
 
 if __name__ == "__main__":
     main()

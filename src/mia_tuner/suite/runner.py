@@ -50,6 +50,7 @@ class ResolvedData:
     label: str  # the dataset as tables name it
     target: str  # the model to load (a controlled set's injected model)
     reference: str | None
+    names: dict | None = None  # a named set's dataset and split, as records name them (sets.NamedSet)
 
 
 def resolve_data(cell: Cell, suite: SuiteConfig, cache_dir, data_root) -> ResolvedData:
@@ -61,7 +62,8 @@ def resolve_data(cell: Cell, suite: SuiteConfig, cache_dir, data_root) -> Resolv
         named = sets.resolve(name, root=data_root, cache_dir=cache_dir, device=suite.device)
         # a controlled set's own reference (the model before injection) comes first
         return ResolvedData(named.data, name, named.model or cell.model,
-                            named.reference or suite.reference_for(cell.model))
+                            named.reference or suite.reference_for(cell.model),
+                            {"dataset": named.dataset, "split": named.split})
     data = load_membership_set(DataConfig(path=name, split=cell.dataset.split))
     label = name if not cell.dataset.split else f"{name}:{cell.dataset.split}"
     return ResolvedData(data, label, cell.model, suite.reference_for(cell.model))
@@ -129,7 +131,7 @@ class CellRun:
             **self.base(), "kind": "cell", "labels": self.labels,
             "mode": TunerConfig().resolve_mode(loaded.tokenizer),
             "fingerprint": loaded.fingerprint, "target": self.resolved.target,
-            "reference": self.resolved.reference,
+            "reference": self.resolved.reference, "set": self.resolved.names,
             "hygiene": hygiene_report(self.resolved.data, loaded.tokenizer),
             "split": self.split.report, "n_test": len(self.labels)})
 
