@@ -22,6 +22,7 @@ from pathlib import Path
 
 from mia_tuner.metrics import compute_metrics
 from mia_tuner.config import default_cache_dir
+from mia_tuner.demo import DEMO_SPLIT
 from mia_tuner.suite import run_suite, suite_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,8 +71,8 @@ def merge(records: list[dict]) -> None:
 
 def detection_suite(models: list[str], specs: list[str], controlled: bool) -> dict:
     if controlled:
-        return {"name": "detection-controlled", "models": models, "datasets": ["controlled:{model}"],
-                "methods": ALL_BUT_NEIGHBOR}
+        return {"name": "detection-controlled", "models": models, "methods": ALL_BUT_NEIGHBOR,
+                "datasets": [{"set": "controlled:{model}", "train_fraction": DEMO_SPLIT.train_fraction}]}
     return {"name": "detection", "models": models, "reference": REFERENCE, "methods": ["all"],
             "datasets": [{"set": set_name(spec), "paper_split": True} for spec in specs]}
 

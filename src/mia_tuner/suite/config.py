@@ -42,6 +42,8 @@ class DatasetEntry:
     split: str | None = field(default=None, metadata={"help": "split of a hub set or save_to_disk folder"})
     test_per_class: int | None = field(default=None, metadata={"help": "held-out texts per class (default: the suite's)"})
     group_by: str | None = field(default=None, metadata={"help": "'event': an event's texts stay on one side"})
+    train_fraction: float | None = field(default=None, metadata={
+        "help": "share of each class on the train side where a class is too small to fill both parts"})
     paper_split: bool = field(default=False, metadata={
         "help": "always cut at the train fraction, as the official code (WikiMIA rows of BENCHMARKS.md)"})
     optional: bool = field(default=False, metadata={

@@ -82,6 +82,8 @@ class CellRun:
                                         max_test_per_class=cell.dataset.test_per_class or suite.test_per_class,
                                         group_by=cell.dataset.group_by,
                                         fill_test_first=not cell.dataset.paper_split)
+        if cell.dataset.train_fraction is not None:
+            self.split_config = replace(self.split_config, train_fraction=cell.dataset.train_fraction)
         self.split: EvaluationSplit = make_split(self.resolved.data, self.split_config)
         key = {"model": cell.model, "target": self.resolved.target, "dataset": self.resolved.label,
                "data": texts_digest(self.resolved.data.texts, self.resolved.data.labels),
