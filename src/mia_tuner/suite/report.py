@@ -103,33 +103,40 @@ def _table_html(table: Table) -> str:
             f"</thead><tbody>{''.join(rows)}</tbody></table>")
 
 
+def _html_table(headers: list[str], rows: list[list]) -> str:
+    """A plain table; every cell escaped."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _interval(value: float, low: float, high: float, signed: bool = False) -> str:
+    f = "+.3f" if signed else ".3f"
+    return f"{value:{f}} [{low:{f}}, {high:{f}}]"
+
+
 def _paired_html(rows: list[dict]) -> str:
     if not rows:
         return ""
-    head = ("<tr><th>dataset</th><th>per class</th><th>model</th><th>seed</th><th>difference of AUROC</th>"
-            "<th>value [95% paired interval]</th></tr>")
-    body = "".join(
-        f"<tr><td>{html.escape(r['dataset'])}</td><td>{r['train_per_class']}</td><td>{html.escape(r['model'])}</td>"
-        f"<td>{r['seed']}</td><td>{html.escape(r['comparison'])}</td>"
-        f"<td>{r['difference']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]</td></tr>" for r in rows)
+    table = _html_table(
+        ["dataset", "per class", "model", "seed", "difference of AUROC", "value [95% paired interval]"],
+        [[r["dataset"], r["train_per_class"], r["model"], r["seed"], r["comparison"],
+          _interval(r["difference"], r["low"], r["high"], signed=True)] for r in rows])
     return ("<h3>Paired differences on the same test texts</h3><p class=\"note\">Detectors that use labelled "
             "texts against the best reference-free score-based method of their row (picked on the test texts, "
-            "which favours it), and MIA-Tuner against <code>fused</code>.</p>"
-            f"<table>{head}{body}</table>")
+            "which favours it), and MIA-Tuner against <code>fused</code>.</p>" + table)
 
 
 def _safeguards_html(rows: list[dict]) -> str:
     if not rows:
         return ""
-    head = ("<tr><th>model</th><th>dataset</th><th>safeguard</th><th>attack</th><th>AUROC before</th>"
-            "<th>AUROC after</th><th>TPR@1%FPR before</th><th>after</th></tr>")
-    body = "".join(
-        f"<tr><td>{html.escape(r['model'])}</td><td>{html.escape(r['dataset'])}</td><td>{html.escape(r['safeguard'])}"
-        f"</td><td>{html.escape(r['method'])}{' (adaptive)' if r['adaptive'] else ''}</td>"
-        f"<td>{r['auroc_before']:.3f} [{r['auroc_before_low']:.3f}, {r['auroc_before_high']:.3f}]</td>"
-        f"<td>{r['auroc_after']:.3f} [{r['auroc_after_low']:.3f}, {r['auroc_after_high']:.3f}]</td>"
-        f"<td>{r['tpr_at_1_fpr_before']:.3f}</td><td>{r['tpr_at_1_fpr_after']:.3f}</td></tr>" for r in rows)
-    return f"<h2>Safeguards: every attack before and after</h2><table>{head}{body}</table>"
+    table = _html_table(
+        ["model", "dataset", "safeguard", "attack", "AUROC before", "AUROC after", "TPR@1%FPR before", "after"],
+        [[r["model"], r["dataset"], r["safeguard"], r["method"] + (" (adaptive)" if r["adaptive"] else ""),
+          _interval(r["auroc_before"], r["auroc_before_low"], r["auroc_before_high"]),
+          _interval(r["auroc_after"], r["auroc_after_low"], r["auroc_after_high"]),
+          f"{r['tpr_at_1_fpr_before']:.3f}", f"{r['tpr_at_1_fpr_after']:.3f}"] for r in rows])
+    return "<h2>Safeguards: every attack before and after</h2>" + table
 
 
 def _hygiene_rows(records: list[dict]) -> list[dict]:
@@ -151,12 +158,11 @@ def _hygiene_rows(records: list[dict]) -> list[dict]:
 
 
 def _hygiene_html(rows: list[dict]) -> str:
-    head = "<tr><th>dataset</th><th>texts</th><th>duplicates</th><th>mean words (member / non-member)</th><th>blind AUROC</th></tr>"
-    body = "".join(
-        f"<tr><td>{html.escape(r['dataset'])}</td><td>{r['texts']}</td><td>{_duplicates(r['duplicates'])}</td>"
-        f"<td>{_num(r['words']['member'])} / {_num(r['words']['nonmember'])}</td><td>{html.escape(r['blind_auroc'])}</td></tr>"
-        for r in rows)
-    return f"<h2>Datasets: hygiene</h2><table>{head}{body}</table>"
+    table = _html_table(
+        ["dataset", "texts", "duplicates", "mean words (member / non-member)", "blind AUROC"],
+        [[r["dataset"], r["texts"], _duplicates(r["duplicates"]),
+          f"{_num(r['words']['member'])} / {_num(r['words']['nonmember'])}", r["blind_auroc"]] for r in rows])
+    return "<h2>Datasets: hygiene</h2>" + table
 
 
 def _duplicates(d: dict) -> str:
