@@ -335,3 +335,18 @@ def test_a_cell_without_a_reference_leaves_ref_out_instead_of_failing(tiny_model
                                         "train_per_class": [8], "test_per_class": 5}),
                        tmp_path / "out", cache_dir=tmp_path)
     assert {r["method"] for r in run.records if r["kind"] == "method"} == {"loss"}
+
+
+def test_a_suite_runs_a_safeguard_and_reports_every_attack_before_and_after(tiny_models, tmp_path):
+    suite = suite_from_dict({
+        **MINIMAL, "models": tiny_models[1:], "methods": ["loss", "zlib"], "train_per_class": [10],
+        "test_per_class": 5, "safeguards": [{"tag": "scores", "against": "scores", "epochs": 1,
+                                             "batch_per_class": 2, "train_per_class": 4,
+                                             "validation_per_class": 2, "attack_train_per_class": 4}]})
+    run, paths = benchmark(suite, tmp_path / "out", cache_dir=tmp_path / "cache")
+    guard = [r for r in run.records if r["kind"] == "safeguard"]
+    assert len(guard) == 1 and [row["method"] for row in guard[0]["rows"]] == ["loss", "zlib"]
+    assert guard[0]["n_test"] == 10 and guard[0]["utility"]["kl"] >= 0
+    assert "Safeguards: every attack before and after" in paths["html"].read_text()
+    again, _ = benchmark(suite, tmp_path / "out", cache_dir=tmp_path / "cache")  # kept, not retrained
+    assert [r["sha256"] for r in again.records if r["kind"] == "safeguard"] == [guard[0]["sha256"]]
