@@ -50,6 +50,8 @@ def test_the_matrix_is_models_x_datasets_x_seeds_x_sizes():
     ({**MINIMAL, "seeds": 3}, "`seeds` must be a list"),
     ({"models": ["m"], "datasets": ["smoke"]}, "`name` is missing"),
     ({**MINIMAL, "test_per_class": 0}, "must be positive"),
+    ({**MINIMAL, "methods": ["loss", "lossy"]}, "unknown method(s) ['lossy']"),
+    ({**MINIMAL, "dtype": "float33"}, "dtype 'float33'"),
 ])
 def test_a_wrong_suite_is_refused_before_anything_runs(values, message):
     with pytest.raises((ConfigError, ValueError)) as info:

@@ -120,7 +120,15 @@ class SuiteConfig:
         tags = [v.tag for v in self.tuner] + [s.tag for s in self.safeguards]
         if len(set(tags)) != len(tags):
             raise ConfigError(f"suite {self.name!r}: two variants share a tag ({tags})")
-        self.method_config()  # unknown method settings fail here, before any model loads
+        from ..config import DEVICES, DTYPES, QUANTIZATIONS
+        from ..methods import build_methods
+
+        for name, value, allowed in (("device", self.device, DEVICES), ("dtype", self.dtype, DTYPES),
+                                     ("quantization", self.quantization, (None, *QUANTIZATIONS))):
+            if value not in allowed:
+                raise ConfigError(f"suite {self.name!r}: {name} {value!r}; choose one of "
+                                  f"{', '.join(str(a) for a in allowed)}")
+        build_methods(self.methods, self.method_config())  # unknown names and settings fail here
         for variant in self.tuner:
             variant.config(self.train_per_class[0], self.seeds[0])
         for guard in self.safeguards:
