@@ -352,3 +352,13 @@ def test_a_suite_runs_a_safeguard_and_reports_every_attack_before_and_after(tiny
     assert "Safeguards: every attack before and after" in paths["html"].read_text()
     again, _ = benchmark(suite, tmp_path / "out", cache_dir=tmp_path / "cache")  # kept, not retrained
     assert [r["sha256"] for r in again.records if r["kind"] == "safeguard"] == [guard[0]["sha256"]]
+
+
+def test_each_models_own_controlled_set_shares_one_table():
+    labels = [1, 0, 1, 0]
+    records = []
+    for model in ("a", "b"):
+        for r in _records({"loss": [1, 0, 1, 0]}, labels, dataset=f"controlled:{model}:600"):
+            records.append(dict(r, model=model, cell_key=model + r["cell_key"], dataset_axis="controlled:{model}:600"))
+    (table,) = build_tables(records)
+    assert table.dataset == "controlled:{model}:600" and [m for _, m in table.rows] == ["a", "b"]

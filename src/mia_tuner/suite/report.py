@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..reports import jsonable
 from .figures import ablation_figures, by_cell, histogram_figure, roc_figure, training_curve_figure
-from .tables import Table, build_tables, paired_rows, safeguard_rows, table_markdown, table_rows
+from .tables import Table, axis, build_tables, paired_rows, safeguard_rows, table_markdown, table_rows
 
 PACKAGES = ("mia-tuner", "torch", "transformers", "peft", "accelerate", "datasets", "scikit-learn", "numpy")
 CSS = """
@@ -148,7 +148,8 @@ def _hygiene_rows(records: list[dict]) -> list[dict]:
             continue
         seen.add(r["dataset"])
         h = r["hygiene"]
-        blind = [row.get("blind") for key, t in tables.items() if key[0] == r["dataset"] for row in t.rows.values()]
+        blind = [row.get("blind") for key, t in tables.items() if key[0] == axis(r)
+                 for (_, model), row in t.rows.items() if model == r["model"]]
         blind = [b for b in blind if b is not None]
         out.append({"dataset": r["dataset"], "texts": h.get("n_member", 0) + h.get("n_nonmember", 0),
                     "duplicates": h.get("duplicates", {}),

@@ -116,8 +116,8 @@ class CellRun:
 
     def base(self) -> dict:
         """What every record of the cell shares (the tables' row and column coordinates)."""
-        return {"model": self.cell.model, "dataset": self.resolved.label, "seed": self.cell.seed,
-                "train_per_class": self.cell.train_per_class, "cell_key": self.key}
+        return {"model": self.cell.model, "dataset": self.resolved.label, "dataset_axis": self.cell.dataset.set,
+                "seed": self.cell.seed, "train_per_class": self.cell.train_per_class, "cell_key": self.key}
 
     # ---- cell facts: mode, hygiene -------------------------------------------------------
     def describe(self) -> dict:

@@ -82,6 +82,12 @@ def _cells(records: list[dict]) -> dict[str, dict]:
     return {r["cell_key"]: r for r in records if r.get("kind") == "cell"}
 
 
+def axis(record: dict) -> str:
+    """The dataset as the suite names it (``controlled:{model}:600``: one table for every
+    model's own controlled set), else the resolved name."""
+    return record.get("dataset_axis") or record["dataset"]
+
+
 def collect(records: list[dict]) -> dict:
     """``{(dataset, n): {(mode, model): {method: Entry}}}`` from the suite's records."""
     cells = _cells(records)
@@ -93,7 +99,7 @@ def collect(records: list[dict]) -> dict:
         labels = np.asarray(cell["labels"])
         scores = np.asarray(r["scores"], dtype=float)
         m = compute_metrics(labels, scores)
-        entry = grid[(r["dataset"], r["train_per_class"])][(cell["mode"], r["model"])][r["method"]]
+        entry = grid[(axis(r), r["train_per_class"])][(cell["mode"], r["model"])][r["method"]]
         entry.aurocs.append(m.auroc)
         entry.lows.append(m.auroc_low)
         entry.highs.append(m.auroc_high)
@@ -122,8 +128,8 @@ def build_tables(records: list[dict]) -> list[Table]:
     labels: dict = defaultdict(dict)  # (dataset, n, model) -> seed -> labels
     n_test: dict = {}
     for cell in cells.values():
-        labels[(cell["dataset"], cell["train_per_class"], cell["model"])][cell["seed"]] = np.asarray(cell["labels"])
-        n_test[(cell["dataset"], cell["train_per_class"], cell["model"])] = cell["n_test"]
+        labels[(axis(cell), cell["train_per_class"], cell["model"])][cell["seed"]] = np.asarray(cell["labels"])
+        n_test[(axis(cell), cell["train_per_class"], cell["model"])] = cell["n_test"]
     tables = []
     for (dataset, n), rows in collect(records).items():
         ordered = {key: rows[key] for key in sorted(rows, key=lambda k: (MODES.index(k[0]), k[1]))}
@@ -200,7 +206,7 @@ def _comparisons(row: dict[str, Entry]) -> list[tuple[str, str]]:
 
 def paired_rows(tables: list[Table], records: list[dict]) -> list[dict]:
     """Paired bootstrap intervals of AUROC differences on the same test texts, per seed."""
-    labels = {(c["dataset"], c["train_per_class"], c["model"], c["seed"]): np.asarray(c["labels"])
+    labels = {(axis(c), c["train_per_class"], c["model"], c["seed"]): np.asarray(c["labels"])
               for c in _cells(records).values()}
     out = []
     for table in tables:
