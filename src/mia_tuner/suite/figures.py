@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 from ..metrics import validate_scores  # noqa: E402
 from ..reports import plot_roc, safe_filename  # noqa: E402
 from .store import settings_key  # noqa: E402
-from .tables import BLIND, collect, column_order  # noqa: E402
+from .tables import BLIND, column_order  # noqa: E402
 
 
 def cell_name(model: str, dataset: str, n: int, seed: int) -> str:
@@ -141,11 +141,11 @@ def _half_interval(entry) -> float:
     return float((entry.highs[0] - entry.lows[0]) / 2)
 
 
-def ablation_figures(records: list[dict], out_dir: Path) -> list[tuple[str, Path]]:
+def ablation_figures(tables: list, records: list[dict], out_dir: Path) -> list[tuple[str, Path]]:
     """AUROC against training texts per class (per model and dataset) and across datasets
     (per model, at each training size), where the suite varies them; error bars: the 95%
     interval (one seed) or the spread over seeds."""
-    grid = collect(records)
+    grid = {(t.dataset, t.train_per_class): t.rows for t in tables}  # the metrics already computed
     method_records = [r for r in records if r.get("kind") in ("method", "cell")]
     figures = []
     by_size: dict = defaultdict(lambda: defaultdict(list))  # (model, dataset) -> method -> points

@@ -139,10 +139,10 @@ def _safeguards_html(rows: list[dict]) -> str:
     return "<h2>Safeguards: every attack before and after</h2>" + table
 
 
-def _hygiene_rows(records: list[dict]) -> list[dict]:
+def _hygiene_rows(tables: list[Table], records: list[dict]) -> list[dict]:
     """Per dataset (first cell seen): duplicates, words per class, blind AUROC."""
     out, seen = [], set()
-    tables = {(t.dataset, t.train_per_class): t for t in build_tables(records)}
+    tables = {(t.dataset, t.train_per_class): t for t in tables}
     for r in records:
         if r.get("kind") != "cell" or r["dataset"] in seen:
             continue
@@ -201,7 +201,7 @@ def write_report(suite, records: list[dict], out_dir, *, source: str, started: f
     parts = [f"<h1>mia-tuner suite “{html.escape(suite.name)}”</h1>", f'<p class="note">{html.escape(NOTE)}</p>',
              "<h2>Detection: AUROC and TPR@1%FPR</h2>", *(_table_html(t) for t in tables),
              _paired_html(paired),
-             _safeguards_html(safeguard_rows(records)), _hygiene_html(_hygiene_rows(records)),
+             _safeguards_html(safeguard_rows(records)), _hygiene_html(_hygiene_rows(tables, records)),
              _skipped_html(list(skipped))]
     used: list[Path] = []
 
@@ -210,7 +210,7 @@ def write_report(suite, records: list[dict], out_dir, *, source: str, started: f
         return _image(path, caption)
 
     curves = [training_curve_figure(records, fig_dir)]
-    ablations = ablation_figures(records, fig_dir)
+    ablations = ablation_figures(tables, records, fig_dir)
     if any(curves) or ablations:
         parts.append("<h2>Training and ablation curves</h2>")
         parts += [img(p, "MIA-Tuner: validation AUROC per epoch") for p in curves if p]
