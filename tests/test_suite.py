@@ -52,6 +52,8 @@ def test_the_matrix_is_models_x_datasets_x_seeds_x_sizes():
     ({**MINIMAL, "test_per_class": 0}, "must be positive"),
     ({**MINIMAL, "methods": ["loss", "lossy"]}, "unknown method(s) ['lossy']"),
     ({**MINIMAL, "dtype": "float33"}, "dtype 'float33'"),
+    ({**MINIMAL, "safeguards": [{"against": "scores", "datasets": ["smok"]}]}, "names ['smok'], not among"),
+    ({**MINIMAL, "tuner": [{"tag": "x", "datasets": "smoke"}]}, "`datasets` is a non-empty list"),
 ])
 def test_a_wrong_suite_is_refused_before_anything_runs(values, message):
     with pytest.raises((ConfigError, ValueError)) as info:
@@ -352,6 +354,37 @@ def test_a_suite_runs_a_safeguard_and_reports_every_attack_before_and_after(tiny
     assert "Safeguards: every attack before and after" in paths["html"].read_text()
     again, _ = benchmark(suite, tmp_path / "out", cache_dir=tmp_path / "cache")  # kept, not retrained
     assert [r["sha256"] for r in again.records if r["kind"] == "safeguard"] == [guard[0]["sha256"]]
+
+
+def test_a_variant_limited_to_some_datasets_runs_only_on_them(tiny_models, tmp_path, monkeypatch):
+    from importlib import resources
+
+    copy = tmp_path / "copy.jsonl"  # a second dataset: the smoke set under another name
+    copy.write_text((resources.files("mia_tuner.resources") / "smoke_set.jsonl").read_text())
+    trained_on = []
+
+    def fake_tuner(self, variant):
+        trained_on.append((variant.tag, self.cell.dataset.set))
+        return {**self.base(), "kind": "method", "method": variant.column, "scores": [0.0] * len(self.labels)}
+
+    monkeypatch.setattr(runner_module.CellRun, "tuner", fake_tuner)
+    suite = suite_from_dict({**MINIMAL, "models": tiny_models[1:], "methods": ["loss"], "train_per_class": [8],
+                             "test_per_class": 5, "datasets": ["smoke", str(copy)],
+                             "tuner": [{"tag": "everywhere"}, {"tag": "only-copy", "datasets": [str(copy)]}]})
+    runner_module.run_suite(suite, tmp_path / "out", cache_dir=tmp_path / "cache")
+    assert trained_on == [("everywhere", "smoke"), ("everywhere", str(copy)), ("only-copy", str(copy))]
+    # named on the command line, a dataset the limit names may be left out: nothing to run, no error
+    assert load_suite(str(_suite_file(tmp_path, suite)), {"datasets": ["smoke"]}).tuner[1].datasets == [str(copy)]
+
+
+def _suite_file(tmp_path, suite):
+    import yaml
+
+    path = tmp_path / "limited.yaml"
+    path.write_text(yaml.safe_dump({"name": suite.name, "models": suite.models, "datasets": [d.set for d in suite.datasets],
+                                    "tuner": [{"tag": v.tag, **({"datasets": v.datasets} if v.datasets else {})}
+                                              for v in suite.tuner]}))
+    return path
 
 
 def test_each_models_own_controlled_set_shares_one_table():

@@ -13,8 +13,8 @@
     tuner:                               # MIA-Tuner variants: a tag, a preset, TunerConfig fields
       - {tag: default}
       - {tag: lora, peft: lora, learning_rate: 1.0e-4}
-    safeguards:                          # DefenceConfig fields; `tag` names the row
-      - {tag: scores, against: scores}
+    safeguards:                          # DefenceConfig fields; `tag` names the row; `datasets`
+      - {tag: scores, against: scores, datasets: ["controlled:{model}:600"]}  # (optional) limits
 
 Every key is checked: an unknown one is an error naming the keys allowed, so a typo never
 runs a different study silently. The nested settings are built into ``MethodConfig``,
@@ -60,6 +60,10 @@ class TunerVariant:
     tag: str = "default"
     preset: str = "default"
     settings: dict = field(default_factory=dict)  # TunerConfig fields
+    datasets: list[str] | None = None  # the suite's datasets (`set` as written) it runs on; None: all
+
+    def runs_on(self, dataset: DatasetEntry) -> bool:
+        return self.datasets is None or dataset.set in self.datasets
 
     @property
     def column(self) -> str:
@@ -78,6 +82,10 @@ class SafeguardEntry:
 
     tag: str
     settings: dict = field(default_factory=dict)
+    datasets: list[str] | None = None  # the suite's datasets (`set` as written) it runs on; None: all
+
+    def runs_on(self, dataset: DatasetEntry) -> bool:
+        return self.datasets is None or dataset.set in self.datasets
 
     def config(self, seed: int):
         from ..safeguards.config import DefenceConfig
@@ -169,31 +177,55 @@ def _tuner_variant(entry) -> TunerVariant:
     from ..tuner.config import TunerConfig
 
     entry = dict(entry or {})
-    _check_keys(entry, TunerConfig, "tuner[]", extra=("tag", "preset"))
+    _check_keys(entry, TunerConfig, "tuner[]", extra=("tag", "preset", "datasets"))
     for fixed in ("train_per_class", "seed"):
         if fixed in entry:
             raise ConfigError(f"tuner[]: `{fixed}` is a suite axis (train_per_class, seeds), not a variant setting")
     return TunerVariant(tag=str(entry.pop("tag", "default")), preset=entry.pop("preset", "default"),
-                        settings=entry)
+                        datasets=_restriction(entry.pop("datasets", None), "tuner[]"), settings=entry)
 
 
 def _safeguard(entry) -> SafeguardEntry:
     from ..safeguards.config import DefenceConfig
 
     entry = dict(entry or {})
-    _check_keys(entry, DefenceConfig, "safeguards[]", extra=("tag",))
+    _check_keys(entry, DefenceConfig, "safeguards[]", extra=("tag", "datasets"))
     if "seed" in entry:
         raise ConfigError("safeguards[]: `seed` is a suite axis (seeds)")
     tag = str(entry.pop("tag", entry.get("against", "scores")))
-    return SafeguardEntry(tag=tag, settings=entry)
+    return SafeguardEntry(tag=tag, datasets=_restriction(entry.pop("datasets", None), "safeguards[]"),
+                          settings=entry)
 
 
-def suite_from_dict(values: dict) -> SuiteConfig:
+def _restriction(datasets, where: str) -> list[str] | None:
+    if datasets is None:
+        return None
+    if not isinstance(datasets, list) or not datasets or not all(isinstance(d, str) for d in datasets):
+        raise ConfigError(f"{where}: `datasets` is a non-empty list of the suite's dataset names")
+    return datasets
+
+
+def _check_restrictions(values: dict, source: str) -> None:
+    """A variant or safeguard limited to datasets the suite does not list is a typo, caught
+    on the suite as written (a --datasets override may then leave it nothing to run on)."""
+    listed = {d.get("set") if isinstance(d, dict) else d for d in values.get("datasets") or []}
+    for key in ("tuner", "safeguards"):
+        for entry in values.get(key) or []:
+            limits = entry.get("datasets") if isinstance(entry, dict) else None
+            unknown = [d for d in limits if d not in listed] if isinstance(limits, list) else []
+            if unknown:
+                raise ConfigError(f"{source}: {key}[] `datasets` names {unknown}, not among the suite's "
+                                  f"datasets ({', '.join(sorted(map(str, listed)))})")
+
+
+def suite_from_dict(values: dict, check_restrictions: bool = True) -> SuiteConfig:
     """A SuiteConfig from a parsed YAML mapping (every key checked)."""
     _check_keys(values, SuiteConfig, "suite")
     values = dict(values)
     if "name" not in values:
         raise ConfigError("suite: `name` is missing")
+    if check_restrictions:
+        _check_restrictions(values, "suite")
     for key in ("models", "datasets", "methods", "seeds", "train_per_class", "tuner", "safeguards"):
         if key in values and not isinstance(values[key], list):
             raise ConfigError(f"suite: `{key}` must be a list")
@@ -228,9 +260,10 @@ def load_suite(name_or_path: str, overrides: dict | None = None) -> SuiteConfig:
         raise ConfigError(f"{source}: not valid YAML ({exc})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: a suite is a mapping of keys (name, models, datasets, ...)")
+    _check_restrictions(values, source)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if "datasets" in overrides:  # a name the suite lists keeps the suite's settings for it
         listed = {d["set"]: d for d in values.get("datasets", []) if isinstance(d, dict) and "set" in d}
         overrides["datasets"] = [listed.get(name, name) for name in overrides["datasets"]]
     values.update(overrides)
-    return suite_from_dict(values)
+    return suite_from_dict(values, check_restrictions=False)

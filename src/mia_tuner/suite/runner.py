@@ -228,8 +228,8 @@ def run_cell(run: CellRun) -> list[dict]:
     first writes the records."""
     records = [run.describe()] if run.writer else []
     records += run.score_methods()
-    records += [run.tuner(variant) for variant in run.suite.tuner]
-    records += [run.safeguard(guard) for guard in run.suite.safeguards]
+    records += [run.tuner(variant) for variant in run.suite.tuner if variant.runs_on(run.cell.dataset)]
+    records += [run.safeguard(guard) for guard in run.suite.safeguards if guard.runs_on(run.cell.dataset)]
     return records
 
 
