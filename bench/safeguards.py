@@ -1,15 +1,18 @@
 """Safeguards on the offline models: every attack before and after a defence (issue: safeguards).
 
-One run = `mia_tuner.safeguards.api.defend` on one model and one set: the evaluation split's
-train part is cut into the defender's texts and the attacker's (disjoint), the test part
-(200 + 200 on the large controlled sets) is held out from both. Rows go to
-bench/results/safeguards.json, one record per (model, dataset, split, safeguard, method,
-adaptive), replacing the previous record of the same key.
+A thin wrapper over the suite runner (`mia_tuner.suite`, one way to produce a number): one
+model, one set and one safeguard (any `mia-tuner defend` option) become a one-cell suite, run
+into runs/bench/suites/safeguards (kept: a re-run recomputes nothing). The safeguard is
+`mia_tuner.safeguards.api.defend`: the evaluation split's train part is cut into the
+defender's texts and the attacker's (disjoint), the test part (200 + 200 on the large
+controlled sets) is held out from both. Rows go to bench/results/safeguards.json, one record
+per (model, dataset, split, safeguard, method, adaptive), replacing the previous record of the
+same key.
 
-    .venv/bin/python bench/safeguards.py --model smollm2-135m-instruct --set controlled:600 --against scores \
-        --leave-out neighbor
+    .venv/bin/python bench/safeguards.py --model smollm2-135m-instruct --set controlled:600 --against scores \\
+        --methods loss,zlib,min-k%,min-k%++,lowercase,ref,fused,fused+ref
     .venv/bin/python bench/safeguards.py --model smollm2-135m-instruct --set controlled:600 --against mia-tuner
-    .venv/bin/python bench/safeguards.py --model smollm2-135m-instruct --set controlled:600 --against scores \
+    .venv/bin/python bench/safeguards.py --model smollm2-135m-instruct --set controlled:600 --against scores \\
         --anchor-weight 0 --tag paper-loss
 """
 
@@ -19,33 +22,38 @@ import argparse
 import json
 import time
 
-from detection import ROOT
-from tuner_runs import resolve_set, set_names
+from detection import DATA, REFERENCE, ROOT
+from tuner_runs import dataset_entry
 from mia_tuner.cli_defend import PREFIX, RENAMED
 from mia_tuner.cli_fields import add_dataclass_options, values_from_args
-from mia_tuner.config import MethodConfig, ModelConfig, SplitConfig, default_cache_dir
-from mia_tuner.demo import demo_methods
-from mia_tuner.models import load_model
-from mia_tuner.safeguards.api import defend
-from mia_tuner.safeguards.config import AGAINST, DefenceConfig
-from mia_tuner.tuner.config import TunerConfig
+from mia_tuner.config import default_cache_dir
+from mia_tuner.safeguards.config import AGAINST, DEFENCE_PEFT, DefenceConfig
+from mia_tuner.suite import run_suite, suite_from_dict
 
 RESULTS = ROOT / "bench" / "results" / "safeguards.json"
+SUITE_DIR = ROOT / "runs" / "bench" / "suites" / "safeguards"
 KEY = ("model", "dataset", "split", "safeguard", "method", "adaptive")
 
 
-def record_rows(result, model: str, dataset: str, split: str, safeguard: str, seconds: float) -> list[dict]:
-    u = result.utility
-    rows = []
-    for r in result.rows:
-        rows.append({"model": model, "dataset": dataset, "split": split, "safeguard": safeguard,
-                     "method": r["method"], "adaptive": r["adaptive"],
-                     **{k: round(float(v), 4) for k, v in r.items() if k.startswith(("auroc", "tpr"))},
-                     "n_member": result.n_member, "n_nonmember": result.n_nonmember,
-                     "ppl_before": round(u.ppl_before, 4), "ppl_after": round(u.ppl_after, 4),
-                     "kl": round(u.kl, 5), "greedy_agreement": u.greedy_agreement,
-                     "run_seconds": round(seconds, 1), "date": time.strftime("%Y-%m-%d %H:%M")})
-    return rows
+def safeguard_suite(args, settings: dict, tag: str) -> dict:
+    settings = dict(settings)
+    seed = settings.pop("seed")  # the suite's seed axis: the split's and the defence's
+    return {"name": "safeguards", "models": [args.model], "seeds": [seed],
+            "datasets": [{**dataset_entry(args.set), "test_per_class": args.test_per_class}],
+            "methods": args.methods.split(","), "reference": REFERENCE,
+            "safeguards": [{"tag": tag, **settings}]}
+
+
+def record_rows(guard: dict, cell: dict, safeguard: str) -> list[dict]:
+    u = guard["utility"]
+    return [{"model": guard["model"], "dataset": cell["set"]["dataset"], "split": cell["set"]["split"],
+             "safeguard": safeguard, "method": r["method"], "adaptive": r["adaptive"],
+             **{k: round(float(v), 4) for k, v in r.items() if k.startswith(("auroc", "tpr"))},
+             "n_member": guard["n_member"], "n_nonmember": guard["n_nonmember"],
+             "ppl_before": round(u["ppl_before"], 4), "ppl_after": round(u["ppl_after"], 4),
+             "kl": round(u["kl"], 5), "greedy_agreement": u["greedy_agreement"],
+             "run_seconds": round(guard["seconds"], 1), "date": time.strftime("%Y-%m-%d %H:%M")}
+            for r in guard["rows"]]
 
 
 def merge(rows: list[dict]) -> None:
@@ -59,33 +67,29 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
     parser.add_argument("--set", required=True, help="controlled:600, wikimia24:WikiMIA_length32, ...")
-    parser.add_argument("--methods", default="all")
-    parser.add_argument("--leave-out", default="", help="methods (and fused features) left out of 'all', "
-                        "e.g. neighbor (half the scoring time)")
-    parser.add_argument("--attack-epochs", type=int, default=2)
+    parser.add_argument("--methods", default="loss,zlib,min-k%,min-k%++,lowercase,ref,fused,fused+ref",
+                        help="the attacks measured (`all` adds Neighbor, ReCaLL and Con-ReCall: hours more)")
     parser.add_argument("--tag", default="", help="recorded as safeguard defence-<against>:<tag>")
     parser.add_argument("--test-per-class", type=int, default=200)
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument("--cache-dir", default=str(default_cache_dir()))
-    add_dataclass_options(parser, DefenceConfig, prefix=PREFIX, rename=RENAMED, choices={"against": AGAINST})
+    add_dataclass_options(parser, DefenceConfig, prefix=PREFIX, rename=RENAMED,
+                          choices={"against": AGAINST, "peft": DEFENCE_PEFT})
     args = parser.parse_args()
-    config = DefenceConfig(**values_from_args(DefenceConfig, args, prefix=PREFIX))
-    dataset, split = set_names(args.set)
-    target, data, _, reference = resolve_set(args.model, args.set, args.cache_dir)
-    safeguard = f"defence-{config.against}" + (f":{args.tag}" if args.tag else "")
-    out = ROOT / "runs" / "bench" / "safeguards" / args.model / f"{dataset}-{split}-{safeguard.replace(':', '-')}"
-    loaded = load_model(ModelConfig(name=target), cache_dir=args.cache_dir)
-    left_out = [m for m in args.leave_out.split(",") if m]
-    methods = demo_methods(left_out) if left_out else MethodConfig(methods=args.methods.split(","))
-    started = time.perf_counter()
-    result = defend(loaded, data, config, out, split_config=SplitConfig(max_test_per_class=args.test_per_class),
-                    methods=methods, reference=reference,
-                    cache_dir=args.cache_dir, attack=TunerConfig(epochs=args.attack_epochs, seed=config.seed))
-    seconds = time.perf_counter() - started
-    print(result.table, flush=True)
-    print(f"{seconds:.0f} s")
+    settings = values_from_args(DefenceConfig, args, prefix=PREFIX)
+    safeguard = f"defence-{settings['against']}" + (f":{args.tag}" if args.tag else "")
+    suite = suite_from_dict(safeguard_suite(args, settings, args.tag or settings["against"]))
+    records = run_suite(suite, SUITE_DIR, cache_dir=args.cache_dir, data_root=DATA).records
+    cell = next(r for r in records if r["kind"] == "cell")
+    guard = next(r for r in records if r["kind"] == "safeguard")
+    rows = record_rows(guard, cell, safeguard)
+    for row in rows:
+        print(f"{row['method']}{' (adaptive)' if row['adaptive'] else ''}: AUROC {row['auroc_before']:.3f} -> "
+              f"{row['auroc_after']:.3f}", flush=True)
+    print(f"KL {guard['utility']['kl']:.3f}, perplexity {guard['utility']['ppl_before']:.2f} -> "
+          f"{guard['utility']['ppl_after']:.2f}; {guard['seconds']:.0f} s")
     if not args.no_record:
-        merge(record_rows(result, args.model, dataset, split, safeguard, seconds))
+        merge(rows)
 
 
 if __name__ == "__main__":

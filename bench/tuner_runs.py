@@ -1,18 +1,24 @@
-"""MIA-Tuner on the offline models: learning curves and the BENCHMARKS rows (issue: MIA-Tuner).
+"""MIA-Tuner on the offline models: BENCHMARKS rows, variants and learning curves.
 
-One run = `train_detector` on one model and one set (the same evaluation split as
-`bench/detection.py`), with every score-based method and the blind baseline scored on the
-same test texts. Every run is appended to bench/results/tuner_runs.json (settings, per-epoch
-validation AUROC and, with --curve, the test AUROC after every epoch — for the convergence
-curve only: the detector is still chosen on validation). With --record its rows replace the
-matching ones in bench/results/detection.json ("method": "mia-tuner" with "mode",
-"train_seconds", "test_texts"; baselines with "test_texts").
+A thin wrapper over the suite runner (`mia_tuner.suite`, one way to produce a number): one
+model, one set, one MIA-Tuner variant (any `mia-tuner train` option) and the score-based
+methods on the same test texts become a one-cell suite, run into runs/bench/suites/tuner-runs
+(kept: a re-run recomputes nothing, a new variant trains only itself). Every run is appended
+to bench/results/tuner_runs.json (settings, per-epoch validation AUROC, the chosen epoch,
+test AUROC). With --record the cell's rows replace the matching ones in
+bench/results/detection.json (MIA-Tuner with "mode", "train_seconds", the paired
+differences); with --learning-curve MIA-Tuner's and `fused`'s test AUROC go to
+bench/results/learning_curves.json.
 
-    .venv/bin/python bench/tuner_runs.py --model smollm2-135m-instruct --set wikimia24:WikiMIA_length32 --curve
-    .venv/bin/python bench/tuner_runs.py --model gemma-3-270m --set controlled --record
+    .venv/bin/python bench/tuner_runs.py --model gemma-3-270m --set controlled:600 --record
     .venv/bin/python bench/tuner_runs.py --model gemma-3-270m --set wikimia24:debiased --record
-    .venv/bin/python bench/tuner_runs.py --model smollm2-135m-instruct --set wikimia24:WikiMIA_length32 \
-        --lr 3e-2 --epochs 8 --peft lora --tag lr-sweep   # any `mia-tuner train` option
+    .venv/bin/python bench/tuner_runs.py --model smollm2-135m-instruct --set controlled:600 \\
+        --train-per-class 150 --learning-curve
+    .venv/bin/python bench/tuner_runs.py --model smollm2-135m-instruct --set wikimia24:WikiMIA_length32 \\
+        --lr 3e-2 --epochs 8 --peft lora --method-tag lr-sweep   # any `mia-tuner train` option
+
+(Until 2026-11-29 this script trained outside the suite runner; its --curve option, the test
+AUROC after every epoch, went with that. The records it wrote are kept in the JSON files.)
 """
 
 from __future__ import annotations
@@ -20,194 +26,131 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
-from detection import REFERENCE, ROOT, data_config, merge, metric_row
-from shift import POOLED, debiased_wikimia24
+from detection import DATA, REFERENCE, ROOT, merge, rows_of
 from mia_tuner.cli_fields import add_dataclass_options, values_from_args
-from mia_tuner.config import MethodConfig, ModelConfig, SplitConfig, default_cache_dir
-from mia_tuner.data import load_membership_set
-from mia_tuner.training.controlled import ControlledConfig
-from mia_tuner.demo import DEMO_SPLIT, demo_config, ensure_controlled
+from mia_tuner.config import default_cache_dir
+from mia_tuner.demo import DEMO_SPLIT
 from mia_tuner.metrics import compute_metrics, paired_auroc_difference
-from mia_tuner.models import load_model
-from mia_tuner.tuner.api import ROW, train_detector
+from mia_tuner.suite import run_suite, suite_from_dict
+from mia_tuner.tuner.api import ROW
 from mia_tuner.tuner.config import PRESETS, TunerConfig
 
 RUNS = ROOT / "bench" / "results" / "tuner_runs.json"
 CURVES = ROOT / "bench" / "results" / "learning_curves.json"
+SUITE_DIR = ROOT / "runs" / "bench" / "suites" / "tuner-runs"
 LARGE_TEST = 200  # test texts per class on the large controlled sets
-CONTROLLED_SPLIT = "python-docs-64w"
 TUNER = "tuner_"  # dests of the options generated from TunerConfig
+REFERENCE_FREE = ("loss", "zlib", "min-k%", "min-k%++", "lowercase", "neighbor", "recall", "con-recall")
 
 
-def set_names(spec: str) -> tuple[str, str]:
-    """(dataset, split) under which a --set is recorded."""
-    if spec == "controlled":
-        return "controlled", CONTROLLED_SPLIT
-    if spec.startswith("controlled:"):  # controlled:600 -> 600 + 600 passages
-        n = int(spec.split(":")[1])
-        return "controlled", f"{CONTROLLED_SPLIT}-{n}+{n}"
-    if spec == "wikimia24:debiased":
-        return "wikimia24", POOLED
-    dataset, split = spec.split(":")
-    return dataset, split
+def dataset_entry(spec: str) -> dict:
+    """The suite's dataset entry for a --set, with the split the BENCHMARKS rows use."""
+    if spec == "controlled":  # the demo's 250 + 250 set, the demo's split
+        return {"set": "controlled:{model}", "train_fraction": DEMO_SPLIT.train_fraction}
+    if spec.startswith("controlled:"):  # controlled:600 -> 600 + 600 passages, 200 + 200 test
+        return {"set": "controlled:{model}:" + spec.split(":")[1], "test_per_class": LARGE_TEST}
+    if spec == "wikimia24:debiased":  # pooled, paired, masked; an event's twins stay together
+        return {"set": spec, "group_by": "event"}
+    dataset, split = spec.split(":")  # the official code's split on WikiMIA(-24)
+    return {"set": f"{dataset}:{split.removeprefix('WikiMIA_length')}", "paper_split": True}
 
 
-def resolve_set(model: str, spec: str, cache_dir: str, train_per_class: int = 80):
-    """(target model name or path, data, split config, reference) for a --set."""
-    if spec == "controlled":
-        set_dir = ensure_controlled(model, ControlledConfig(), cache_dir)
-        run = demo_config(set_dir, model, "unused", cache_dir, "auto")
-        return run.model.name, load_membership_set(run.data), DEMO_SPLIT, model
-    if spec.startswith("controlled:"):  # a large set: 200 + 200 test texts, the rest to train
-        set_dir = ensure_controlled(model, ControlledConfig(n_per_class=int(spec.split(":")[1])), cache_dir)
-        run = demo_config(set_dir, model, "unused", cache_dir, "auto")
-        split = SplitConfig(max_train_per_class=train_per_class, max_test_per_class=LARGE_TEST)
-        return run.model.name, load_membership_set(run.data), split, model
-    if spec == "wikimia24:debiased":  # pooled, paired, masked (bench/shift.py); twins stay together
-        return (model, debiased_wikimia24(), SplitConfig(train_fraction=0.6, group_by="event"),
-                REFERENCE[model])
-    return (model, load_membership_set(data_config(*set_names(spec))), SplitConfig(fill_test_first=False),
-            REFERENCE[model])
+def tuner_suite(args, settings: dict) -> dict:
+    variant = {"tag": args.method_tag or "default", "preset": args.preset, **settings}
+    return {"name": "tuner-runs", "models": [args.model], "datasets": [dataset_entry(args.set)],
+            "methods": ["blind"] if args.no_compare else args.methods.split(","),
+            "reference": REFERENCE, "seeds": [args.seed], "train_per_class": [args.train_per_class],
+            "tuner": [variant]}
 
 
-def test_curve(epoch, model, pipeline, split) -> dict:
-    """Test AUROC after this epoch (documentation of convergence, never used to choose)."""
-    scores = pipeline.score(model, split.test.texts)
-    return {"test_auroc": round(compute_metrics(np.array(split.test.labels), scores,
-                                                n_bootstrap=0).auroc, 4)}
+def paired(labels, scores: dict, column: str) -> dict:
+    """The variant minus `fused` and minus the best reference-free score-based method (picked on
+    these test texts, which favours the baseline), with paired bootstrap 95% intervals."""
+    aurocs = {m: compute_metrics(labels, s, n_bootstrap=0).auroc for m, s in scores.items() if m in REFERENCE_FREE}
+    against = [m for m in ("fused",) if m in scores] + ([max(aurocs, key=aurocs.get)] if aurocs else [])
+    return {m: {k: round(v, 4) if isinstance(v, float) else v
+                for k, v in paired_auroc_difference(labels, scores[column], scores[m]).items()}
+            for m in against}
 
 
-def append_run(record: dict) -> None:
-    runs = json.loads(RUNS.read_text()) if RUNS.exists() else []
-    RUNS.write_text(json.dumps(runs + [record], indent=1) + "\n")
+def run_record(args, cell: dict, tuner: dict, metrics, differences: dict) -> dict:
+    """One line of tuner_runs.json."""
+    history = tuner["history"]
+    return {"model": args.model, "dataset": cell["set"]["dataset"], "split": cell["set"]["split"],
+            "tag": args.method_tag, "mode": cell["mode"], "config": tuner["config"],
+            "epochs": history["epochs"], "initial_validation_auroc": history["initial_validation_auroc"],
+            "chosen_epoch": history["chosen_epoch"], "selection": history["selection"],
+            "test_auroc": round(metrics.auroc, 4), "test_auroc_low": round(metrics.auroc_low, 4),
+            "test_auroc_high": round(metrics.auroc_high, 4), "tpr_at_1_fpr": round(metrics.tpr_at_fpr[0.01], 4),
+            "train_seconds": round(history["seconds"], 1), "run_seconds": round(tuner["seconds"], 1),
+            "test_texts": len(cell["labels"]), "paired": differences, "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
-def detection_records(out: Path, model: str, dataset: str, split: str, seconds: float | None) -> list[dict]:
-    """detection.json rows of a finished run, read from its run directory: MIA-Tuner's and
-    every baseline's, all on the same test texts."""
-    metrics = json.loads((out / "metrics.json").read_text())
-    tuner = json.loads((out / "config.json").read_text())["tuner"]
-    extra = metrics["extra"]
-    detector = json.loads((out / "detector" / "detector.json").read_text())
-    rows = []
-    for method, m in metrics["methods"].items():
-        row = {**metric_row(model, dataset, split, method, m, seconds), "test_texts": metrics["n_texts"]}
-        if method == ROW:
-            row.update(mode=detector["mode"], peft=tuner["peft"],
-                       train_seconds=round(extra["train_seconds"], 1),
-                       chosen_epoch=extra["history"]["chosen_epoch"], epochs=tuner["epochs"],
-                       learning_rate=tuner["learning_rate"])
-        rows.append(row)
-    return rows
+def append(path, records: list[dict]) -> None:
+    old = json.loads(path.read_text()) if path.exists() else []
+    path.write_text(json.dumps(old + records, indent=1) + "\n")
+
+
+def curve_records(args, cell: dict, scores: dict, column: str) -> list[dict]:
+    """learning_curves.json: the variant's and `fused`'s test AUROC at this training size."""
+    out = []
+    for name in (column, "fused"):
+        if name in scores:
+            m = compute_metrics(cell["labels"], scores[name])
+            out.append({"model": args.model, "dataset": cell["set"]["dataset"], "method": name,
+                        "train_per_class": args.train_per_class, "auroc": round(m.auroc, 4),
+                        "auroc_low": round(m.auroc_low, 4), "auroc_high": round(m.auroc_high, 4),
+                        "n_test": len(cell["labels"]), "date": time.strftime("%Y-%m-%d")})
+    return out
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
-    parser.add_argument("--set", required=True, help="dataset:split (as bench/detection.py), controlled, "
-                        "or wikimia24:debiased (bench/shift.py)")
+    parser.add_argument("--set", required=True, help="controlled, controlled:600, wikimia24:debiased, "
+                        "wikimia24:WikiMIA_length32, wikimia:32, ...")
     parser.add_argument("--preset", default="default", choices=list(PRESETS))
     # every TunerConfig field, as `mia-tuner train` has them (seed and train_per_class below)
     add_dataclass_options(parser, TunerConfig, prefix=TUNER, skip=("seed", "train_per_class"),
                           rename={"learning_rate": "--lr"}, unset=tuple(PRESETS["default"]))
-    parser.add_argument("--seed", type=int)
+    parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--train-per-class", type=int, default=80)
     parser.add_argument("--method-tag", default="", help="record MIA-Tuner as mia-tuner:<tag>")
     parser.add_argument("--learning-curve", action="store_true",
                         help="append MIA-Tuner's and fused's test AUROC to learning_curves.json")
-    parser.add_argument("--curve", action="store_true", help="also score the test part after every epoch")
     parser.add_argument("--record", action="store_true", help="write the rows into detection.json")
-    parser.add_argument("--record-only", action="store_true",
-                        help="write the rows of the last finished run of this model and set, without training")
     parser.add_argument("--no-compare", action="store_true", help="MIA-Tuner only (sweeps)")
-    parser.add_argument("--methods", default="all",
-                        help="comma-separated baselines to compare with (default: all)")
-    parser.add_argument("--tag", default="")
+    parser.add_argument("--methods", default="all", help="comma-separated baselines (default: all)")
     parser.add_argument("--cache-dir", default=str(default_cache_dir()))
     args = parser.parse_args()
 
-    dataset, split = set_names(args.set)
-    # a tagged experiment keeps its own run directory; the default run's is the one recorded
-    tag = args.tag or args.method_tag
-    suffix = f"-{tag}" if tag not in ("", "default") else ""
-    out = ROOT / "runs" / "bench" / "mia-tuner" / args.model / f"{dataset}-{split}{suffix}"
-    if args.record_only:  # rows of a run already in runs/bench/mia-tuner (no training)
-        runs = [r for r in json.loads(RUNS.read_text()) if (r["model"], r["dataset"], r["split"])
-                == (args.model, dataset, split)] if RUNS.exists() else []
-        merge(detection_records(out, args.model, dataset, split, runs[-1]["run_seconds"] if runs else None))
-        return
-    target, data, split_config, reference = resolve_set(args.model, args.set, args.cache_dir,
-                                                        args.train_per_class)
-    config = TunerConfig.from_preset(args.preset, **values_from_args(TunerConfig, args, prefix=TUNER),
-                                     seed=args.seed, train_per_class=args.train_per_class)
-    if args.seed is not None:
-        split_config = replace(split_config, seed=args.seed)
-    loaded = load_model(ModelConfig(name=target), cache_dir=args.cache_dir)
-    started = time.perf_counter()
-    result = train_detector(loaded, data, config, out_dir=out, split_config=split_config,
-                            compare_methods=not args.no_compare, reference=reference,
-                            methods=MethodConfig(methods=args.methods.split(","),
-                                                 batch_size=config.batch_size),
-                            cache_dir=args.cache_dir, on_epoch=test_curve if args.curve else None)
-    seconds = time.perf_counter() - started
-    print(result.table, flush=True)
-    tuner = result.metrics[ROW]
-    append_run({"model": args.model, "dataset": dataset, "split": split, "tag": args.tag,
-                "mode": result.detector.pipeline.mode, "config": config.to_dict(),
-                "epochs": result.history.epochs,
-                "initial_validation_auroc": result.history.initial_validation_auroc,
-                "chosen_epoch": result.history.chosen_epoch, "selection": result.history.selection,
-                "test_auroc": round(tuner.auroc, 4), "test_auroc_low": round(tuner.auroc_low, 4),
-                "test_auroc_high": round(tuner.auroc_high, 4),
-                "tpr_at_1_fpr": round(tuner.tpr_at_fpr[0.01], 4),
-                "train_seconds": round(result.train_seconds, 1), "run_seconds": round(seconds, 1),
-                "test_texts": len(result.split.test.texts), "date": time.strftime("%Y-%m-%d %H:%M")})
-    paired = paired_rows(result)
-    if paired:
-        print(json.dumps(paired, indent=1))
+    settings = {k: v for k, v in values_from_args(TunerConfig, args, prefix=TUNER).items() if v is not None}
+    suite = suite_from_dict(tuner_suite(args, settings))
+    column = suite.tuner[0].column
+    records = run_suite(suite, SUITE_DIR, cache_dir=args.cache_dir, data_root=DATA).records
+    cell = next(r for r in records if r["kind"] == "cell")
+    scores = {r["method"]: np.asarray(r["scores"]) for r in records if r["kind"] == "method"}
+    tuner = next(r for r in records if r.get("method") == column)
+    labels = np.asarray(cell["labels"])
+    metrics = compute_metrics(labels, scores[column])
+    differences = paired(labels, scores, column)
+    append(RUNS, [run_record(args, cell, tuner, metrics, differences)])
+    print(f"{column}: AUROC {metrics.auroc:.3f} [{metrics.auroc_low:.3f}, {metrics.auroc_high:.3f}]; "
+          f"paired {json.dumps(differences)}", flush=True)
     if args.record:
-        rows = detection_records(out, args.model, dataset, split, seconds)
+        rows = rows_of(records)
         for row in rows:
-            if row["method"] == ROW:
-                row["paired"] = paired
-                if args.method_tag:
-                    row["method"] = f"{ROW}:{args.method_tag}"
+            if row["method"] == column:
+                row.update(mode=cell["mode"], peft=tuner["config"]["peft"], paired=differences,
+                           train_seconds=round(tuner["history"]["seconds"], 1),
+                           chosen_epoch=tuner["history"]["chosen_epoch"], epochs=tuner["config"]["epochs"],
+                           learning_rate=tuner["config"]["learning_rate"], test_texts=len(labels))
         merge(rows)
     if args.learning_curve:
-        append_curves(result, args.model, dataset, args.train_per_class,
-                      f"{ROW}:{args.method_tag}" if args.method_tag else ROW)
-
-
-def paired_rows(result) -> dict:
-    """MIA-Tuner minus `fused` and minus the best reference-free score-based method (picked on
-    these test texts, which favours the baseline), with paired bootstrap 95% intervals."""
-    labels = np.array(result.split.test.labels)
-    candidates = {name: m.auroc for name, m in result.metrics.items()
-                  if name not in (ROW, "blind", "fused", "fused+ref", "ref")}
-    against = [name for name in ("fused",) if name in result.scores]
-    if candidates:
-        against.append(max(candidates, key=candidates.get))
-    return {name: {k: round(v, 4) if isinstance(v, float) else v for k, v in
-                   paired_auroc_difference(labels, result.scores[ROW], result.scores[name]).items()}
-            for name in against}
-
-
-def append_curves(result, model: str, dataset: str, train_per_class: int, method: str) -> None:
-    """learning_curves.json: one record per detector that uses labelled texts."""
-    records = json.loads(CURVES.read_text()) if CURVES.exists() else []
-    for name, label in ((ROW, method), ("fused", "fused")):
-        if name in result.metrics:
-            m = result.metrics[name]
-            records.append({"model": model, "dataset": dataset, "method": label,
-                            "train_per_class": train_per_class, "auroc": round(m.auroc, 4),
-                            "auroc_low": round(m.auroc_low, 4), "auroc_high": round(m.auroc_high, 4),
-                            "n_test": len(result.split.test.texts), "date": time.strftime("%Y-%m-%d")})
-    CURVES.write_text(json.dumps(records, indent=1) + "\n")
+        append(CURVES, curve_records(args, cell, scores, column))
 
 
 if __name__ == "__main__":

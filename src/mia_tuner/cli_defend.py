@@ -30,7 +30,6 @@ def add_defend_parser(commands, add_model_options, add_data_options, add_cache_o
                           choices={"against": AGAINST, "peft": DEFENCE_PEFT})
     defend.add_argument("--methods", default="all", help="score-based attacks to measure, or all")
     defend.add_argument("--reference", help="reference model for `ref`")
-    defend.add_argument("--attack-epochs", type=int, default=2, help="epochs of the attacker's MIA-Tuner")
     defend.add_argument("--mmlu", help="MMLU-layout CSV file or folder, or a hub name (cais/mmlu)")
     defend.add_argument("--mmlu-limit", type=int, help="use the first N questions")
     defend.add_argument("--out", default="runs/defence")
@@ -59,7 +58,6 @@ def cmd_defend(args, model_config, data_config, split_config, named_set, with_na
     from .models import load_model
     from .safeguards import mmlu
     from .safeguards.api import defend
-    from .tuner.config import TunerConfig
 
     config = DefenceConfig(**values_from_args(DefenceConfig, args, prefix=PREFIX))
     check_out_dir(args.out)
@@ -71,8 +69,7 @@ def cmd_defend(args, model_config, data_config, split_config, named_set, with_na
     split = replace(split_config(args), max_test_per_class=args.test_per_class)
     result = defend(loaded, data, config, args.out, split_config=split,
                     methods=MethodConfig(methods=method_names(args.methods)), reference=models.methods.reference,
-                    cache_dir=args.cache_dir, questions=questions, model_config=models.model,
-                    attack=TunerConfig(epochs=args.attack_epochs, seed=config.seed))
+                    cache_dir=args.cache_dir, questions=questions, model_config=models.model)
     print(f"Defence against {config.against} ({config.peft}); attacks on {result.n_member} + "
           f"{result.n_nonmember} held-out texts (members + non-members)\n")
     print(result.table)

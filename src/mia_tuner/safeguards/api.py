@@ -78,7 +78,7 @@ def disjoint_parts(train: MembershipSet, config: DefenceConfig):
 
 
 def _attack_config(config: DefenceConfig, attack: TunerConfig | None) -> TunerConfig:
-    attack = attack or TunerConfig(epochs=2, seed=config.seed)
+    attack = attack or TunerConfig(epochs=config.attack_epochs, seed=config.seed)
     if attack.peft not in ("prompt", "prefix"):  # LoRA / IA3 would stay injected in the model
         raise MethodError(f"the attacker's MIA-Tuner in `defend` is a soft prompt or prefix, not {attack.peft}")
     return attack

@@ -54,6 +54,8 @@ class DefenceConfig:
                                       "class (checkpoint selection)"})
     attack_train_per_class: int = field(default=80, metadata={"help": "the attacker's labelled texts per "
                                         "class (what fused and MIA-Tuner learn from), disjoint from the defender's"})
+    attack_epochs: int = field(default=2, metadata={"help": "epochs of the attacker's MIA-Tuner (against "
+                               "mia-tuner: before the defence and, adaptive, against it)"})
     max_tokens: int = 256
     batch_size: int = 8  # scoring batch size
 
@@ -64,7 +66,7 @@ class DefenceConfig:
             raise MethodError(f"a defence is a soft prompt or LoRA: --peft must be one of "
                               f"{', '.join(DEFENCE_PEFT)}, got {self.peft!r}")
         for name in ("num_virtual_tokens", "lora_rank", "epochs", "train_per_class",
-                     "attack_train_per_class", "max_tokens", "batch_size"):
+                     "attack_train_per_class", "attack_epochs", "max_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 raise MethodError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_per_class < 2:

@@ -24,6 +24,9 @@ from .config import DatasetEntry, SuiteConfig
 from .store import CellStore, settings_key, texts_digest
 
 log = logging.getLogger(__name__)
+# the cell record's fields: bumped when readers need a new one (an older record is redone:
+# one model load, no scoring)
+CELL_RECORD_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -122,14 +125,15 @@ class CellRun:
     # ---- cell facts: mode, hygiene -------------------------------------------------------
     def describe(self) -> dict:
         """The cell's record: labels, mode (aligned/base), hygiene, split sizes."""
-        record = self.store.load("cell", self.key)
+        key = settings_key({"cell": self.key, "record": CELL_RECORD_VERSION})
+        record = self.store.load("cell", key)
         if record is not None:
             return record
         from ..data import hygiene_report
         from ..tuner.config import TunerConfig
 
         loaded = self.load()
-        return self.save("cell", self.key, {
+        return self.save("cell", key, {
             **self.base(), "kind": "cell", "labels": self.labels,
             "mode": TunerConfig().resolve_mode(loaded.tokenizer),
             "fingerprint": loaded.fingerprint, "target": self.resolved.target,
@@ -219,7 +223,8 @@ class CellRun:
         return self.save(column, key, {
             **self.base(), "kind": "safeguard", "safeguard": guard.tag, "against": config.against,
             "rows": result.rows, "utility": result.utility.to_dict(),
-            "n_test": result.n_member + result.n_nonmember, "seconds": time.perf_counter() - started})
+            "n_test": result.n_member + result.n_nonmember, "n_member": result.n_member,
+            "n_nonmember": result.n_nonmember, "seconds": time.perf_counter() - started})
 
 
 def run_cell(run: CellRun) -> list[dict]:
