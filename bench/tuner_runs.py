@@ -35,7 +35,6 @@ from mia_tuner.config import default_cache_dir
 from mia_tuner.demo import DEMO_SPLIT
 from mia_tuner.metrics import compute_metrics, paired_auroc_difference
 from mia_tuner.suite import run_suite, suite_from_dict
-from mia_tuner.tuner.api import ROW
 from mia_tuner.tuner.config import PRESETS, TunerConfig
 
 RUNS = ROOT / "bench" / "results" / "tuner_runs.json"
