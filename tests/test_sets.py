@@ -64,3 +64,16 @@ def test_the_debiased_set_is_built_from_every_length():
     named = sets.resolve("wikimia24:debiased", root=SHARED)
     assert named.split == sets.DEBIASED and named.data.n_member == named.data.n_nonmember > 100
     assert all(len(t.split()) <= 32 for t in named.data.texts)
+
+
+def test_a_controlled_set_not_built_is_refused_rather_than_built_when_asked(tmp_path, monkeypatch):
+    import mia_tuner.demo as demo
+
+    def build(*args, **kwargs):
+        raise AssertionError("built")
+
+    monkeypatch.setattr(demo, "build_controlled", build)
+    with pytest.raises(DataError, match="not built yet"):
+        sets.resolve("controlled:smollm2-135m-instruct:40", cache_dir=tmp_path, build=False)
+    with pytest.raises(AssertionError, match="built"):  # the default builds it
+        sets.resolve("controlled:smollm2-135m-instruct:40", cache_dir=tmp_path)

@@ -209,6 +209,29 @@ def test_adding_a_method_computes_only_it(smoke_run, tiny_models, monkeypatch):
     assert {r["method"] for r in again.records if r["kind"] == "method"} >= set(methods)
 
 
+def test_a_report_only_run_computes_nothing_and_lists_what_is_pending(smoke_run, tiny_models, monkeypatch,
+                                                                      tmp_path, capsys):
+    out, cache, first, _ = smoke_run
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded by a report-only run")
+
+    monkeypatch.setattr(runner_module.CellRun, "load", refuse)
+    variants = [{"tag": v.tag, **v.settings} for v in load_suite("smoke").tuner]
+    later = {**variants[0], "tag": "later", "learning_rate": 0.5}  # a variant added, not yet trained
+    run, paths = benchmark("smoke", out, overrides=smoke_overrides(tiny_models, tuner=variants + [later]),
+                           cache_dir=cache, compute=False)
+    assert run.pending and all(p.endswith(": mia-tuner:later") for p in run.pending) and len(run.pending) == 2
+    assert {r["sha256"] for r in run.records} <= {r["sha256"] for r in first.records}  # what is recorded
+    assert "Incomplete: 2 column(s) not computed yet" in paths["html"].read_text()
+    assert "mia-tuner:later" in paths["markdown"].read_text().split("## ")[0]
+    # a suite not started: every column of every cell pending, the report still written
+    code = main(["benchmark", "smoke", "--report-only", "--models", ",".join(tiny_models), "--seeds", "1",
+                 "--out", str(tmp_path / "fresh"), "--cache-dir", str(cache)])
+    assert code == 0 and "4 column(s) not computed yet" in capsys.readouterr().out
+    assert "every column" in (tmp_path / "fresh" / "report.md").read_text()
+
+
 def test_a_damaged_record_is_refused_with_its_file_named(smoke_run, tiny_models):
     out, cache, run, _ = smoke_run
     record = next(r for r in run.records if r["kind"] == "method" and r["method"] == "loss")

@@ -21,6 +21,8 @@ def add_benchmark_parser(commands, add_cache_options) -> None:
     bench.add_argument("--out", help="report and results folder (default: runs/suites/<name>)")
     bench.add_argument("--data-root", help="folder with local copies of the named sets (env MIA_TUNER_DATA)")
     bench.add_argument("--datasets", help="comma-separated set names replacing the suite's datasets")
+    bench.add_argument("--report-only", action="store_true",
+                       help="compute nothing: the report of what is recorded, listing what is still pending")
     add_dataclass_options(bench, SuiteConfig, prefix=PREFIX, skip=NESTED, unset=[
         f.name for f in SuiteConfig.__dataclass_fields__.values()], unset_text="the suite's")
     add_cache_options(bench)
@@ -35,12 +37,15 @@ def cmd_benchmark(args) -> None:
         overrides["datasets"] = [name.strip() for name in args.datasets.split(",") if name.strip()]
     shard = process_shard(cpu=_cpu(overrides.get("device", "auto")))
     run, paths = benchmark(args.suite, args.out, overrides=overrides, cache_dir=args.cache_dir,
-                           data_root=args.data_root, shard=shard)
+                           data_root=args.data_root, shard=shard, compute=not args.report_only)
     if paths:
         print(f"{len(run.records)} records; report: {paths['html']} (also {paths['markdown'].name}, "
               f"{paths['csv'].name})")
         for note in run.skipped:
             print(f"not run: {note}")
+        if run.pending:
+            print(f"{len(run.pending)} column(s) not computed yet (listed in the report); run without "
+                  "--report-only to compute them")
 
 
 def _cpu(device: str) -> bool:

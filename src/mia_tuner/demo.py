@@ -19,6 +19,7 @@ from .config import (DataConfig, MethodConfig, ModelConfig, RunConfig, SplitConf
 from .training.controlled import (DATA_FILE, MODEL_DIR, ControlledConfig, build_controlled, check_built,
                               is_built)
 from .data.types import text_hash
+from .errors import DataError
 from .integrity import content_sha256, file_sha256
 from .tuner.config import TunerConfig
 
@@ -42,8 +43,10 @@ def controlled_dir(model: str, config: ControlledConfig, cache_dir: str | Path) 
 
 
 def ensure_controlled(model: str, config: ControlledConfig, cache_dir: str | Path,
-                      device: str = "auto") -> Path:
+                      device: str = "auto", build: bool = True) -> Path:
     out = controlled_dir(model, config, cache_dir)
+    if not is_built(out) and not build:
+        raise DataError(f"the controlled-membership set of {model} is not built yet ({out})")
     if not is_built(out):
         print(f"Building the controlled-membership set in {out} (first run only) ...")
         build_controlled(model, out, config, device=device, cache_dir=cache_dir)

@@ -108,22 +108,26 @@ def smoke_set():
     return load_membership_set(DataConfig(path=str(path)))
 
 
-def controlled_set(model: str, n_per_class: int | None, cache_dir, device: str = "auto") -> NamedSet:
-    """The controlled-membership set of ``model`` (built on first use), its injected target
-    model and the model before injection as reference."""
+def controlled_set(model: str, n_per_class: int | None, cache_dir, device: str = "auto",
+                   build: bool = True) -> NamedSet:
+    """The controlled-membership set of ``model`` (built on first use unless ``build`` is
+    False: then DataError), its injected target model and the model before injection as
+    reference."""
     from .data import load_membership_set
     from .demo import ensure_controlled
     from .training.controlled import DATA_FILE, MODEL_DIR, ControlledConfig
 
     config = ControlledConfig() if n_per_class is None else ControlledConfig(n_per_class=n_per_class)
-    set_dir = ensure_controlled(model, config, cache_dir, device)
+    set_dir = ensure_controlled(model, config, cache_dir, device, build)
     split = CONTROLLED_SPLIT if n_per_class is None else f"{CONTROLLED_SPLIT}-{n_per_class}+{n_per_class}"
     data = load_membership_set(DataConfig(path=str(set_dir / DATA_FILE)))
     return NamedSet(data=data, dataset="controlled", split=split, model=str(set_dir / MODEL_DIR), reference=model)
 
 
-def resolve(name: str, *, root: str | Path | None = None, cache_dir=None, device: str = "auto") -> NamedSet:
-    """The set called ``name`` (module docstring); DataError for an unknown name."""
+def resolve(name: str, *, root: str | Path | None = None, cache_dir=None, device: str = "auto",
+            build: bool = True) -> NamedSet:
+    """The set called ``name`` (module docstring); DataError for an unknown name (and, with
+    ``build`` False, for a controlled set not built yet)."""
     from .data import load_membership_set
 
     dataset, _, rest = name.partition(":")
@@ -137,7 +141,8 @@ def resolve(name: str, *, root: str | Path | None = None, cache_dir=None, device
             raise DataError(f"{name}: the set size must be a number of passages per class")
         from .config import default_cache_dir
 
-        return controlled_set(model, int(size) if size else None, cache_dir or default_cache_dir(), device)
+        return controlled_set(model, int(size) if size else None, cache_dir or default_cache_dir(), device,
+                              build)
     if dataset == "wikimia24" and rest == "debiased":
         return NamedSet(data=debiased_wikimia24(root), dataset="wikimia24", split=DEBIASED)
     if dataset in HUB:

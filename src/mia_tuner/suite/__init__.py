@@ -19,16 +19,18 @@ __all__ = ["SHIPPED", "SuiteConfig", "SuiteRun", "benchmark", "cells", "load_sui
 
 
 def benchmark(suite: str | SuiteConfig, out_dir=None, *, overrides: dict | None = None, cache_dir=None,
-              data_root=None, shard=None) -> tuple[SuiteRun, dict]:
+              data_root=None, shard=None, compute: bool = True) -> tuple[SuiteRun, dict]:
     """Run (or continue) a suite — a file, a shipped name or a SuiteConfig — and write its
-    report into ``out_dir`` (default ``runs/suites/<name>``): (the run, the report's paths)."""
+    report into ``out_dir`` (default ``runs/suites/<name>``): (the run, the report's paths).
+    ``compute`` False: only the report of what is recorded, with what is still pending."""
     from .report import write_report
 
     started = time.time()
     source = suite if isinstance(suite, str) else "api"
     config = suite if isinstance(suite, SuiteConfig) else load_suite(suite, overrides)
     out_dir = Path(out_dir or Path("runs") / "suites" / config.name)
-    run = run_suite(config, out_dir, cache_dir=cache_dir, data_root=data_root, shard=shard)
+    run = run_suite(config, out_dir, cache_dir=cache_dir, data_root=data_root, shard=shard, compute=compute)
     if shard is not None and shard.rank != 0:
         return run, {}
-    return run, write_report(config, run.records, out_dir, source=source, started=started, skipped=run.skipped)
+    return run, write_report(config, run.records, out_dir, source=source, started=started, skipped=run.skipped,
+                             pending=run.pending)

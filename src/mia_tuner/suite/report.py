@@ -190,16 +190,25 @@ def _skipped_html(skipped: list[str]) -> str:
     return f"<h2>Datasets not run</h2><p class=\"note\">Optional sets that could not be had:</p><ul>{items}</ul>"
 
 
+def _pending_html(pending: list[str]) -> str:
+    if not pending:
+        return ""
+    items = "".join(f"<li>{html.escape(s)}</li>" for s in pending)
+    return (f'<h2>Incomplete: {len(pending)} column(s) not computed yet</h2><p class="note">This report shows '
+            f"what the suite has recorded so far; these are missing from its tables:</p><ul>{items}</ul>")
+
+
 def write_report(suite, records: list[dict], out_dir, *, source: str, started: float,
-                 skipped: list[str] = ()) -> dict:
-    """Write the report files into ``out_dir``; their paths."""
+                 skipped: list[str] = (), pending: list[str] = ()) -> dict:
+    """Write the report files into ``out_dir``; their paths. ``pending``: columns not yet
+    computed (a report of a suite under way), listed first."""
     out_dir = Path(out_dir)
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     tables = build_tables(records)
     paired = paired_rows(tables, records)
-    parts = [f"<h1>mia-tuner suite “{html.escape(suite.name)}”</h1>", f'<p class="note">{html.escape(NOTE)}</p>',
-             "<h2>Detection: AUROC and TPR@1%FPR</h2>", *(_table_html(t) for t in tables),
+    parts = [f"<h1>mia-tuner suite “{html.escape(suite.name)}”</h1>", _pending_html(list(pending)),
+             f'<p class="note">{html.escape(NOTE)}</p>', "<h2>Detection: AUROC and TPR@1%FPR</h2>", *(_table_html(t) for t in tables),
              _paired_html(paired),
              _safeguards_html(safeguard_rows(records)), _hygiene_html(_hygiene_rows(tables, records)),
              _skipped_html(list(skipped))]
@@ -231,7 +240,8 @@ def write_report(suite, records: list[dict], out_dir, *, source: str, started: f
     paths = {"html": out_dir / "report.html", "markdown": out_dir / "report.md", "csv": out_dir / "tables.csv",
              "paired_csv": out_dir / "paired.csv", "provenance": out_dir / "provenance.json"}
     paths["html"].write_text(page, encoding="utf-8")
-    paths["markdown"].write_text(report_markdown(suite, tables, paired, records, prov, list(skipped)), encoding="utf-8")
+    paths["markdown"].write_text(report_markdown(suite, tables, paired, records, prov, list(skipped), list(pending)),
+                                 encoding="utf-8")
     _write_csv(paths["csv"], [row for t in tables for row in table_rows(t)])
     _write_csv(paths["paired_csv"], paired)
     paths["provenance"].write_text(json.dumps(jsonable(prov), indent=1) + "\n", encoding="utf-8")
@@ -239,8 +249,12 @@ def write_report(suite, records: list[dict], out_dir, *, source: str, started: f
 
 
 def report_markdown(suite, tables: list[Table], paired: list[dict], records: list[dict], prov: dict,
-                    skipped=()) -> str:
-    lines = [f"# mia-tuner suite “{suite.name}”", "", NOTE, ""]
+                    skipped=(), pending=()) -> str:
+    lines = [f"# mia-tuner suite “{suite.name}”", ""]
+    if pending:
+        lines += [f"**Incomplete: {len(pending)} column(s) not computed yet** (this report shows what the "
+                  "suite has recorded so far):", "", *(f"- {p}" for p in pending), ""]
+    lines += [NOTE, ""]
     if skipped:
         lines += ["Not run (optional sets that could not be had): " + "; ".join(skipped), ""]
     for t in tables:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -56,13 +57,13 @@ class ResolvedData:
     names: dict | None = None  # a named set's dataset and split, as records name them (sets.NamedSet)
 
 
-def resolve_data(cell: Cell, suite: SuiteConfig, cache_dir, data_root) -> ResolvedData:
+def resolve_data(cell: Cell, suite: SuiteConfig, cache_dir, data_root, build: bool = True) -> ResolvedData:
     from .. import sets
     from ..data import load_membership_set
 
     name = cell.set_name
     if sets.is_named(name):
-        named = sets.resolve(name, root=data_root, cache_dir=cache_dir, device=suite.device)
+        named = sets.resolve(name, root=data_root, cache_dir=cache_dir, device=suite.device, build=build)
         # a controlled set's own reference (the model before injection) comes first
         return ResolvedData(named.data, name, named.model or cell.model,
                             named.reference or suite.reference_for(cell.model),
@@ -72,15 +73,22 @@ def resolve_data(cell: Cell, suite: SuiteConfig, cache_dir, data_root) -> Resolv
     return ResolvedData(data, label, cell.model, suite.reference_for(cell.model))
 
 
-class CellRun:
-    """One cell: its split, its store, and the model loaded only when a column is missing."""
+class NotComputed(Exception):
+    """A column missing in a run that only reads what is recorded (``compute=False``)."""
 
-    def __init__(self, suite: SuiteConfig, cell: Cell, out_dir: Path, cache_dir, data_root, shard=None):
+
+class CellRun:
+    """One cell: its split, its store, and the model loaded only when a column is missing.
+    With ``compute`` False nothing is computed: a missing column is noted in ``pending``."""
+
+    def __init__(self, suite: SuiteConfig, cell: Cell, out_dir: Path, cache_dir, data_root, shard=None,
+                 compute: bool = True):
         from ..data import make_split
 
         self.suite, self.cell, self.cache_dir, self.shard = suite, cell, str(cache_dir), shard
+        self.compute, self.pending = compute, []
         self.writer = shard is None or shard.rank == 0  # one process writes records
-        self.resolved = resolve_data(cell, suite, cache_dir, data_root)
+        self.resolved = resolve_data(cell, suite, cache_dir, data_root, build=compute)
         self.split_config = SplitConfig(seed=cell.seed, max_train_per_class=cell.train_per_class,
                                         max_test_per_class=cell.dataset.test_per_class or suite.test_per_class,
                                         group_by=cell.dataset.group_by,
@@ -117,6 +125,12 @@ class CellRun:
     def save(self, column: str, key: str, record: dict) -> dict:
         return self.store.save(column, key, record) if self.writer else record
 
+    def check_computing(self, *columns: str) -> None:
+        """Raise NotComputed (the columns noted as pending) when this run only reads records."""
+        if not self.compute:
+            self.pending += [f"{pending_name(self.cell)}: {column}" for column in columns]
+            raise NotComputed(columns)
+
     def base(self) -> dict:
         """What every record of the cell shares (the tables' row and column coordinates)."""
         return {"model": self.cell.model, "dataset": self.resolved.label, "dataset_axis": self.cell.dataset.set,
@@ -132,6 +146,7 @@ class CellRun:
         from ..data import hygiene_report
         from ..tuner.config import TunerConfig
 
+        self.check_computing("every column")
         loaded = self.load()
         return self.save("cell", key, {
             **self.base(), "kind": "cell", "labels": self.labels,
@@ -169,6 +184,9 @@ class CellRun:
         methods = self.selected_methods()
         records = {m.label: self.store.load(m.label, self.method_key(m)) for m in methods}
         missing = [m for m in methods if records[m.label] is None]
+        if missing and not self.compute:
+            self.pending += [f"{pending_name(self.cell)}: {m.label}" for m in missing]
+            return [r for r in records.values() if r is not None]
         if missing:
             started = time.perf_counter()
             log.info("%s: scoring %s", self.store.directory.name, ", ".join(m.label for m in missing))
@@ -189,6 +207,7 @@ class CellRun:
         record = self.store.load(variant.column, key)
         if record is not None:
             return record
+        self.check_computing(variant.column)
         started = time.perf_counter()
         loaded = self.load(fresh=True)  # the adapter changes the model's modules (LoRA)
         result = train_detector(loaded, self.resolved.data, config,
@@ -213,6 +232,7 @@ class CellRun:
         record = self.store.load(column, key)
         if record is not None:
             return record
+        self.check_computing(column)
         started = time.perf_counter()
         result = defend(self.load(fresh=True), self.resolved.data, config,
                         self.store.directory / f"defence-{safe_filename(guard.tag)}",
@@ -227,14 +247,25 @@ class CellRun:
             "n_nonmember": result.n_nonmember, "seconds": time.perf_counter() - started})
 
 
+def pending_name(cell: Cell) -> str:
+    return f"{cell.model} · {cell.set_name} · seed {cell.seed} · {cell.train_per_class} per class"
+
+
 def run_cell(run: CellRun) -> list[dict]:
     """Every record of one cell, computing only what is missing. Under several processes
     every one scores its share of the texts and trains on its share of each batch; the
     first writes the records."""
-    records = [run.describe()] if run.writer else []
+    try:
+        records = [run.describe()] if run.writer else []
+    except NotComputed:  # nothing of this cell is recorded
+        return []
     records += run.score_methods()
-    records += [run.tuner(variant) for variant in run.suite.tuner if variant.runs_on(run.cell.dataset)]
-    records += [run.safeguard(guard) for guard in run.suite.safeguards if guard.runs_on(run.cell.dataset)]
+    for column in [partial(run.tuner, v) for v in run.suite.tuner if v.runs_on(run.cell.dataset)] + \
+                  [partial(run.safeguard, g) for g in run.suite.safeguards if g.runs_on(run.cell.dataset)]:
+        try:
+            records.append(column())
+        except NotComputed:
+            pass
     return records
 
 
@@ -242,10 +273,14 @@ def run_cell(run: CellRun) -> list[dict]:
 class SuiteRun:
     records: list[dict]
     skipped: list[str]  # optional datasets that could not be had, with why
+    pending: list[str] = field(default_factory=list)  # columns not computed (compute=False)
 
 
-def run_suite(suite: SuiteConfig, out_dir, *, cache_dir=None, data_root=None, shard=None) -> SuiteRun:
-    """Run (or continue) ``suite`` into ``out_dir``: the records of every cell."""
+def run_suite(suite: SuiteConfig, out_dir, *, cache_dir=None, data_root=None, shard=None,
+              compute: bool = True) -> SuiteRun:
+    """Run (or continue) ``suite`` into ``out_dir``: the records of every cell. With
+    ``compute`` False nothing is computed or loaded: the records already there, and what is
+    pending (a report of a suite still under way)."""
     from tqdm.auto import tqdm
 
     from ..errors import ConfigError, DataError
@@ -255,11 +290,14 @@ def run_suite(suite: SuiteConfig, out_dir, *, cache_dir=None, data_root=None, sh
     if shard is not None and suite.safeguards:
         raise ConfigError(f"suite {suite.name!r}: safeguards train in one process; run a suite with "
                           "`safeguards` without `accelerate launch` (or remove them)")
-    records, skipped = [], []
-    for cell in tqdm(cells(suite), desc=f"suite {suite.name}", unit="cell"):
+    records, skipped, pending = [], [], []
+    for cell in tqdm(cells(suite), desc=f"suite {suite.name}", unit="cell", disable=not compute):
         try:
-            run = CellRun(suite, cell, out_dir, cache_dir, data_root, shard)
-        except DataError as exc:  # the set cannot be had (no local copy, no hub)
+            run = CellRun(suite, cell, out_dir, cache_dir, data_root, shard, compute)
+        except DataError as exc:  # the set cannot be had (no local copy, no hub), or is not built
+            if not compute:
+                pending.append(f"{pending_name(cell)}: every column ({exc})")
+                continue
             if not cell.dataset.optional:
                 raise
             note = f"{cell.set_name}: {exc}"
@@ -268,4 +306,5 @@ def run_suite(suite: SuiteConfig, out_dir, *, cache_dir=None, data_root=None, sh
                 skipped.append(note)
             continue
         records += run_cell(run)
-    return SuiteRun(records, skipped)
+        pending += run.pending
+    return SuiteRun(records, skipped, pending)
