@@ -232,6 +232,22 @@ def test_a_report_only_run_computes_nothing_and_lists_what_is_pending(smoke_run,
     assert "every column" in (tmp_path / "fresh" / "report.md").read_text()
 
 
+def test_a_cell_record_of_the_first_format_is_upgraded_without_a_model(smoke_run, tiny_models, monkeypatch):
+    out, cache, first, _ = smoke_run
+    cell = next(r for r in first.records if r["kind"] == "cell")
+    store = CellStore(next(out.glob(f"cells/*{cell['cell_key'][:8]}")))
+    fields = {k: v for k, v in cell.items() if k not in ("format", "column", "key", "sha256", "set")}
+    store.save("cell", cell["cell_key"], fields)  # as version 1 wrote it: no `set`, keyed by the cell
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded to upgrade a cell record")
+
+    monkeypatch.setattr(runner_module.CellRun, "load", refuse)
+    again, _ = benchmark("smoke", out, overrides=smoke_overrides(tiny_models), cache_dir=cache)
+    upgraded = next(r for r in again.records if r["kind"] == "cell" and r["cell_key"] == cell["cell_key"])
+    assert upgraded["set"] == cell["set"] and upgraded["key"] == cell["key"] and upgraded["labels"] == cell["labels"]
+
+
 def test_a_damaged_record_is_refused_with_its_file_named(smoke_run, tiny_models):
     out, cache, run, _ = smoke_run
     record = next(r for r in run.records if r["kind"] == "method" and r["method"] == "loss")

@@ -25,8 +25,8 @@ from .config import DatasetEntry, SuiteConfig
 from .store import CellStore, settings_key, texts_digest
 
 log = logging.getLogger(__name__)
-# the cell record's fields: bumped when readers need a new one (an older record is redone:
-# one model load, no scoring)
+# the cell record's fields: bumped when readers need a new one (``describe`` upgrades an
+# older record where the new field needs no model)
 CELL_RECORD_VERSION = 2
 
 
@@ -86,7 +86,7 @@ class CellRun:
         from ..data import make_split
 
         self.suite, self.cell, self.cache_dir, self.shard = suite, cell, str(cache_dir), shard
-        self.compute, self.pending = compute, []
+        self.compute, self.pending = compute, []  # columns not computed (compute=False)
         self.writer = shard is None or shard.rank == 0  # one process writes records
         self.resolved = resolve_data(cell, suite, cache_dir, data_root, build=compute)
         self.split_config = SplitConfig(seed=cell.seed, max_train_per_class=cell.train_per_class,
@@ -128,7 +128,7 @@ class CellRun:
     def check_computing(self, *columns: str) -> None:
         """Raise NotComputed (the columns noted as pending) when this run only reads records."""
         if not self.compute:
-            self.pending += [f"{pending_name(self.cell)}: {column}" for column in columns]
+            self.pending += columns
             raise NotComputed(columns)
 
     def base(self) -> dict:
@@ -143,6 +143,10 @@ class CellRun:
         record = self.store.load("cell", key)
         if record is not None:
             return record
+        earlier = self.store.load("cell", self.key)  # version 1 lacked `set`, which needs no model
+        if earlier is not None:
+            fields = {k: v for k, v in earlier.items() if k not in ("format", "column", "key", "sha256")}
+            return self.save("cell", key, {**fields, "set": self.resolved.names})
         from ..data import hygiene_report
         from ..tuner.config import TunerConfig
 
@@ -185,7 +189,7 @@ class CellRun:
         records = {m.label: self.store.load(m.label, self.method_key(m)) for m in methods}
         missing = [m for m in methods if records[m.label] is None]
         if missing and not self.compute:
-            self.pending += [f"{pending_name(self.cell)}: {m.label}" for m in missing]
+            self.pending += [m.label for m in missing]
             return [r for r in records.values() if r is not None]
         if missing:
             started = time.perf_counter()
@@ -306,5 +310,6 @@ def run_suite(suite: SuiteConfig, out_dir, *, cache_dir=None, data_root=None, sh
                 skipped.append(note)
             continue
         records += run_cell(run)
-        pending += run.pending
+        if run.pending:
+            pending.append(f"{pending_name(cell)}: {', '.join(run.pending)}")
     return SuiteRun(records, skipped, pending)
