@@ -10,7 +10,7 @@ per (model, dataset, split, safeguard, method, adaptive), replacing the previous
 same key.
 
     .venv/bin/python bench/safeguards.py --model smollm2-135m-instruct --set controlled:600 --against scores \\
-        --methods loss,zlib,min-k%,min-k%++,lowercase,ref,fused,fused+ref
+        --leave-out neighbor,recall,con-recall
     .venv/bin/python bench/safeguards.py --model smollm2-135m-instruct --set controlled:600 --against mia-tuner
     .venv/bin/python bench/safeguards.py --model smollm2-135m-instruct --set controlled:600 --against scores \\
         --anchor-weight 0 --tag paper-loss
@@ -26,7 +26,8 @@ from detection import DATA, REFERENCE, ROOT
 from tuner_runs import dataset_entry
 from mia_tuner.cli_defend import PREFIX, RENAMED
 from mia_tuner.cli_fields import add_dataclass_options, values_from_args
-from mia_tuner.config import default_cache_dir
+from mia_tuner.config import MethodConfig, default_cache_dir
+from mia_tuner.demo import demo_methods
 from mia_tuner.safeguards.config import AGAINST, DEFENCE_PEFT, DefenceConfig
 from mia_tuner.suite import run_suite, suite_from_dict
 
@@ -38,10 +39,17 @@ KEY = ("model", "dataset", "split", "safeguard", "method", "adaptive")
 def safeguard_suite(args, settings: dict, tag: str) -> dict:
     settings = dict(settings)
     seed = settings.pop("seed")  # the suite's seed axis: the split's and the defence's
+    methods = attacks(args)
     return {"name": "safeguards", "models": [args.model], "seeds": [seed],
             "datasets": [{**dataset_entry(args.set), "test_per_class": args.test_per_class}],
-            "methods": args.methods.split(","), "reference": REFERENCE,
-            "safeguards": [{"tag": tag, **settings}]}
+            "methods": methods.methods, "method_settings": {"fused_features": methods.fused_features},
+            "reference": REFERENCE, "safeguards": [{"tag": tag, **settings}]}
+
+
+def attacks(args) -> MethodConfig:
+    """--methods, or every method but --leave-out (also left out of `fused`'s features)."""
+    left_out = [m for m in args.leave_out.split(",") if m]
+    return demo_methods(left_out) if left_out else MethodConfig(methods=args.methods.split(","))
 
 
 def record_rows(guard: dict, cell: dict, safeguard: str) -> list[dict]:
@@ -67,8 +75,9 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
     parser.add_argument("--set", required=True, help="controlled:600, wikimia24:WikiMIA_length32, ...")
-    parser.add_argument("--methods", default="loss,zlib,min-k%,min-k%++,lowercase,ref,fused,fused+ref",
-                        help="the attacks measured (`all` adds Neighbor, ReCaLL and Con-ReCall: hours more)")
+    parser.add_argument("--methods", default="all")
+    parser.add_argument("--leave-out", default="", help="methods (and fused features) left out of 'all', "
+                        "e.g. neighbor (half the scoring time)")
     parser.add_argument("--tag", default="", help="recorded as safeguard defence-<against>:<tag>")
     parser.add_argument("--test-per-class", type=int, default=200)
     parser.add_argument("--no-record", action="store_true")

@@ -52,7 +52,7 @@ def dataset_entry(spec: str) -> dict:
     if spec.startswith("controlled:"):  # controlled:600 -> 600 + 600 passages, 200 + 200 test
         return {"set": "controlled:{model}:" + spec.split(":")[1], "test_per_class": LARGE_TEST}
     if spec == "wikimia24:debiased":  # pooled, paired, masked; an event's twins stay together
-        return {"set": spec, "group_by": "event"}
+        return {"set": spec, "group_by": "event", "train_fraction": 0.6}  # 172 per class: 69 + 69 test
     dataset, split = spec.split(":")  # the official code's split on WikiMIA(-24)
     return {"set": f"{dataset}:{split.removeprefix('WikiMIA_length')}", "paper_split": True}
 
@@ -75,11 +75,18 @@ def paired(labels, scores: dict, column: str) -> dict:
             for m in against}
 
 
+def detector_mode(tuner: dict, cell: dict) -> str:
+    """aligned | base: the detector's (records before 2026-11-29 lack it: the variant's setting,
+    or the cell's automatic mode)."""
+    mode = tuner["config"]["mode"]
+    return tuner.get("mode") or (mode if mode != "auto" else cell["mode"])
+
+
 def run_record(args, cell: dict, tuner: dict, metrics, differences: dict) -> dict:
     """One line of tuner_runs.json."""
     history = tuner["history"]
     return {"model": args.model, "dataset": cell["set"]["dataset"], "split": cell["set"]["split"],
-            "tag": args.method_tag, "mode": cell["mode"], "config": tuner["config"],
+            "tag": args.method_tag, "mode": detector_mode(tuner, cell), "config": tuner["config"],
             "epochs": history["epochs"], "initial_validation_auroc": history["initial_validation_auroc"],
             "chosen_epoch": history["chosen_epoch"], "selection": history["selection"],
             "test_auroc": round(metrics.auroc, 4), "test_auroc_low": round(metrics.auroc_low, 4),
@@ -142,11 +149,12 @@ def main():
     if args.record:
         rows = rows_of(records)
         for row in rows:
+            row["test_texts"] = len(labels)
             if row["method"] == column:
-                row.update(mode=cell["mode"], peft=tuner["config"]["peft"], paired=differences,
+                row.update(mode=detector_mode(tuner, cell), peft=tuner["config"]["peft"], paired=differences,
                            train_seconds=round(tuner["history"]["seconds"], 1),
                            chosen_epoch=tuner["history"]["chosen_epoch"], epochs=tuner["config"]["epochs"],
-                           learning_rate=tuner["config"]["learning_rate"], test_texts=len(labels))
+                           learning_rate=tuner["config"]["learning_rate"])
         merge(rows)
     if args.learning_curve:
         append(CURVES, curve_records(args, cell, scores, column))

@@ -165,6 +165,7 @@ def test_the_smoke_suite_writes_every_record_and_the_report(smoke_run):
     assert methods == {"loss", "zlib", "min-k%", "min-k%++", "lowercase", "fused", "blind", "mia-tuner"}
     cells_ = [r for r in run.records if r["kind"] == "cell"]
     assert sorted(c["mode"] for c in cells_) == ["aligned", "base"]
+    assert sorted(r["mode"] for r in run.records if r.get("method") == "mia-tuner") == ["aligned", "base"]
     for record in run.records:
         if record["kind"] == "method":
             assert len(record["scores"]) == 20 and np.isfinite(record["scores"]).all()
@@ -219,16 +220,18 @@ def test_a_report_only_run_computes_nothing_and_lists_what_is_pending(smoke_run,
     monkeypatch.setattr(runner_module.CellRun, "load", refuse)
     variants = [{"tag": v.tag, **v.settings} for v in load_suite("smoke").tuner]
     later = {**variants[0], "tag": "later", "learning_rate": 0.5}  # a variant added, not yet trained
+    files = {p: p.read_bytes() for p in out.glob("cells/*/*.json")}
     run, paths = benchmark("smoke", out, overrides=smoke_overrides(tiny_models, tuner=variants + [later]),
                            cache_dir=cache, compute=False)
     assert run.pending and all(p.endswith(": mia-tuner:later") for p in run.pending) and len(run.pending) == 2
     assert {r["sha256"] for r in run.records} <= {r["sha256"] for r in first.records}  # what is recorded
-    assert "Incomplete: 2 column(s) not computed yet" in paths["html"].read_text()
+    assert "Incomplete: 2 cell(s) with columns not computed yet" in paths["html"].read_text()
     assert "mia-tuner:later" in paths["markdown"].read_text().split("## ")[0]
+    assert {p: p.read_bytes() for p in out.glob("cells/*/*.json")} == files  # no record written
     # a suite not started: every column of every cell pending, the report still written
     code = main(["benchmark", "smoke", "--report-only", "--models", ",".join(tiny_models), "--seeds", "1",
                  "--out", str(tmp_path / "fresh"), "--cache-dir", str(cache)])
-    assert code == 0 and "4 column(s) not computed yet" in capsys.readouterr().out
+    assert code == 0 and "4 cell(s) with columns not computed yet" in capsys.readouterr().out
     assert "every column" in (tmp_path / "fresh" / "report.md").read_text()
 
 

@@ -44,8 +44,8 @@ def cmd_benchmark(args) -> None:
         for note in run.skipped:
             print(f"not run: {note}")
         if run.pending:
-            print(f"{len(run.pending)} column(s) not computed yet (listed in the report); run without "
-                  "--report-only to compute them")
+            print(f"{len(run.pending)} cell(s) with columns not computed yet (listed in the report); run "
+                  "without --report-only to compute them")
 
 
 def _cpu(device: str) -> bool:

@@ -26,6 +26,9 @@ from mia_tuner.safeguards.defended import DefendedModel
 from mia_tuner.safeguards.objective import DefencePipeline
 
 
+ATTACKER_ONLY = ("attack_epochs",)
+
+
 def trainable_defence(loaded, config: DefenceConfig):
     """The model to train: ``loaded.model`` behind a trainable defensive prompt, or with a
     trainable LoRA adapter (injected into ``loaded.model``'s modules); nothing else trains."""
@@ -50,7 +53,9 @@ def train_defence(loaded, train: MembershipSet, validation: MembershipSet | None
     the TrainHistory). A LoRA defence stays unmerged here: ``apply_defence`` merges it."""
     out = Path(out_dir)
     pipeline = DefencePipeline(loaded.tokenizer, config)
-    key = content_sha256({"model": loaded.fingerprint, "config": config.to_dict(),
+    # the attacker's settings do not change the defence (and keep older defences' keys valid)
+    settings = {k: v for k, v in config.to_dict().items() if k not in ATTACKER_ONLY}
+    key = content_sha256({"model": loaded.fingerprint, "config": settings,
                           "train": train.fingerprint(),
                           "validation": validation.fingerprint() if validation is not None else None})
     finished = _finished(out, key, loaded) if resume else None

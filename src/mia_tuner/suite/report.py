@@ -194,8 +194,8 @@ def _pending_html(pending: list[str]) -> str:
     if not pending:
         return ""
     items = "".join(f"<li>{html.escape(s)}</li>" for s in pending)
-    return (f'<h2>Incomplete: {len(pending)} column(s) not computed yet</h2><p class="note">This report shows '
-            f"what the suite has recorded so far; these are missing from its tables:</p><ul>{items}</ul>")
+    return (f'<h2>Incomplete: {len(pending)} cell(s) with columns not computed yet</h2><p class="note">This '
+            f"report shows what the suite has recorded so far; these are missing from its tables:</p><ul>{items}</ul>")
 
 
 def write_report(suite, records: list[dict], out_dir, *, source: str, started: float,
@@ -252,8 +252,8 @@ def report_markdown(suite, tables: list[Table], paired: list[dict], records: lis
                     skipped=(), pending=()) -> str:
     lines = [f"# mia-tuner suite “{suite.name}”", ""]
     if pending:
-        lines += [f"**Incomplete: {len(pending)} column(s) not computed yet** (this report shows what the "
-                  "suite has recorded so far):", "", *(f"- {p}" for p in pending), ""]
+        lines += [f"**Incomplete: {len(pending)} cell(s) with columns not computed yet** (this report shows "
+                  "what the suite has recorded so far):", "", *(f"- {p}" for p in pending), ""]
     lines += [NOTE, ""]
     if skipped:
         lines += ["Not run (optional sets that could not be had): " + "; ".join(skipped), ""]

@@ -146,7 +146,8 @@ class CellRun:
         earlier = self.store.load("cell", self.key)  # version 1 lacked `set`, which needs no model
         if earlier is not None:
             fields = {k: v for k, v in earlier.items() if k not in ("format", "column", "key", "sha256")}
-            return self.save("cell", key, {**fields, "set": self.resolved.names})
+            upgraded = {**fields, "set": self.resolved.names}
+            return self.save("cell", key, upgraded) if self.compute else upgraded
         from ..data import hygiene_report
         from ..tuner.config import TunerConfig
 
@@ -221,7 +222,7 @@ class CellRun:
         self._loaded = None
         return self.save(variant.column, key, {
             **self.base(), "kind": "method", "method": variant.column, "scores": result.scores[ROW],
-            "config": config.to_dict(), "history": result.history.summary(),
+            "mode": result.detector.pipeline.mode, "config": config.to_dict(), "history": result.history.summary(),
             "seconds": time.perf_counter() - started})
 
     # ---- safeguards -----------------------------------------------------------------------
@@ -299,7 +300,7 @@ def run_suite(suite: SuiteConfig, out_dir, *, cache_dir=None, data_root=None, sh
         try:
             run = CellRun(suite, cell, out_dir, cache_dir, data_root, shard, compute)
         except DataError as exc:  # the set cannot be had (no local copy, no hub), or is not built
-            if not compute:
+            if not compute and not cell.dataset.optional:
                 pending.append(f"{pending_name(cell)}: every column ({exc})")
                 continue
             if not cell.dataset.optional:
