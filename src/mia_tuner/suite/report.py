@@ -159,6 +159,8 @@ def _hygiene_rows(tables: list[Table], records: list[dict]) -> list[dict]:
 
 
 def _hygiene_html(rows: list[dict]) -> str:
+    if not rows:  # nothing recorded yet (a report-only run of a suite not started)
+        return ""
     table = _html_table(
         ["dataset", "texts", "duplicates", "mean words (member / non-member)", "blind AUROC"],
         [[r["dataset"], r["texts"], _duplicates(r["duplicates"]),
@@ -224,8 +226,10 @@ def write_report(suite, records: list[dict], out_dir, *, source: str, started: f
         parts.append("<h2>Training and ablation curves</h2>")
         parts += [img(p, "MIA-Tuner: validation AUROC per epoch") for p in curves if p]
         parts += [img(p, caption) for caption, p in ablations]
-    parts.append("<h2>ROC curves and score histograms per cell</h2>")
-    for cell, method_records in by_cell(records).values():
+    cells = by_cell(records).values()
+    if any(method_records for _, method_records in cells):
+        parts.append("<h2>ROC curves and score histograms per cell</h2>")
+    for cell, method_records in cells:
         if not method_records:
             continue
         title = f"{cell['model']} · {cell['dataset']} · {cell['train_per_class']} per class · seed {cell['seed']}"
