@@ -489,3 +489,58 @@ def test_defend_with_a_lora_defence_merges_it_for_the_attacks(tmp_path):
     assert torch.equal(before, after)
     assert not any("lora" in name for name, _ in loaded.model.named_parameters())
     assert read_defence_info(tmp_path / "out" / "defence")["peft"] == "lora"
+
+
+# ------------------------------------------------------------------ two processes
+
+_DEFENCE_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from accelerate import Accelerator
+from helpers import tiny_loaded
+from test_safeguards import toy_set
+from mia_tuner.safeguards.config import DefenceConfig
+from mia_tuner.safeguards.train import train_defence
+
+out = sys.argv[1]
+for against, chat in (("scores", False), ("mia-tuner", True)):
+    config = DefenceConfig(against=against, epochs=2, batch_per_class=4, learning_rate=0.05,
+                           num_virtual_tokens=3, distance_scale=0.5)
+    train_defence(tiny_loaded(chat), toy_set(8), toy_set(2), config, f"{{out}}/{{against}}",
+                  accelerator=Accelerator(cpu=True))
+"""
+
+
+def test_two_processes_train_the_same_defence(tmp_path):
+    """torchrun with 2 CPU processes, each holding half of every batch: the contrastive terms
+    gathered, the KL anchor's mean over both halves, the gradient rescaled for DDP's average:
+    the same defence as one process (against scores, and against MIA-Tuner's answers)."""
+    import os
+    import shutil
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+    from test_tuner import free_port, run_group
+
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    if torchrun is None:
+        pytest.skip("torchrun not installed next to the interpreter")
+    script = tmp_path / "defend_script.py"
+    script.write_text(textwrap.dedent(_DEFENCE_SCRIPT.format(tests=str(Path(__file__).parent))))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    for argv in ([sys.executable, str(script), str(tmp_path / "one")],
+                 [torchrun, "--nproc_per_node", "2", "--master_port", str(free_port()), str(script),
+                  str(tmp_path / "two")]):
+        returncode, stderr = run_group(argv, env, timeout=300)
+        assert returncode == 0, stderr[-3000:]
+    from mia_tuner.safeguards.artefact import initial_prompt
+
+    for against in ("scores", "mia-tuner"):
+        one, two = (load_file(tmp_path / part / against / "defence_prompt.safetensors")["prompt"]
+                    for part in ("one", "two"))
+        torch.testing.assert_close(two, one, rtol=1e-4, atol=1e-5)
+        start = initial_prompt(tiny_loaded(against == "mia-tuner"), DefenceConfig(num_virtual_tokens=3))
+        assert (one - start).abs().max() > 1e-3  # the prompt moved: there was something to compare
+        assert read_defence_info(tmp_path / "two" / against)["history"]["processes"] == 2

@@ -11,6 +11,9 @@ from). The test part is held out from both. Then:
    and the attacker trains MIA-Tuner anew against the defended model (adaptive).
 
 The report holds AUROC and TPR@1%FPR before and after with intervals, for every attack.
+Under several processes (``accelerate launch`` / ``torchrun``) the attacks' scoring is split
+between them, the defence and the attacker's MIA-Tuner train on a slice of each batch each,
+and the first process writes the report.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from mia_tuner.data.types import MembershipSet
 from mia_tuner.errors import DataError, MethodError
 from mia_tuner.metrics import compute_metrics
 from mia_tuner.reports import _write_json
+from mia_tuner.scoring import process_shard
 from mia_tuner.safeguards.artefact import apply_defence, read_defence_info, text_sha256
 from mia_tuner.safeguards.config import DefenceConfig
 from mia_tuner.safeguards.train import train_defence
@@ -133,10 +137,10 @@ def report_table(rows: list[dict], utility: Utility) -> str:
     return "\n".join(lines)
 
 
-def _score_attacks(run_config: RunConfig, loaded, split: EvaluationSplit) -> dict:
+def _score_attacks(run_config: RunConfig, loaded, split: EvaluationSplit, shard=None) -> dict:
     from mia_tuner.run import score_split, select_methods
 
-    scores, _, _ = score_split(run_config, loaded, split, select_methods(run_config))
+    scores, _, _ = score_split(run_config, loaded, split, select_methods(run_config), shard)
     return scores
 
 
@@ -160,7 +164,8 @@ def defend(loaded, data: MembershipSet, config: DefenceConfig, out_dir, *,
                            split=split_config, methods=methods, out=str(out / "runs"),
                            cache_dir=str(cache_dir or default_cache_dir()))
     labels = np.array(split.test.labels)
-    before = _score_attacks(run_config, loaded, attack_split)
+    shard = process_shard(cpu=loaded.device.type == "cpu")
+    before = _score_attacks(run_config, loaded, attack_split, shard)
     against_tuner = config.against == TUNER
     attack_config = _attack_config(config, attack)
     detector = None
@@ -173,7 +178,7 @@ def defend(loaded, data: MembershipSet, config: DefenceConfig, out_dir, *,
         # merged into a copy: the caller's model (and its fingerprint) stays the base model
         loaded = replace(loaded, model=copy.deepcopy(loaded.model))
     defended_loaded = apply_defence(out / "defence", loaded)
-    after = _score_attacks(run_config, defended_loaded, attack_split)
+    after = _score_attacks(run_config, defended_loaded, attack_split, shard)
     rows = [_metric_row(m, labels, before[m], after[m], False) for m in before if m != TUNER]
     if against_tuner:
         rows.append(_metric_row(TUNER, labels, before[TUNER], _reapplied(detector, defended_loaded, attack_config,
@@ -185,6 +190,10 @@ def defend(loaded, data: MembershipSet, config: DefenceConfig, out_dir, *,
     if held_out:
         raise DataError(f"{len(held_out)} test text(s) were in the defence's training texts")
     table = report_table(rows, utility)
+    result = DefenceResult(out_dir=out, defence_dir=out / "defence", rows=rows, utility=utility, table=table,
+                           n_member=split.test.n_member, n_nonmember=split.test.n_nonmember)
+    if shard is not None and shard.rank != 0:  # the first process writes the report
+        return result
     _write_json(out / "report.json", {
         "model": {"name": loaded.name, "fingerprint": loaded.fingerprint}, "data": data.name,
         "against": config.against, "config": config.to_dict(), "attack": attack_config.to_dict(),
@@ -194,5 +203,4 @@ def defend(loaded, data: MembershipSet, config: DefenceConfig, out_dir, *,
         "attacker_texts": attacker.n_member + attacker.n_nonmember,
         "rows": rows, "utility": utility.to_dict(), "history": history.summary()})
     (out / "report.md").write_text(table + "\n", encoding="utf-8")
-    return DefenceResult(out_dir=out, defence_dir=out / "defence", rows=rows, utility=utility, table=table,
-                         n_member=split.test.n_member, n_nonmember=split.test.n_nonmember)
+    return result

@@ -31,6 +31,11 @@ from mia_tuner.safeguards.config import DefenceConfig
 from mia_tuner.safeguards.defended import DefendedModel
 
 
+def _gathered(sync, local: torch.Tensor) -> torch.Tensor:
+    """The whole batch's values (only this process's slice carries a gradient)."""
+    return local if sync is None else sync.gather(local)
+
+
 @contextmanager
 def undefended(model):
     """The model without its defence inside the block: the wrapped model of a defensive prompt,
@@ -64,37 +69,46 @@ class DefencePipeline(BasePipeline):
         return batch
 
     def loss(self, model, batch: dict, sync=None):
+        """The defensive loss of the batch. Under several processes (``sync``: the trainer's
+        BatchSync) each holds a slice of the batch: the per-text values are gathered so the
+        contrastive terms see the whole batch, the anchor's token mean is taken over every
+        process's tokens, and the total is scaled so that DDP's averaged gradient equals the
+        one-process gradient."""
         c = self.defence
         ids, mask = batch["input_ids"], batch["attention_mask"]
         member = batch["is_member"]
+        world = 1 if sync is None else sync.world_size
         hidden, head = self.hidden(model, ids, mask, forward=forward_logits)
-        z = mean_nll_from_hidden(hidden, head, ids, mask)
-        defence = losses.defensive_loss(z, member, c.temperature, c.distance_scale)
+        z, all_member = _gathered(sync, mean_nll_from_hidden(hidden, head, ids, mask)), _gathered(sync, member)
+        defence = losses.defensive_loss(z, all_member, c.temperature, c.distance_scale)
         total = c.defence_weight * defence
-        parts = {"defence": defence.item(), "member_nll": z[member != 0].mean().item(),
-                 "nonmember_nll": z[member == 0].mean().item()}
+        parts = {"defence": defence.item(), "member_nll": z[all_member != 0].mean().item(),
+                 "nonmember_nll": z[all_member == 0].mean().item()}
         if c.anchor_weight:
-            kl = self.anchor_kl(model, hidden, head, ids[member == 0], mask[member == 0], member == 0)
+            kl_sum, positions = self.anchor_kl_sum(model, hidden, head, ids[member == 0], mask[member == 0],
+                                                   member == 0)
+            kl = kl_sum / _gathered(sync, positions.reshape(1)).sum().clamp(min=1)  # this slice's share
             total = total + c.anchor_weight * kl
-            parts["kl"] = kl.item()
+            parts["kl"] = kl.item() * world  # averaged over processes: the batch's mean
         if self.aligned is not None:
-            margins = self._margins(model, batch)
-            answer = losses.defensive_loss(margins, member, c.temperature, c.answer_distance_scale)
+            margins = _gathered(sync, self._margins(model, batch))
+            answer = losses.defensive_loss(margins, all_member, c.temperature, c.answer_distance_scale)
             total = total + c.answer_weight * answer
-            parts.update(answer=answer.item(), member_margin=margins[member != 0].mean().item(),
-                         nonmember_margin=margins[member == 0].mean().item())
+            parts.update(answer=answer.item(), member_margin=margins[all_member != 0].mean().item(),
+                         nonmember_margin=margins[all_member == 0].mean().item())
         parts["total"] = total.item()
-        return total, parts
+        return (total if sync is None else sync.global_loss(total)), parts
 
-    def anchor_kl(self, model, hidden, head, ids, mask, rows) -> torch.Tensor:
-        """Mean KL(original ‖ defended) over the real next-token positions of ``rows``."""
+    def anchor_kl_sum(self, model, hidden, head, ids, mask, rows) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed KL(original ‖ defended), number of positions) over the real next-token
+        positions of ``rows``."""
         with torch.no_grad(), undefended(model) as original:
             reference, _ = self.hidden(original, ids, mask, forward=forward_logits)
         kl = chunked.token_kl(hidden[rows], reference, head)
         predicts = mask.clone()
         predicts[:, :-1] = mask[:, :-1] * mask[:, 1:]  # a position counts if a real token follows
         predicts[:, -1] = 0
-        return (kl * predicts).sum() / predicts.sum().clamp(min=1)
+        return (kl * predicts).sum(), predicts.sum()
 
     def _margins(self, model, batch) -> torch.Tensor:
         return self.aligned.padded_answer_margins(model, batch["question_ids"], batch["question_mask"])

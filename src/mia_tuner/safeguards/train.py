@@ -14,7 +14,6 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from mia_tuner.data.types import MembershipSet
-from mia_tuner.errors import MethodError
 from mia_tuner.integrity import content_sha256
 from mia_tuner.training.checkpoint import Checkpoint
 from mia_tuner.training.trainer import TrainHistory, Trainer, TrainerConfig
@@ -62,21 +61,21 @@ def train_defence(loaded, train: MembershipSet, validation: MembershipSet | None
     if finished is not None:  # the same defence was trained and saved before: load it
         return finished
     accelerator = accelerator or Accelerator(cpu=loaded.device.type == "cpu")
-    if accelerator.num_processes > 1:  # the batch-level loss would be computed per shard
-        raise MethodError("defences train in one process for now (the contrastive term needs the "
-                          "whole batch); run `defend` without accelerate launch / torchrun")
     set_seed(config.seed)
     model = trainable_defence(loaded, config)
     checkpoint = Checkpoint(out / "checkpoint", key)
-    if not resume:
+    if not resume and accelerator.is_main_process:
         checkpoint.clear()
+    accelerator.wait_for_everyone()
     trainer = Trainer(model, pipeline.loss, pipeline.encode, _trainer_config(config), score_fn=pipeline.score,
                       accelerator=accelerator,
                       checkpoint=checkpoint)
     history: TrainHistory = trainer.fit(train, validation)
     parts = [train] + ([validation] if validation is not None else [])
-    save_defence(out, trainer.model, loaded, config, trained_on=parts, history=history.to_dict(), key=key)
-    checkpoint.clear()
+    if accelerator.is_main_process:  # every process holds the same trained state; one writes it
+        save_defence(out, trainer.model, loaded, config, trained_on=parts, history=history.to_dict(), key=key)
+        checkpoint.clear()
+    accelerator.wait_for_everyone()
     return trainer.model, history
 
 

@@ -288,13 +288,10 @@ def run_suite(suite: SuiteConfig, out_dir, *, cache_dir=None, data_root=None, sh
     pending (a report of a suite still under way)."""
     from tqdm.auto import tqdm
 
-    from ..errors import ConfigError, DataError
+    from ..errors import DataError
 
     out_dir = Path(out_dir)
     cache_dir = cache_dir or default_cache_dir()
-    if shard is not None and suite.safeguards:
-        raise ConfigError(f"suite {suite.name!r}: safeguards train in one process; run a suite with "
-                          "`safeguards` without `accelerate launch` (or remove them)")
     records, skipped, pending = [], [], []
     for cell in tqdm(cells(suite), desc=f"suite {suite.name}", unit="cell", disable=not compute):
         try:
