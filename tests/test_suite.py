@@ -241,6 +241,10 @@ def test_a_cell_record_of_the_first_format_is_upgraded_without_a_model(smoke_run
     store = CellStore(next(out.glob(f"cells/*{cell['cell_key'][:8]}")))
     fields = {k: v for k, v in cell.items() if k not in ("format", "column", "key", "sha256", "set")}
     store.save("cell", cell["cell_key"], fields)  # as version 1 wrote it: no `set`, keyed by the cell
+    loss = next(r for r in first.records if r.get("method") == "loss" and r["cell_key"] == cell["cell_key"])
+    store.save("loss", loss["key"], {k: v for k, v in loss.items()  # as written before `dataset_axis`
+                                     if k not in ("format", "column", "key", "sha256", "dataset_axis")})
+    written = store.path("loss").read_bytes()
 
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded to upgrade a cell record")
@@ -249,6 +253,8 @@ def test_a_cell_record_of_the_first_format_is_upgraded_without_a_model(smoke_run
     again, _ = benchmark("smoke", out, overrides=smoke_overrides(tiny_models), cache_dir=cache)
     upgraded = next(r for r in again.records if r["kind"] == "cell" and r["cell_key"] == cell["cell_key"])
     assert upgraded["set"] == cell["set"] and upgraded["key"] == cell["key"] and upgraded["labels"] == cell["labels"]
+    old_loss = next(r for r in again.records if r.get("method") == "loss" and r["cell_key"] == cell["cell_key"])
+    assert old_loss["dataset_axis"] == "smoke" and store.path("loss").read_bytes() == written  # filled on read
 
 
 def test_a_damaged_record_is_refused_with_its_file_named(smoke_run, tiny_models):

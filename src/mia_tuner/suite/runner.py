@@ -271,7 +271,10 @@ def run_cell(run: CellRun) -> list[dict]:
             records.append(column())
         except NotComputed:
             pass
-    return records
+    # records written before they carried the suite's name of their dataset get it here (in
+    # memory: the file and its hash stay as written), so one table holds every model's set
+    axis = run.cell.dataset.set
+    return [r if "dataset_axis" in r else {**r, "dataset_axis": axis} for r in records]
 
 
 @dataclass
