@@ -61,12 +61,13 @@ def metric_row(model: str, dataset: str, split: str, method: str, m: dict, secon
             "date": time.strftime("%Y-%m-%d")}
 
 
-def merge(records: list[dict]) -> None:
-    existing = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    new_keys = {tuple(r[k] for k in KEY) for r in records}
-    kept = [r for r in existing if tuple(r[k] for k in KEY) not in new_keys]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(kept + records, indent=1) + "\n")
+def merge(records: list[dict], path: Path = RESULTS, key: tuple = KEY) -> None:
+    """Write ``records`` into the JSON list at ``path``, replacing those with the same ``key``."""
+    existing = json.loads(path.read_text()) if path.exists() else []
+    new_keys = {tuple(r[k] for k in key) for r in records}
+    kept = [r for r in existing if tuple(r[k] for k in key) not in new_keys]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(kept + records, indent=1) + "\n")
 
 
 def detection_suite(models: list[str], specs: list[str], controlled: bool) -> dict:

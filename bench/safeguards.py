@@ -19,10 +19,9 @@ same key.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
-from detection import DATA, REFERENCE, ROOT
+from detection import DATA, REFERENCE, ROOT, merge
 from tuner_runs import dataset_entry
 from mia_tuner.cli_defend import PREFIX, RENAMED
 from mia_tuner.cli_fields import add_dataclass_options, values_from_args
@@ -64,13 +63,6 @@ def record_rows(guard: dict, cell: dict, safeguard: str) -> list[dict]:
             for r in guard["rows"]]
 
 
-def merge(rows: list[dict]) -> None:
-    old = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    keys = {tuple(r[k] for k in KEY) for r in rows}
-    kept = [r for r in old if tuple(r[k] for k in KEY) not in keys]
-    RESULTS.write_text(json.dumps(kept + rows, indent=1) + "\n")
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
@@ -98,7 +90,7 @@ def main():
     print(f"KL {guard['utility']['kl']:.3f}, perplexity {guard['utility']['ppl_before']:.2f} -> "
           f"{guard['utility']['ppl_after']:.2f}; {guard['seconds']:.0f} s")
     if not args.no_record:
-        merge(rows)
+        merge(rows, RESULTS, KEY)
 
 
 if __name__ == "__main__":

@@ -265,15 +265,17 @@ def run_cell(run: CellRun) -> list[dict]:
     except NotComputed:  # nothing of this cell is recorded
         return []
     records += run.score_methods()
-    for column in [partial(run.tuner, v) for v in run.suite.tuner if v.runs_on(run.cell.dataset)] + \
-                  [partial(run.safeguard, g) for g in run.suite.safeguards if g.runs_on(run.cell.dataset)]:
+    dataset = run.cell.dataset
+    trained = [partial(run.tuner, v) for v in run.suite.tuner if v.runs_on(dataset)]
+    trained += [partial(run.safeguard, g) for g in run.suite.safeguards if g.runs_on(dataset)]
+    for column in trained:
         try:
             records.append(column())
-        except NotComputed:
+        except NotComputed:  # noted as pending
             pass
     # records written before they carried the suite's name of their dataset get it here (in
     # memory: the file and its hash stay as written), so one table holds every model's set
-    axis = run.cell.dataset.set
+    axis = dataset.set
     return [r if "dataset_axis" in r else {**r, "dataset_axis": axis} for r in records]
 
 
