@@ -27,7 +27,7 @@ from mia_tuner.cli_defend import PREFIX, RENAMED
 from mia_tuner.cli_fields import add_dataclass_options, values_from_args
 from mia_tuner.config import MethodConfig, default_cache_dir
 from mia_tuner.demo import demo_methods
-from mia_tuner.safeguards.config import AGAINST, DEFENCE_PEFT, DefenceConfig
+from mia_tuner.safeguards.config import AGAINST, DEFENCE_PEFT, MEMBER_TERMS, DefenceConfig
 from mia_tuner.suite import run_suite, suite_from_dict
 
 RESULTS = ROOT / "bench" / "results" / "safeguards.json"
@@ -75,7 +75,7 @@ def main():
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument("--cache-dir", default=str(default_cache_dir()))
     add_dataclass_options(parser, DefenceConfig, prefix=PREFIX, rename=RENAMED,
-                          choices={"against": AGAINST, "peft": DEFENCE_PEFT})
+                          choices={"against": AGAINST, "peft": DEFENCE_PEFT, "member_term": MEMBER_TERMS})
     args = parser.parse_args()
     settings = values_from_args(DefenceConfig, args, prefix=PREFIX)
     safeguard = f"defence-{settings['against']}" + (f":{args.tag}" if args.tag else "")

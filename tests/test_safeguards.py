@@ -180,6 +180,73 @@ def test_anchor_is_the_mean_kl_over_non_member_positions():
     assert float(total) == pytest.approx(kls / count, rel=1e-4)
 
 
+def per_text_nll(model, tokenizer, text) -> float:
+    """ℓ(x) by hand: mean NLL of the text's tokens after the first."""
+    ids = torch.tensor([tokenizer(text)["input_ids"]])
+    return float(F.cross_entropy(model(input_ids=ids).logits[0, :-1], ids[0, 1:]))
+
+
+def test_member_shift_is_the_members_mean_advantage_by_hand():
+    loaded = tiny_loaded(chat=False)
+    data = toy_set(3)
+    pipeline = DefencePipeline(loaded.tokenizer, DefenceConfig(member_term="shift", batch_size=4))
+    delta = pipeline.measure_member_shift(defended(loaded, random_prompt(loaded), "fp").model, data)
+    nll = [per_text_nll(loaded.model, loaded.tokenizer, t) for t in data.texts]  # the undefended model
+    members = [v for v, y in zip(nll, data.labels) if y]
+    nonmembers = [v for v, y in zip(nll, data.labels) if not y]
+    assert delta == pytest.approx(np.mean(nonmembers) - np.mean(members), rel=1e-4)
+
+
+@pytest.mark.parametrize("member", [[1, 1, 0, 0], [1, 0, 0, 0, 1, 1]])
+def test_shift_term_of_a_batch_by_hand(member):
+    """member_term="shift": the mean over members of |ℓ(x) − ℓ₀(x) − δ| (ℓ defended, ℓ₀ not)."""
+    loaded = tiny_loaded(chat=False)
+    texts = [f"The cat number {i} sat on the mat." for i in range(len(member))]
+    pipeline = DefencePipeline(loaded.tokenizer, DefenceConfig(member_term="shift", anchor_weight=0.0))
+    model = defended(loaded, random_prompt(loaded), "fp").model
+    pipeline.member_shift = 0.3
+    total, parts = pipeline.loss(model, pipeline.encode(texts, member))
+    expected = np.mean([abs(per_text_nll(model, loaded.tokenizer, t) - per_text_nll(loaded.model, loaded.tokenizer, t)
+                            - 0.3) for t, y in zip(texts, member) if y])
+    assert float(total) == pytest.approx(expected, rel=1e-4)
+    assert parts["shift"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_shift_training_raises_members_losses_by_the_measured_gap():
+    """A LoRA defence starts as the identity (term = |δ|) and training brings each member's loss
+    towards ℓ₀ + δ; the shift needs δ measured first."""
+    loaded = tiny_loaded(chat=False)
+    config = DefenceConfig(member_term="shift", peft="lora", anchor_weight=0.0)
+    model = trainable_defence(loaded, config)
+    pipeline = DefencePipeline(loaded.tokenizer, config)
+    data = toy_set(4)
+    batch = pipeline.encode(list(data.texts), list(data.labels))
+    with pytest.raises(RuntimeError, match="measure_member_shift"):
+        pipeline.loss(model, batch)
+    pipeline.measure_member_shift(model, data)
+    pipeline.member_shift = 0.5  # a gap the toy model does not have by itself
+    first, _ = pipeline.loss(model, batch)
+    assert float(first.detach()) == pytest.approx(0.5, rel=1e-4)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.01)
+    for _ in range(20):
+        optimizer.zero_grad()
+        loss, _ = pipeline.loss(model, batch)
+        loss.backward()
+        optimizer.step()
+    last, _ = pipeline.loss(model, batch)
+    assert float(last) < 0.5 * float(first)
+
+
+def test_a_later_setting_at_its_default_leaves_the_defence_key_as_before():
+    """Defences trained before `member_term` existed keep their keys; a shift defence differs."""
+    default = DefenceConfig()
+    assert "member_term" not in default.key_dict()
+    assert {**default.key_dict(), "member_term": "contrastive"} == default.to_dict()
+    assert DefenceConfig(member_term="shift").key_dict()["member_term"] == "shift"
+    with pytest.raises(MethodError, match="member_term"):
+        DefenceConfig(member_term="gap")
+
+
 def test_training_lowers_the_defence_loss_and_only_the_prompt_moves():
     loaded = tiny_loaded(chat=False)
     base = {n: p.clone() for n, p in loaded.model.named_parameters()}

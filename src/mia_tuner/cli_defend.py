@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from .cli_fields import add_dataclass_options, values_from_args
-from .safeguards.config import AGAINST, DEFENCE_PEFT, DefenceConfig
+from .safeguards.config import AGAINST, DEFENCE_PEFT, MEMBER_TERMS, DefenceConfig
 
 PREFIX = "defence_"  # dests of the generated options (the split has its own --seed)
 RENAMED = {"learning_rate": "--lr", "train_per_class": "--defender-per-class", "seed": "--defence-seed"}
@@ -27,7 +27,7 @@ def add_defend_parser(commands, add_model_options, add_data_options, add_cache_o
     defend.add_argument("--test-per-class", type=positive_int, default=200,
                         help="held-out texts per class, seen by neither defender nor attacker (default: 200)")
     add_dataclass_options(defend, DefenceConfig, prefix=PREFIX, skip=("batch_size",), rename=RENAMED,
-                          choices={"against": AGAINST, "peft": DEFENCE_PEFT})
+                          choices={"against": AGAINST, "peft": DEFENCE_PEFT, "member_term": MEMBER_TERMS})
     defend.add_argument("--methods", default="all", help="score-based attacks to measure, or all")
     defend.add_argument("--reference", help="reference model for `ref`")
     defend.add_argument("--mmlu", help="MMLU-layout CSV file or folder, or a hub name (cais/mmlu)")

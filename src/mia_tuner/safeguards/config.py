@@ -10,6 +10,10 @@ from mia_tuner.errors import MethodError
 
 AGAINST = ("scores", "mia-tuner")
 DEFENCE_PEFT = ("prompt", "lora")
+MEMBER_TERMS = ("contrastive", "shift")
+# fields added after defences were first trained and keyed: at these values they are left out
+# of a key, so that the defences and records made before them stay valid
+LATER_DEFAULTS = {"member_term": "contrastive"}
 
 
 @dataclass
@@ -38,8 +42,11 @@ class DefenceConfig:
     batch_per_class: int = 8
     seed: int = 42
     weight_decay: float = 0.0
+    member_term: str = field(default="contrastive", metadata={"help": "the term that hides members' "
+                             "losses: contrastive, the paper's |L_ctr - L_chance|; shift, each member's "
+                             "loss raised by the members' measured advantage (docs/safeguards.md)"})
     # loss weights: the paper's loss alone is anchor_weight = 0 (and answer_weight = 0)
-    defence_weight: float = 1.0
+    defence_weight: float = field(default=1.0, metadata={"help": "weight of the member term"})
     anchor_weight: float = field(default=1.0, metadata={"help": "weight of the KL term keeping the model "
                                  "close to the original on non-member text (0: the paper's loss)"})
     answer_weight: float = field(default=1.0, metadata={"help": "weight of the membership-answer term "
@@ -62,6 +69,8 @@ class DefenceConfig:
     def __post_init__(self) -> None:
         if self.against not in AGAINST:
             raise MethodError(f"unknown --against {self.against!r}; choose one of {', '.join(AGAINST)}")
+        if self.member_term not in MEMBER_TERMS:
+            raise MethodError(f"unknown member_term {self.member_term!r}; choose one of {', '.join(MEMBER_TERMS)}")
         if self.peft not in DEFENCE_PEFT:
             raise MethodError(f"a defence is a soft prompt or LoRA: --peft must be one of "
                               f"{', '.join(DEFENCE_PEFT)}, got {self.peft!r}")
@@ -87,3 +96,8 @@ class DefenceConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def key_dict(self) -> dict:
+        """``to_dict`` without the later fields at their defaults (``LATER_DEFAULTS``): what a
+        cache key of this defence's settings is made of."""
+        return {k: v for k, v in self.to_dict().items() if LATER_DEFAULTS.get(k, object()) != v}

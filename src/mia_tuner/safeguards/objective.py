@@ -4,7 +4,10 @@ The defence is trained with the shared ``Trainer`` on balanced batches, like MIA
 batch, under the defended model:
 
 * ``|L_ctr(ℓ) − L_chance|`` on the per-text losses ℓ(x) (the paper's safeguard against
-  score-based attacks; ``L_chance`` from the batch's own class sizes);
+  score-based attacks; ``L_chance`` from the batch's own class sizes), or with
+  ``member_term="shift"`` the mean over the batch's members of ``|ℓ(x) − ℓ₀(x) − δ|``: each
+  member's loss raised from its original value ℓ₀(x) by δ, the members' advantage measured on
+  the defender's training texts before training (mean ℓ₀ of non-members − of members);
 * ``anchor_weight`` × the mean KL divergence from the original model's next-token
   distributions over the batch's non-member tokens (ours: the defence may move members, not
   the model's behaviour on text it was not trained on);
@@ -58,6 +61,8 @@ class DefencePipeline(BasePipeline):
                            share_prefix=False, system_prompt=config.system_prompt)
         super().__init__(tokenizer, view)
         self.defence = config
+        self.member_shift: float | None = None  # δ of member_term="shift" (measure_member_shift)
+        self._original: dict[tuple, float] = {}  # ℓ₀ by token ids
         self.aligned = AlignedPipeline(tokenizer, view) if config.against == "mia-tuner" else None
 
     def encode(self, texts, labels) -> dict[str, torch.Tensor]:
@@ -79,11 +84,18 @@ class DefencePipeline(BasePipeline):
         member = batch["is_member"]
         world = 1 if sync is None else sync.world_size
         hidden, head = self.hidden(model, ids, mask, forward=forward_logits)
-        z, all_member = _gathered(sync, mean_nll_from_hidden(hidden, head, ids, mask)), _gathered(sync, member)
-        defence = losses.defensive_loss(z, all_member, c.temperature, c.distance_scale)
-        total = c.defence_weight * defence
-        parts = {"defence": defence.item(), "member_nll": z[all_member != 0].mean().item(),
+        local = mean_nll_from_hidden(hidden, head, ids, mask)
+        z, all_member = _gathered(sync, local), _gathered(sync, member)
+        contrastive = losses.defensive_loss(z, all_member, c.temperature, c.distance_scale)
+        parts = {"defence": contrastive.item(), "member_nll": z[all_member != 0].mean().item(),
                  "nonmember_nll": z[all_member == 0].mean().item()}
+        if c.member_term == "shift":
+            shift = self.shift_sum(model, local, ids, mask, member != 0)
+            shift = shift / _gathered(sync, (member != 0).sum().reshape(1)).sum().clamp(min=1)  # this slice's share
+            total = c.defence_weight * shift
+            parts["shift"] = shift.item() * world
+        else:
+            total = c.defence_weight * contrastive
         if c.anchor_weight:
             kl_sum, positions = self.anchor_kl_sum(model, hidden, head, ids[member == 0], mask[member == 0],
                                                    member == 0)
@@ -98,6 +110,39 @@ class DefencePipeline(BasePipeline):
                          nonmember_margin=margins[all_member == 0].mean().item())
         parts["total"] = total.item()
         return (total if sync is None else sync.global_loss(total)), parts
+
+    def measure_member_shift(self, model, train) -> float:
+        """δ: mean original loss ℓ₀ of ``train``'s non-members minus that of its members (what
+        the members gain from having been trained on), kept for ``shift``."""
+        values, labels = [], np.array(train.labels)
+        for start in range(0, len(train.texts), self.defence.batch_size):
+            texts = train.texts[start:start + self.defence.batch_size]
+            ids, mask = pad_batch([self.token_ids(t) for t in texts], self.tokenizer.pad_token_id)
+            values += self.original_nll(model, ids, mask).tolist()
+        values = np.array(values)
+        self.member_shift = float(values[labels == 0].mean() - values[labels == 1].mean())
+        return self.member_shift
+
+    def original_nll(self, model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """ℓ₀ of each row under the model without its defence, memoised by token ids (it never
+        changes during training)."""
+        rows = [tuple(r[m.bool()].tolist()) for r, m in zip(ids, mask)]
+        missing = [i for i, key in enumerate(rows) if key not in self._original]
+        if missing:
+            device = next(getattr(model, "module", model).parameters()).device
+            ids_m, mask_m = ids[missing].to(device), mask[missing].to(device)
+            with torch.no_grad(), undefended(model) as original:
+                hidden, head = self.hidden(original, ids_m, mask_m, forward=forward_logits)
+                values = mean_nll_from_hidden(hidden, head, ids_m, mask_m)
+            self._original.update(zip((rows[i] for i in missing), values.double().tolist()))
+        return torch.tensor([self._original[key] for key in rows], dtype=torch.float64)
+
+    def shift_sum(self, model, local: torch.Tensor, ids, mask, rows) -> torch.Tensor:
+        """Σ over the ``rows`` (members) of |ℓ(x) − ℓ₀(x) − δ|."""
+        if self.member_shift is None:
+            raise RuntimeError("member_term='shift' needs measure_member_shift before training")
+        original = self.original_nll(model, ids[rows], mask[rows]).to(local.device, local.dtype)
+        return (local[rows] - original - self.member_shift).abs().sum()
 
     def anchor_kl_sum(self, model, hidden, head, ids, mask, rows) -> tuple[torch.Tensor, torch.Tensor]:
         """(summed KL(original ‖ defended), number of positions) over the real next-token

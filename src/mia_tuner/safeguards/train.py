@@ -8,6 +8,7 @@ resumes from its checkpoint after a kill, like MIA-Tuner's.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from accelerate import Accelerator
@@ -25,6 +26,7 @@ from mia_tuner.safeguards.defended import DefendedModel
 from mia_tuner.safeguards.objective import DefencePipeline
 
 
+log = logging.getLogger(__name__)
 ATTACKER_ONLY = ("attack_epochs",)
 
 
@@ -53,7 +55,7 @@ def train_defence(loaded, train: MembershipSet, validation: MembershipSet | None
     out = Path(out_dir)
     pipeline = DefencePipeline(loaded.tokenizer, config)
     # the attacker's settings do not change the defence (and keep older defences' keys valid)
-    settings = {k: v for k, v in config.to_dict().items() if k not in ATTACKER_ONLY}
+    settings = {k: v for k, v in config.key_dict().items() if k not in ATTACKER_ONLY}
     key = content_sha256({"model": loaded.fingerprint, "config": settings,
                           "train": train.fingerprint(),
                           "validation": validation.fingerprint() if validation is not None else None})
@@ -63,6 +65,8 @@ def train_defence(loaded, train: MembershipSet, validation: MembershipSet | None
     accelerator = accelerator or Accelerator(cpu=loaded.device.type == "cpu")
     set_seed(config.seed)
     model = trainable_defence(loaded, config)
+    if config.member_term == "shift":
+        log.info("members' advantage to remove: %.4f nats per token", pipeline.measure_member_shift(model, train))
     checkpoint = Checkpoint(out / "checkpoint", key)
     if not resume and accelerator.is_main_process:
         checkpoint.clear()

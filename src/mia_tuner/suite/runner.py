@@ -231,7 +231,7 @@ class CellRun:
 
         config = guard.config(self.cell.seed)
         run_config = self.run_config()
-        key = settings_key({"safeguard": guard.tag, "config": config.to_dict(),
+        key = settings_key({"safeguard": guard.tag, "config": config.key_dict(),
                             "methods": vars(run_config.methods)})
         column = f"defence:{guard.tag}"
         record = self.store.load(column, key)
