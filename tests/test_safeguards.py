@@ -186,6 +186,17 @@ def per_text_nll(model, tokenizer, text) -> float:
     return float(F.cross_entropy(model(input_ids=ids).logits[0, :-1], ids[0, 1:]))
 
 
+def loss_after_steps(pipeline, model, batch, steps: int, lr: float) -> torch.Tensor:
+    """The pipeline's loss of ``batch`` after ``steps`` Adam steps on it."""
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss, _ = pipeline.loss(model, batch)
+        loss.backward()
+        optimizer.step()
+    return pipeline.loss(model, batch)[0]
+
+
 def test_member_shift_is_the_members_mean_advantage_by_hand():
     loaded = tiny_loaded(chat=False)
     data = toy_set(3)
@@ -227,13 +238,7 @@ def test_shift_training_raises_members_losses_by_the_measured_gap():
     pipeline.member_shift = 0.5  # a gap the toy model does not have by itself
     first, _ = pipeline.loss(model, batch)
     assert float(first.detach()) == pytest.approx(0.5, rel=1e-4)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.01)
-    for _ in range(20):
-        optimizer.zero_grad()
-        loss, _ = pipeline.loss(model, batch)
-        loss.backward()
-        optimizer.step()
-    last, _ = pipeline.loss(model, batch)
+    last = loss_after_steps(pipeline, model, batch, steps=20, lr=0.01)
     assert float(last) < 0.5 * float(first)
 
 
@@ -257,13 +262,7 @@ def test_training_lowers_the_defence_loss_and_only_the_prompt_moves():
     data = toy_set(4)
     batch = pipeline.encode(list(data.texts), list(data.labels))
     first, _ = pipeline.loss(model, batch)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.05)
-    for _ in range(15):
-        optimizer.zero_grad()
-        loss, _ = pipeline.loss(model, batch)
-        loss.backward()
-        optimizer.step()
-    last, _ = pipeline.loss(model, batch)
+    last = loss_after_steps(pipeline, model, batch, steps=15, lr=0.05)
     assert float(last) < 0.5 * float(first)
     assert all(torch.equal(p, base[n]) for n, p in loaded.model.named_parameters())
 
