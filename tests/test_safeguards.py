@@ -28,10 +28,11 @@ from mia_tuner.safeguards.artefact import apply_defence, read_defence_info, save
 from mia_tuner.safeguards.config import DefenceConfig
 from mia_tuner.safeguards.defended import DefendedModel, defended, remove_defence
 from mia_tuner.safeguards.objective import DefencePipeline
-from mia_tuner.safeguards.train import train_defence, trainable_defence
+from mia_tuner.safeguards.train import train_defence, trainable_defence, training_settings
 from mia_tuner.safeguards.utility import (general_text, greedy_agreement, measure_utility,
                                           ordinary_prompts, perplexity_and_kl)
 from mia_tuner.config import MethodConfig, SplitConfig
+from mia_tuner.integrity import content_sha256
 from mia_tuner.training import chunked
 from mia_tuner.training.losses import chance_contrastive_loss_for
 from mia_tuner.tuner.config import TunerConfig
@@ -210,9 +211,10 @@ def test_member_shift_is_the_members_mean_advantage_by_hand():
 
 @pytest.mark.parametrize("member", [[1, 1, 0, 0], [1, 0, 0, 0, 1, 1]])
 def test_shift_term_of_a_batch_by_hand(member):
-    """member_term="shift": the mean over members of |ℓ(x) − ℓ₀(x) − δ| (ℓ defended, ℓ₀ not)."""
+    """member_term="shift": the mean over members of |ℓ(x) − ℓ₀(x) − δ| (ℓ defended, ℓ₀ not),
+    on texts of different lengths (padded rows)."""
     loaded = tiny_loaded(chat=False)
-    texts = [f"The cat number {i} sat on the mat." for i in range(len(member))]
+    texts = [f"The cat number {i} sat" + " on the mat" * i + "." for i in range(len(member))]
     pipeline = DefencePipeline(loaded.tokenizer, DefenceConfig(member_term="shift", anchor_weight=0.0))
     model = defended(loaded, random_prompt(loaded), "fp").model
     pipeline.member_shift = 0.3
@@ -243,9 +245,13 @@ def test_shift_training_raises_members_losses_by_the_measured_gap():
 
 
 def test_a_later_setting_at_its_default_leaves_the_defence_key_as_before():
-    """Defences trained before `member_term` existed keep their keys; a shift defence differs."""
+    """Defences trained before `member_term` existed keep their keys (the hashes of the default
+    settings as they were at commit 25c9c3f: the training key's and the suite column's); a
+    shift defence differs. A new field must join LATER_DEFAULTS to keep this true."""
     default = DefenceConfig()
-    assert "member_term" not in default.key_dict()
+    assert content_sha256(training_settings(default)) == (
+        "3f0e95ad2ecda25a35378705a2e82e4d6b5b1ef8f4a025655db8b2b147f4ee09")
+    assert content_sha256(default.key_dict()) == "030d1df3cac949518c631afa66d50d18d98cdf5ec6502493b34838e6dba2667f"
     assert {**default.key_dict(), "member_term": "contrastive"} == default.to_dict()
     assert DefenceConfig(member_term="shift").key_dict()["member_term"] == "shift"
     with pytest.raises(MethodError, match="member_term"):
@@ -569,18 +575,20 @@ from mia_tuner.safeguards.config import DefenceConfig
 from mia_tuner.safeguards.train import train_defence
 
 out = sys.argv[1]
-for against, chat in (("scores", False), ("mia-tuner", True)):
+for name, against, chat, term in (("scores", "scores", False, "contrastive"), ("mia-tuner", "mia-tuner", True,
+                                  "contrastive"), ("shift", "scores", False, "shift")):
     config = DefenceConfig(against=against, epochs=2, batch_per_class=4, learning_rate=0.05,
-                           num_virtual_tokens=3, distance_scale=0.5)
-    train_defence(tiny_loaded(chat), toy_set(8), toy_set(2), config, f"{{out}}/{{against}}",
+                           num_virtual_tokens=3, distance_scale=0.5, member_term=term)
+    train_defence(tiny_loaded(chat), toy_set(8), toy_set(2), config, f"{{out}}/{{name}}",
                   accelerator=Accelerator(cpu=True))
 """
 
 
 def test_two_processes_train_the_same_defence(tmp_path):
     """torchrun with 2 CPU processes, each holding half of every batch: the contrastive terms
-    gathered, the KL anchor's mean over both halves, the gradient rescaled for DDP's average:
-    the same defence as one process (against scores, and against MIA-Tuner's answers)."""
+    gathered, the KL anchor's and the shift term's means over both halves, the gradient rescaled
+    for DDP's average: the same defence as one process (against scores, with either member term,
+    and against MIA-Tuner's answers)."""
     import os
     import shutil
     import sys
@@ -603,10 +611,12 @@ def test_two_processes_train_the_same_defence(tmp_path):
         assert returncode == 0, stderr[-3000:]
     from mia_tuner.safeguards.artefact import initial_prompt
 
-    for against in ("scores", "mia-tuner"):
-        one, two = (load_file(tmp_path / part / against / "defence_prompt.safetensors")["prompt"]
+    for name in ("scores", "mia-tuner", "shift"):
+        one, two = (load_file(tmp_path / part / name / "defence_prompt.safetensors")["prompt"]
                     for part in ("one", "two"))
         torch.testing.assert_close(two, one, rtol=1e-4, atol=1e-5)
-        start = initial_prompt(tiny_loaded(against == "mia-tuner"), DefenceConfig(num_virtual_tokens=3))
+        start = initial_prompt(tiny_loaded(name == "mia-tuner"), DefenceConfig(num_virtual_tokens=3))
         assert (one - start).abs().max() > 1e-3  # the prompt moved: there was something to compare
-        assert read_defence_info(tmp_path / "two" / against)["history"]["processes"] == 2
+        assert read_defence_info(tmp_path / "two" / name)["history"]["processes"] == 2
+    shift = read_defence_info(tmp_path / "two" / "shift")["member_shift"]
+    assert shift == pytest.approx(read_defence_info(tmp_path / "one" / "shift")["member_shift"])

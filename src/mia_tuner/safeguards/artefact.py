@@ -40,11 +40,12 @@ def text_sha256(text: str) -> str:
 
 
 def save_defence(out_dir, model, loaded, config: DefenceConfig, *, trained_on, history: dict,
-                 key: str | None = None) -> Path:
+                 key: str | None = None, member_shift: float | None = None) -> Path:
     """Write the defence in ``model`` (a ``DefendedModel`` or a LoRA peft model) to ``out_dir``.
 
     ``trained_on`` is the MembershipSet(s) the defence saw (training and validation texts);
-    ``key`` identifies the training run (a re-run with the same key loads instead of training)."""
+    ``key`` identifies the training run (a re-run with the same key loads instead of training);
+    ``member_shift`` is the δ a ``member_term="shift"`` defence raised members' losses by."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if isinstance(model, DefendedModel):
@@ -56,7 +57,7 @@ def save_defence(out_dir, model, loaded, config: DefenceConfig, *, trained_on, h
     write_artefact_json(out, DEFENCE_FILE, {
         "format": FORMAT, "version": VERSION, "against": config.against, "peft": config.peft,
         "base_model": {"name": loaded.name, "fingerprint": loaded.fingerprint},
-        "config": config.to_dict(), "history": history, "training_key": key,
+        "config": config.to_dict(), "history": history, "training_key": key, "member_shift": member_shift,
         "trained_on": sorted({text_sha256(t) for part in trained_on for t in part.texts})}, UNCHECKED_FILES)
     return out
 

@@ -108,7 +108,10 @@ class DefencePipeline(BasePipeline):
             total = total + c.answer_weight * answer
             parts.update(answer=answer.item(), member_margin=margins[all_member != 0].mean().item(),
                          nonmember_margin=margins[all_member == 0].mean().item())
-        parts["total"] = total.item()
+        # the batch's total from its parts (a process's ``total`` holds only its share of the
+        # KL and shift terms)
+        parts["total"] = (c.defence_weight * parts["shift" if c.member_term == "shift" else "defence"]
+                          + c.anchor_weight * parts.get("kl", 0.0) + c.answer_weight * parts.get("answer", 0.0))
         return (total if sync is None else sync.global_loss(total)), parts
 
     def measure_member_shift(self, model, train) -> float:

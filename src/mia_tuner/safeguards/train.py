@@ -40,6 +40,12 @@ def trainable_defence(loaded, config: DefenceConfig):
     return wrap_model(loaded.model, loaded.tokenizer, TunerConfig(peft="lora", lora_rank=config.lora_rank))
 
 
+def training_settings(config: DefenceConfig) -> dict:
+    """The settings in a defence's training key: the attacker's settings do not change the
+    defence, and later fields at their defaults are left out (older defences' keys stay valid)."""
+    return {k: v for k, v in config.key_dict().items() if k not in ATTACKER_ONLY}
+
+
 def _trainer_config(config: DefenceConfig) -> TrainerConfig:
     return TrainerConfig(learning_rate=config.learning_rate, epochs=config.epochs,
                          batch_per_class=config.batch_per_class, seed=config.seed,
@@ -54,9 +60,7 @@ def train_defence(loaded, train: MembershipSet, validation: MembershipSet | None
     the TrainHistory). A LoRA defence stays unmerged here: ``apply_defence`` merges it."""
     out = Path(out_dir)
     pipeline = DefencePipeline(loaded.tokenizer, config)
-    # the attacker's settings do not change the defence (and keep older defences' keys valid)
-    settings = {k: v for k, v in config.key_dict().items() if k not in ATTACKER_ONLY}
-    key = content_sha256({"model": loaded.fingerprint, "config": settings,
+    key = content_sha256({"model": loaded.fingerprint, "config": training_settings(config),
                           "train": train.fingerprint(),
                           "validation": validation.fingerprint() if validation is not None else None})
     finished = _finished(out, key, loaded) if resume else None
@@ -77,7 +81,8 @@ def train_defence(loaded, train: MembershipSet, validation: MembershipSet | None
     history: TrainHistory = trainer.fit(train, validation)
     parts = [train] + ([validation] if validation is not None else [])
     if accelerator.is_main_process:  # every process holds the same trained state; one writes it
-        save_defence(out, trainer.model, loaded, config, trained_on=parts, history=history.to_dict(), key=key)
+        save_defence(out, trainer.model, loaded, config, trained_on=parts, history=history.to_dict(), key=key,
+                     member_shift=pipeline.member_shift)
         checkpoint.clear()
     accelerator.wait_for_everyone()
     return trainer.model, history
