@@ -29,7 +29,7 @@ from mia_tuner.models.batching import pad_batch
 from mia_tuner.training import chunked, losses
 from mia_tuner.tuner.config import TunerConfig
 from mia_tuner.tuner.peft_setup import forward_logits
-from mia_tuner.tuner.pipelines import AlignedPipeline, BasePipeline, mean_nll_from_hidden
+from mia_tuner.tuner.pipelines import AlignedPipeline, BasePipeline, mean_nll_from_hidden, model_device
 from mia_tuner.safeguards.config import DefenceConfig
 from mia_tuner.safeguards.defended import DefendedModel
 
@@ -132,7 +132,7 @@ class DefencePipeline(BasePipeline):
         rows = [tuple(r[m.bool()].tolist()) for r, m in zip(ids, mask)]
         missing = [i for i, key in enumerate(rows) if key not in self._original]
         if missing:
-            device = next(getattr(model, "module", model).parameters()).device
+            device = model_device(model)  # DDP's wrapper has the same parameters
             ids_m, mask_m = ids[missing].to(device), mask[missing].to(device)
             with torch.no_grad(), undefended(model) as original:
                 hidden, head = self.hidden(original, ids_m, mask_m, forward=forward_logits)
