@@ -1,21 +1,29 @@
 """Publish a finished suite run: copy its report (Markdown, CSVs, provenance) into
 bench/results/suites/<name>/ and regenerate the block of BENCHMARKS.md that shows it, between
 ``<!-- suite:<name> begin -->`` and ``<!-- suite:<name> end -->`` (added at the end of the
-file the first time). The numbers in that block are the report's, never typed by hand.
+file the first time). The numbers in that block are the report's, never typed by hand. With
+--curves, a suite over several training sizes also writes MIA-Tuner's and `fused`'s test AUROC
+per size into bench/results/learning_curves.json, each row naming the suite as its "source"
+(replacing that suite's earlier rows of the same model, set, method and size).
 
     .venv/bin/python bench/publish_suite.py runs/suites/smollm2-controlled-600 [--command "..."]
+    .venv/bin/python bench/publish_suite.py runs/suites/smollm2-controlled-600-curve --curves
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import time
 import re
 import shutil
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = ("report.md", "tables.csv", "paired.csv", "provenance.json")
+CURVES = ROOT / "bench" / "results" / "learning_curves.json"
+CURVE_KEY = ("source", "model", "dataset", "method", "train_per_class")
 
 
 def block(name: str, run_dir: Path, command: str | None) -> str:
@@ -34,10 +42,31 @@ def block(name: str, run_dir: Path, command: str | None) -> str:
     return "\n".join(lines)
 
 
+def curve_rows(run_dir: Path, source: str) -> list[dict]:
+    """learning_curves.json rows from the report's table: MIA-Tuner's columns and `fused`, one
+    per (model, set, training size); the dataset named as detection.json names it."""
+    with open(run_dir / "tables.csv", encoding="utf-8", newline="") as f:
+        table = list(csv.DictReader(f))
+    return [{"source": source, "model": r["model"], "dataset": r["dataset"].split(":")[0], "method": r["method"],
+             "train_per_class": int(r["train_per_class"]), "auroc": float(r["auroc"]),
+             "auroc_low": float(r["auroc_low"]), "auroc_high": float(r["auroc_high"]),
+             "n_test": int(r["n_test"]), "date": time.strftime("%Y-%m-%d")}
+            for r in table if r["method"] == "fused" or r["method"].startswith("mia-tuner")]
+
+
+def write_curves(rows: list[dict]) -> None:
+    """Replace the rows of learning_curves.json that share a key with the new ones."""
+    old = json.loads(CURVES.read_text(encoding="utf-8")) if CURVES.exists() else []
+    new_keys = {tuple(r[k] for k in CURVE_KEY) for r in rows}
+    kept = [r for r in old if tuple(r.get(k) for k in CURVE_KEY) not in new_keys]
+    CURVES.write_text(json.dumps(kept + rows, indent=1) + "\n", encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--command", help="the command that produced the run (shown above the tables)")
+    parser.add_argument("--curves", action="store_true", help="write learning_curves.json rows too")
     args = parser.parse_args()
     prov = json.loads((args.run_dir / "provenance.json").read_text(encoding="utf-8"))
     name = prov["suite"]["name"]
@@ -52,6 +81,10 @@ def main() -> None:
     text = pattern.sub(lambda _: new, text) if pattern.search(text) else text.rstrip() + "\n\n" + new + "\n"
     benchmarks.write_text(text, encoding="utf-8")
     print(f"published {name}: {target} and its block in BENCHMARKS.md")
+    if args.curves:
+        rows = curve_rows(args.run_dir, name)
+        write_curves(rows)
+        print(f"{len(rows)} rows into {CURVES.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
