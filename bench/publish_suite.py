@@ -15,15 +15,15 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import time
 import re
 import shutil
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = ("report.md", "tables.csv", "paired.csv", "provenance.json")
 CURVES = ROOT / "bench" / "results" / "learning_curves.json"
-CURVE_KEY = ("source", "model", "dataset", "method", "train_per_class")
+CURVE_KEY = ("source", "model", "dataset", "split", "method", "train_per_class")
 
 
 def block(name: str, run_dir: Path, command: str | None) -> str:
@@ -44,10 +44,12 @@ def block(name: str, run_dir: Path, command: str | None) -> str:
 
 def curve_rows(run_dir: Path, source: str) -> list[dict]:
     """learning_curves.json rows from the report's table: MIA-Tuner's columns and `fused`, one
-    per (model, set, training size); the dataset named as detection.json names it."""
+    per (model, set, training size); "dataset" named as detection.json names it, "split" the
+    suite's full set name (two controlled sets of one model stay apart)."""
     with open(run_dir / "tables.csv", encoding="utf-8", newline="") as f:
         table = list(csv.DictReader(f))
-    return [{"source": source, "model": r["model"], "dataset": r["dataset"].split(":")[0], "method": r["method"],
+    return [{"source": source, "model": r["model"], "dataset": r["dataset"].split(":")[0],
+             "split": r["dataset"], "method": r["method"], "seeds": int(r["seeds"]),
              "train_per_class": int(r["train_per_class"]), "auroc": float(r["auroc"]),
              "auroc_low": float(r["auroc_low"]), "auroc_high": float(r["auroc_high"]),
              "n_test": int(r["n_test"]), "date": time.strftime("%Y-%m-%d")}
