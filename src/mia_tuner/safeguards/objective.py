@@ -89,29 +89,30 @@ class DefencePipeline(BasePipeline):
         contrastive = losses.defensive_loss(z, all_member, c.temperature, c.distance_scale)
         parts = {"defence": contrastive.item(), "member_nll": z[all_member != 0].mean().item(),
                  "nonmember_nll": z[all_member == 0].mean().item()}
+        terms = []  # (part's name, weight, this process's term): the loss and the logged total
         if c.member_term == "shift":
             shift = self.shift_sum(model, local, ids, mask, member != 0)
             shift = shift / _gathered(sync, (member != 0).sum().reshape(1)).sum().clamp(min=1)  # this slice's share
-            total = c.defence_weight * shift
+            terms.append(("shift", c.defence_weight, shift))
             parts["shift"] = shift.item() * world
         else:
-            total = c.defence_weight * contrastive
+            terms.append(("defence", c.defence_weight, contrastive))
         if c.anchor_weight:
             kl_sum, positions = self.anchor_kl_sum(model, hidden, head, ids[member == 0], mask[member == 0],
                                                    member == 0)
             kl = kl_sum / _gathered(sync, positions.reshape(1)).sum().clamp(min=1)  # this slice's share
-            total = total + c.anchor_weight * kl
+            terms.append(("kl", c.anchor_weight, kl))
             parts["kl"] = kl.item() * world  # averaged over processes: the batch's mean
         if self.aligned is not None:
             margins = _gathered(sync, self._margins(model, batch))
             answer = losses.defensive_loss(margins, all_member, c.temperature, c.answer_distance_scale)
-            total = total + c.answer_weight * answer
+            terms.append(("answer", c.answer_weight, answer))
             parts.update(answer=answer.item(), member_margin=margins[all_member != 0].mean().item(),
                          nonmember_margin=margins[all_member == 0].mean().item())
+        total = sum(weight * term for _, weight, term in terms)
         # the batch's total from its parts (a process's ``total`` holds only its share of the
         # KL and shift terms)
-        parts["total"] = (c.defence_weight * parts["shift" if c.member_term == "shift" else "defence"]
-                          + c.anchor_weight * parts.get("kl", 0.0) + c.answer_weight * parts.get("answer", 0.0))
+        parts["total"] = sum(weight * parts[name] for name, weight, _ in terms)
         return (total if sync is None else sync.global_loss(total)), parts
 
     def measure_member_shift(self, model, train) -> float:
