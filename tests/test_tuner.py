@@ -26,7 +26,7 @@ from helpers import make_tiny_tokenizer, tiny_loaded
 from mia_tuner.cli import main
 from mia_tuner.data.types import MembershipSet
 from mia_tuner.errors import MethodError, ModelError
-from mia_tuner.training.trainer import LAST_TOO_SMALL, Trainer, TrainerConfig, epoch_batches
+from mia_tuner.training.trainer import LAST_TOO_SMALL, SELECTION, Trainer, TrainerConfig, epoch_batches
 from mia_tuner.tuner import prompts
 from mia_tuner.tuner.api import train_detector
 from mia_tuner.tuner.config import PRESETS, TunerConfig
@@ -272,20 +272,22 @@ def _scripted_scores(validation: MembershipSet, aurocs: list[float], states: lis
     return score
 
 
-@pytest.mark.parametrize("per_class,expected_epoch", [(2, 2), (1, 3)])
-def test_checkpoint_selection(per_class, expected_epoch):
+@pytest.mark.parametrize("per_class,objective,expected_epoch", [(2, "max", 2), (1, "max", 3), (2, "chance", 1)])
+def test_checkpoint_selection(per_class, objective, expected_epoch):
     _, pipeline, model = setup(False)
     data = toy_set(6)
     train = data.subset(range(8, 12))
     validation = data.subset(range(2 * per_class))
     states: list = []
     score = _scripted_scores(validation, [0.5, 0.5, 1.0, 0.0], states)  # initial, epochs 1..3
+    # "chance" (the defences'): the first epoch at 0.5 wins; "max": the epoch at 1.0
     trainer = Trainer(model, pipeline.loss, pipeline.encode,
-                      TrainerConfig(learning_rate=0.1, epochs=3, batch_per_class=2), score_fn=score)
+                      TrainerConfig(learning_rate=0.1, epochs=3, batch_per_class=2, objective=objective,
+                                    initial_candidate=objective == "max"), score_fn=score)
     history = trainer.fit(train, validation)
     assert [e["validation_auroc"] for e in history.epochs] == [0.5, 1.0, 0.0]
     assert history.chosen_epoch == expected_epoch
-    assert history.selection == ("best validation AUROC" if per_class == 2 else LAST_TOO_SMALL)
+    assert history.selection == (SELECTION[objective] if per_class == 2 else LAST_TOO_SMALL)
     final = trainable_state(trainer.model)
     for name, value in states[expected_epoch].items():
         assert torch.equal(final[name], value)

@@ -39,6 +39,7 @@ from .checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 LAST_TOO_SMALL = "last (validation too small)"
+SELECTION = {"max": "best validation AUROC", "chance": "validation AUROC closest to 0.5"}
 
 
 @dataclass
@@ -227,7 +228,7 @@ class Trainer:
         can_select = validation is not None and min(validation.n_member, validation.n_nonmember) >= 2
         run = _RunState(history=TrainHistory(
             batch_per_class=b, steps_per_epoch=steps_per_epoch, processes=acc.num_processes,
-            selection="best validation AUROC" if can_select else LAST_TOO_SMALL))
+            selection=SELECTION[c.objective] if can_select else LAST_TOO_SMALL))
         saved = self.checkpoint.load() if self.checkpoint is not None else None
         if saved is not None:
             run = _RunState.restore(saved, acc.unwrap_model(model), optimizer, scheduler, rng)
