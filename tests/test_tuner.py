@@ -272,6 +272,11 @@ def _scripted_scores(validation: MembershipSet, aurocs: list[float], states: lis
     return score
 
 
+def test_trainer_refuses_an_unknown_selection_objective():
+    with pytest.raises(ValueError, match="objective must be one of"):
+        TrainerConfig(learning_rate=0.1, epochs=1, batch_per_class=2, objective="min")
+
+
 @pytest.mark.parametrize("per_class,objective,expected_epoch", [(2, "max", 2), (1, "max", 3), (2, "chance", 1)])
 def test_checkpoint_selection(per_class, objective, expected_epoch):
     _, pipeline, model = setup(False)

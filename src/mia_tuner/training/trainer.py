@@ -56,6 +56,11 @@ class TrainerConfig:
     initial_candidate: bool = True  # the untrained state (epoch 0) may be the one kept
     desc: str = "train"
 
+    def __post_init__(self):
+        if self.objective not in SELECTION:
+            raise ValueError(f"checkpoint selection objective must be one of {sorted(SELECTION)}, "
+                             f"got {self.objective!r}")
+
 
 @dataclass
 class TrainHistory:
