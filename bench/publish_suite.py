@@ -45,11 +45,12 @@ def block(name: str, run_dir: Path, command: str | None) -> str:
 def curve_rows(run_dir: Path, source: str) -> list[dict]:
     """learning_curves.json rows from the report's table: MIA-Tuner's columns and `fused`, one
     per (model, set, training size); "dataset" named as detection.json names it, "split" the
-    suite's full set name (two controlled sets of one model stay apart)."""
+    suite's full set name with its model filled in (two controlled sets of one model stay
+    apart; a report names a set per model, ``controlled:{model}:600``, one table for all)."""
     with open(run_dir / "tables.csv", encoding="utf-8", newline="") as f:
         table = list(csv.DictReader(f))
     return [{"source": source, "model": r["model"], "dataset": r["dataset"].split(":")[0],
-             "split": r["dataset"], "method": r["method"], "seeds": int(r["seeds"]),
+             "split": r["dataset"].replace("{model}", r["model"]), "method": r["method"], "seeds": int(r["seeds"]),
              "train_per_class": int(r["train_per_class"]), "auroc": float(r["auroc"]),
              "auroc_low": float(r["auroc_low"]), "auroc_high": float(r["auroc_high"]),
              "n_test": int(r["n_test"]), "date": time.strftime("%Y-%m-%d")}
