@@ -161,6 +161,26 @@ def test_defence_loss_of_a_batch_by_hand(member):
     assert parts["defence"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
 
 
+@pytest.mark.parametrize("chat", [True, False])
+def test_against_mia_tuner_adds_the_answer_term_only_where_a_question_is_asked(chat):
+    """A chat model is attacked through its Yes/No answer; a base model (no chat template, where
+    MIA-Tuner runs its base pipeline on per-text losses) gets the loss term alone, the same
+    value as the defence against score-based attacks."""
+    loaded = tiny_loaded(chat=chat)
+    texts, member = [f"The cat number {i} sat on the mat." for i in range(4)], [1, 1, 0, 0]
+    model = defended(loaded, random_prompt(loaded), "fp").model
+    results = {}
+    for against in ("scores", "mia-tuner"):
+        pipeline = DefencePipeline(loaded.tokenizer, DefenceConfig(against=against, anchor_weight=0.0))
+        results[against] = pipeline.loss(model, pipeline.encode(texts, member))
+    (scores_total, _), (tuner_total, tuner_parts) = results["scores"], results["mia-tuner"]
+    assert ("answer" in tuner_parts) == chat
+    if chat:
+        assert float(tuner_total) == pytest.approx(float(scores_total) + tuner_parts["answer"], rel=1e-5)
+    else:
+        assert float(tuner_total) == pytest.approx(float(scores_total), rel=1e-6)
+
+
 def test_anchor_is_the_mean_kl_over_non_member_positions():
     loaded = tiny_loaded(chat=False)
     texts = ["The cat sat.", "A bird flew over the park near the river.", "Dogs bark.", "Fish swim here."]

@@ -12,7 +12,9 @@ batch, under the defended model:
   distributions over the batch's non-member tokens (ours: the defence may move members, not
   the model's behaviour on text it was not trained on);
 * against MIA-Tuner, also ``answer_weight`` × ``|L_ctr(m) − L_chance|`` on the membership
-  question's answer margin m(x) = logit(Yes) − logit(No) (same answers for both classes).
+  question's answer margin m(x) = logit(Yes) − logit(No) (same answers for both classes), for
+  a chat model. A base model (no chat template) is attacked by MIA-Tuner's base pipeline,
+  which reads the per-text losses: there the first term is the whole defence.
 
 The hidden states of one defended pass serve both the losses and the KL term (no second pass
 of the defended model); the original model runs once on the non-members, without gradient.
@@ -51,6 +53,12 @@ def undefended(model):
             yield model
 
 
+def answers_membership_question(tokenizer) -> bool:
+    """Whether MIA-Tuner attacks this model through its answer to the membership question
+    (the aligned pipeline: the same rule as MIA-Tuner's ``mode="auto"``, a chat template)."""
+    return TunerConfig(mode="auto").resolve_mode(tokenizer) == "aligned"
+
+
 class DefencePipeline(BasePipeline):
     """Encodes batches and computes the defensive loss (see the module docstring)."""
 
@@ -63,7 +71,8 @@ class DefencePipeline(BasePipeline):
         self.defence = config
         self.member_shift: float | None = None  # δ of member_term="shift" (measure_member_shift)
         self._original: dict[tuple, float] = {}  # ℓ₀ by token ids
-        self.aligned = AlignedPipeline(tokenizer, view) if config.against == "mia-tuner" else None
+        asks = config.against == "mia-tuner" and answers_membership_question(tokenizer)
+        self.aligned = AlignedPipeline(tokenizer, view) if asks else None
 
     def encode(self, texts, labels) -> dict[str, torch.Tensor]:
         batch = super().encode(texts, labels)
@@ -164,7 +173,7 @@ class DefencePipeline(BasePipeline):
 
     def score(self, model, texts, batch_size: int | None = None) -> np.ndarray:
         """Validation score of the statistic the defence hides: −ℓ(x) (against scores) or the
-        membership answer's p(Yes) (against MIA-Tuner); higher = member."""
+        membership answer's p(Yes) (against MIA-Tuner, chat model); higher = member."""
         if self.aligned is not None:
             return self.aligned.score(model, texts, batch_size)
         return super().score(model, texts, batch_size)
