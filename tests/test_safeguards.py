@@ -189,16 +189,35 @@ def test_anchor_is_the_mean_kl_over_non_member_positions():
     batch = pipeline.encode(texts, member)
     model = defended(loaded, random_prompt(loaded), "fp").model
     total, parts = pipeline.loss(model, batch)
+    nonmembers = [t for t, y in zip(texts, member) if not y]
+    assert float(total) == pytest.approx(mean_kl_by_hand(model, loaded, nonmembers), rel=1e-4)
+
+
+def mean_kl_by_hand(model, loaded, texts) -> float:
+    """KL(original ‖ defended) summed over every next-token position of ``texts``, over their number."""
     kls, count = 0.0, 0
-    for text, y in zip(texts, member):
-        if y:
-            continue
-        ids = torch.tensor([loaded.tokenizer(text)["input_ids"]])
-        log_q = F.log_softmax(model(input_ids=ids).logits[0, :-1], -1)
-        log_p = F.log_softmax(loaded.model(input_ids=ids).logits[0, :-1], -1)
-        kls += float((log_p.exp() * (log_p - log_q)).sum())
-        count += ids.shape[1] - 1
-    assert float(total) == pytest.approx(kls / count, rel=1e-4)
+    with torch.no_grad():
+        for text in texts:
+            ids = torch.tensor([loaded.tokenizer(text)["input_ids"]])
+            log_q = F.log_softmax(model(input_ids=ids).logits[0, :-1], -1)
+            log_p = F.log_softmax(loaded.model(input_ids=ids).logits[0, :-1], -1)
+            kls += float((log_p.exp() * (log_p - log_q)).sum())
+            count += ids.shape[1] - 1
+    return kls / count
+
+
+def test_validation_kl_is_the_mean_kl_over_every_position_by_hand():
+    """Texts of different lengths in batches of 2: a mean over positions, not over texts."""
+    loaded = tiny_loaded(chat=False)
+    texts = ["The cat sat.", "A bird flew over the park near the river.", "Dogs bark loudly at night."]
+    pipeline = DefencePipeline(loaded.tokenizer, DefenceConfig(batch_size=2))
+    model = defended(loaded, random_prompt(loaded), "fp").model
+    model.train()
+    assert pipeline.mean_kl(model, texts) == pytest.approx(mean_kl_by_hand(model, loaded, texts), rel=1e-4)
+    assert model.training  # the mode it was in
+    fresh = tiny_loaded(chat=False)
+    untrained_lora = trainable_defence(fresh, DefenceConfig(peft="lora"))  # the identity at the start
+    assert pipeline.mean_kl(untrained_lora, texts) == pytest.approx(0.0, abs=1e-6)
 
 
 def per_text_nll(model, tokenizer, text) -> float:
@@ -272,8 +291,9 @@ def test_a_later_setting_at_its_default_leaves_the_defence_key_as_before():
     assert content_sha256(training_settings(default)) == (
         "3f0e95ad2ecda25a35378705a2e82e4d6b5b1ef8f4a025655db8b2b147f4ee09")
     assert content_sha256(default.key_dict()) == "030d1df3cac949518c631afa66d50d18d98cdf5ec6502493b34838e6dba2667f"
-    assert {**default.key_dict(), "member_term": "contrastive"} == default.to_dict()
+    assert {**default.key_dict(), "member_term": "contrastive", "selection_max_kl": None} == default.to_dict()
     assert DefenceConfig(member_term="shift").key_dict()["member_term"] == "shift"
+    assert DefenceConfig(selection_max_kl=0.05).key_dict()["selection_max_kl"] == 0.05
     with pytest.raises(MethodError, match="member_term"):
         DefenceConfig(member_term="gap")
 
@@ -343,6 +363,9 @@ def test_bad_defence_settings_are_refused():
         DefenceConfig(peft="ia3")
     with pytest.raises(MethodError, match="batch_per_class"):
         DefenceConfig(batch_per_class=1)
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(MethodError, match="selection_max_kl"):
+            DefenceConfig(selection_max_kl=bad)
 
 
 # ------------------------------------------------------------------ utility
@@ -565,6 +588,25 @@ def test_a_saved_defence_is_loaded_not_trained_again(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="trained again"):  # other settings: trained anew
         train_defence(loaded, toy_set(4), None, DefenceConfig(epochs=2, batch_per_class=2,
                                                               validation_per_class=0), tmp_path / "d")
+
+
+def test_a_kl_bound_keeps_an_epoch_within_it_or_the_lowest(tmp_path):
+    """Each epoch's validation KL is measured on the validation non-members and logged; with
+    the bound, the kept epoch is the lowest-KL one when none is within it (a bound of 0
+    that no trained LoRA meets), and the kept state is that epoch's."""
+    config = DefenceConfig(peft="lora", epochs=3, batch_per_class=2, learning_rate=0.05,
+                           validation_per_class=2, selection_max_kl=0.0)
+    data = toy_set(6)
+    train, validation = data.subset(range(4, 12)), data.subset(range(4))
+    model, history = train_defence(tiny_loaded(chat=False), train, validation, config, tmp_path / "d",
+                                   resume=False)
+    kls = [e["validation_kl"] for e in history.epochs]
+    assert len(kls) == 3 and all(k > 0 for k in kls)
+    assert history.chosen_epoch == 1 + int(np.argmin(kls))
+    assert "kl <= 0" in history.selection.replace("validation_kl", "kl")
+    pipeline = DefencePipeline(tiny_loaded(chat=False).tokenizer, config)
+    nonmembers = [t for t, y in zip(validation.texts, validation.labels) if y == 0]
+    assert pipeline.mean_kl(model, nonmembers) == pytest.approx(min(kls), rel=1e-4)
 
 
 def test_defend_with_a_lora_defence_merges_it_for_the_attacks(tmp_path):

@@ -337,6 +337,43 @@ def test_on_epoch_hook_adds_to_history_without_changing_the_choice():
     assert [epoch for epoch, _ in seen] == [1, 2, 3] and history.chosen_epoch == 2
 
 
+@pytest.mark.parametrize("bounded,expected_epoch", [
+    ((0.30, 0.02, 0.20), 2),   # the one epoch within the bound, though its AUROC is the worst
+    ((0.01, 0.02, 0.30), 1),   # two within it: the AUROC decides (epoch 1 at 0.5)
+    ((0.30, 0.20, 0.25), 2),   # none within it: the lowest value
+])
+def test_selection_under_a_bound(bounded, expected_epoch):
+    _, pipeline, model = setup(False)
+    data = toy_set(6)
+    train, validation = data.subset(range(8, 12)), data.subset(range(4))
+    states: list = []
+    score = _scripted_scores(validation, [0.5, 0.5, 1.0, 0.0], states)  # initial, epochs 1..3
+    config = TrainerConfig(learning_rate=0.1, epochs=3, batch_per_class=2, objective="chance",
+                           initial_candidate=False, bound_key="kl", bound_max=0.05)
+    trainer = Trainer(model, pipeline.loss, pipeline.encode, config, score_fn=score,
+                      on_epoch=lambda epoch, m: {"kl": bounded[epoch - 1]})
+    history = trainer.fit(train, validation)
+    assert history.chosen_epoch == expected_epoch
+    assert history.selection == "validation AUROC closest to 0.5 among epochs with kl <= 0.05 (none: the lowest kl)"
+    final = trainable_state(trainer.model)
+    assert all(torch.equal(final[name], value) for name, value in states[expected_epoch].items())
+
+
+def test_a_bound_needs_its_value_and_no_untrained_candidate():
+    with pytest.raises(ValueError, match="both bound_key and bound_max"):
+        TrainerConfig(learning_rate=0.1, epochs=1, batch_per_class=2, bound_key="kl", initial_candidate=False)
+    with pytest.raises(ValueError, match="initial_candidate=False"):
+        TrainerConfig(learning_rate=0.1, epochs=1, batch_per_class=2, bound_key="kl", bound_max=0.1)
+    _, pipeline, model = setup(False)
+    data = toy_set(6)
+    config = TrainerConfig(learning_rate=0.1, epochs=1, batch_per_class=2, initial_candidate=False,
+                           bound_key="kl", bound_max=0.1)
+    trainer = Trainer(model, pipeline.loss, pipeline.encode, config,
+                      score_fn=_scripted_scores(data.subset(range(4)), [0.5, 0.5], []))
+    with pytest.raises(ValueError, match="on_epoch did not return"):
+        trainer.fit(data.subset(range(8, 12)), data.subset(range(4)))
+
+
 # ---------------------------------------------------------------- detector artefact
 
 

@@ -13,7 +13,7 @@ DEFENCE_PEFT = ("prompt", "lora")
 MEMBER_TERMS = ("contrastive", "shift")
 # fields added after defences were first trained and keyed: at these values they are left out
 # of a key, so that the defences and records made before them stay valid
-LATER_DEFAULTS = {"member_term": "contrastive"}
+LATER_DEFAULTS = {"member_term": "contrastive", "selection_max_kl": None}
 
 
 @dataclass
@@ -59,6 +59,10 @@ class DefenceConfig:
     train_per_class: int = field(default=100, metadata={"help": "the defender's labelled texts per class"})
     validation_per_class: int = field(default=20, metadata={"help": "the defender's validation texts per "
                                       "class (checkpoint selection)"})
+    selection_max_kl: float | None = field(default=None, metadata={"help": "checkpoint selection keeps "
+                                           "an epoch whose mean KL from the original model on the validation "
+                                           "non-members is at most this (none within it: the lowest KL); "
+                                           "unset: the validation AUROC alone"})
     attack_train_per_class: int = field(default=80, metadata={"help": "the attacker's labelled texts per "
                                         "class (what fused and MIA-Tuner learn from), disjoint from the defender's"})
     attack_epochs: int = field(default=2, metadata={"help": "epochs of the attacker's MIA-Tuner (against "
@@ -85,6 +89,9 @@ class DefenceConfig:
             raise MethodError(f"validation_per_class must be >= 0, got {self.validation_per_class}")
         if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
             raise MethodError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.selection_max_kl is not None and not (self.selection_max_kl >= 0
+                                                      and math.isfinite(self.selection_max_kl)):
+            raise MethodError(f"selection_max_kl must be a number >= 0, got {self.selection_max_kl}")
         for name in ("defence_weight", "anchor_weight", "answer_weight"):
             if getattr(self, name) < 0:
                 raise MethodError(f"{name} must be >= 0, got {getattr(self, name)}")

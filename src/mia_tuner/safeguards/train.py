@@ -1,8 +1,11 @@
 """Train a defence with the shared trainer and write it as an artefact.
 
 Checkpoint selection: after each epoch the defended model scores the validation texts with
-the statistic the defence hides (``DefencePipeline.score``) and the epoch whose AUROC is
-closest to 0.5 is kept (the untrained state is not a candidate: it is no defence). The run
+the statistic the defence hides (``DefencePipeline.score``), and its mean KL from the original
+model on the validation non-members is measured; the epoch whose AUROC is closest to 0.5 is
+kept (the untrained state is not a candidate: it is no defence). With ``selection_max_kl``,
+only among the epochs whose KL is within that bound (none within it: the lowest KL), so
+that the kept defence is not the one that hides members by moving the whole model. The run
 resumes from its checkpoint after a kill, like MIA-Tuner's.
 """
 
@@ -28,6 +31,7 @@ from mia_tuner.safeguards.objective import DefencePipeline
 
 log = logging.getLogger(__name__)
 ATTACKER_ONLY = ("attack_epochs",)
+VALIDATION_KL = "validation_kl"
 
 
 def trainable_defence(loaded, config: DefenceConfig):
@@ -47,10 +51,20 @@ def training_settings(config: DefenceConfig) -> dict:
 
 
 def _trainer_config(config: DefenceConfig) -> TrainerConfig:
+    bounded = config.selection_max_kl is not None
     return TrainerConfig(learning_rate=config.learning_rate, epochs=config.epochs,
                          batch_per_class=config.batch_per_class, seed=config.seed,
                          weight_decay=config.weight_decay, objective="chance",
-                         initial_candidate=False, desc="defence")
+                         initial_candidate=False, desc="defence",
+                         bound_key=VALIDATION_KL if bounded else None, bound_max=config.selection_max_kl)
+
+
+def _validation_kl_hook(pipeline: DefencePipeline, validation: MembershipSet | None):
+    """The trainer's ``on_epoch``: the epoch's mean KL on the validation non-members."""
+    if validation is None or not validation.n_nonmember:
+        return None
+    texts = [t for t, label in zip(validation.texts, validation.labels) if label == 0]
+    return lambda epoch, model: {VALIDATION_KL: pipeline.mean_kl(model, texts)}
 
 
 def train_defence(loaded, train: MembershipSet, validation: MembershipSet | None, config: DefenceConfig,
@@ -76,8 +90,8 @@ def train_defence(loaded, train: MembershipSet, validation: MembershipSet | None
         checkpoint.clear()
     accelerator.wait_for_everyone()
     trainer = Trainer(model, pipeline.loss, pipeline.encode, _trainer_config(config), score_fn=pipeline.score,
-                      accelerator=accelerator,
-                      checkpoint=checkpoint)
+                      accelerator=accelerator, checkpoint=checkpoint,
+                      on_epoch=_validation_kl_hook(pipeline, validation))
     history: TrainHistory = trainer.fit(train, validation)
     parts = [train] + ([validation] if validation is not None else [])
     if accelerator.is_main_process:  # every process holds the same trained state; one writes it

@@ -55,11 +55,27 @@ class TrainerConfig:
     objective: str = "max"  # checkpoint selection: max (validation AUROC) | chance (closest to 0.5)
     initial_candidate: bool = True  # the untrained state (epoch 0) may be the one kept
     desc: str = "train"
+    # selection under a bound: an epoch whose ``on_epoch`` value ``bound_key`` is at most
+    # ``bound_max`` beats any that exceeds it; of epochs that all exceed it, the lowest value
+    bound_key: str | None = None
+    bound_max: float | None = None
 
     def __post_init__(self):
         if self.objective not in SELECTION:
             raise ValueError(f"checkpoint selection objective must be one of {sorted(SELECTION)}, "
                              f"got {self.objective!r}")
+        if (self.bound_key is None) != (self.bound_max is None):
+            raise ValueError("a selection bound needs both bound_key and bound_max")
+        if self.bound_key is not None and self.initial_candidate:
+            raise ValueError("the untrained state has no on_epoch value to bound: "
+                             "a bounded selection needs initial_candidate=False")
+
+    def selection(self) -> str:
+        """How the kept epoch is chosen, in words (recorded in the history)."""
+        if self.bound_key is None:
+            return SELECTION[self.objective]
+        return (f"{SELECTION[self.objective]} among epochs with {self.bound_key} <= {self.bound_max:g} "
+                f"(none: the lowest {self.bound_key})")
 
 
 @dataclass
@@ -142,10 +158,19 @@ def validation_auroc(score_fn: Callable, model, validation: MembershipSet) -> fl
     return compute_metrics(np.array(validation.labels), scores, n_bootstrap=0).auroc
 
 
-def _better(value: float, best: float | None, objective: str) -> bool:
-    """Whether ``value`` beats ``best`` under the selection objective."""
+def _better(value: float, best: float | None, objective: str, *, bounded: float | None = None,
+            best_bounded: float | None = None, bound: float | None = None) -> bool:
+    """Whether ``value`` beats ``best`` under the selection objective. With a ``bound``, an
+    epoch whose ``bounded`` value is within it beats one whose value is not, and of two
+    outside it the lower ``bounded`` value wins."""
     if best is None:
         return True
+    if bound is not None:
+        fits, best_fits = bounded <= bound, best_bounded <= bound
+        if fits != best_fits:
+            return fits
+        if not fits:
+            return bounded < best_bounded
     if objective == "chance":
         return abs(value - 0.5) < abs(best - 0.5)
     return value > best
@@ -233,7 +258,7 @@ class Trainer:
         can_select = validation is not None and min(validation.n_member, validation.n_nonmember) >= 2
         run = _RunState(history=TrainHistory(
             batch_per_class=b, steps_per_epoch=steps_per_epoch, processes=acc.num_processes,
-            selection=SELECTION[c.objective] if can_select else LAST_TOO_SMALL))
+            selection=c.selection() if can_select else LAST_TOO_SMALL))
         saved = self.checkpoint.load() if self.checkpoint is not None else None
         if saved is not None:
             run = _RunState.restore(saved, acc.unwrap_model(model), optimizer, scheduler, rng)
@@ -280,11 +305,22 @@ class Trainer:
             if self.on_epoch is not None:
                 entry.update(self.on_epoch(epoch, acc.unwrap_model(model)) or {})
             run.history.epochs.append(entry)
-            if can_select and _better(auroc, run.best, c.objective):
+            bounded = self._bounded(entry) if can_select else None
+            if can_select and _better(auroc, run.best, c.objective, bounded=bounded,
+                                      best_bounded=run.best_bounded, bound=c.bound_max):
                 run.best, run.best_state = auroc, trainable_state(acc.unwrap_model(model))
-                run.history.chosen_epoch = epoch
+                run.best_bounded, run.history.chosen_epoch = bounded, epoch
             run.epoch, run.step = epoch + 1, 0
             self._save(run)
+
+    def _bounded(self, entry: dict) -> float | None:
+        """The epoch's value under the selection bound (None without a bound)."""
+        key = self.config.bound_key
+        if key is None:
+            return None
+        if entry.get(key) is None:
+            raise ValueError(f"selection is bounded by {key!r}, which on_epoch did not return")
+        return float(entry[key])
 
     def _save(self, run: "_RunState") -> None:
         """Write the run's state to the checkpoint (main process only)."""
@@ -340,6 +376,7 @@ class _RunState:
     rng_at_epoch_start: dict | None = None
     best: float | None = None
     best_state: dict | None = None
+    best_bounded: float | None = None  # the kept epoch's value under the selection bound
     seconds_before: float = 0.0  # training time of the runs before a resume
     started: float = field(default_factory=time.perf_counter)
 
@@ -351,7 +388,8 @@ class _RunState:
                 "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
                 "history": self.history.to_dict(), "epoch": self.epoch, "step": self.step,
                 "rng_at_epoch_start": self.rng_at_epoch_start, "best": self.best,
-                "best_state": self.best_state, "seconds": self.elapsed()}
+                "best_state": self.best_state, "best_bounded": self.best_bounded,
+                "seconds": self.elapsed()}
 
     @classmethod
     def restore(cls, saved: dict, model, optimizer, scheduler, rng) -> "_RunState":
@@ -362,4 +400,5 @@ class _RunState:
         rng.bit_generator.state = saved["rng_at_epoch_start"]
         return cls(history=TrainHistory(**saved["history"]), epoch=saved["epoch"], step=saved["step"],
                    rng_at_epoch_start=saved["rng_at_epoch_start"], best=saved["best"],
-                   best_state=saved["best_state"], seconds_before=saved["seconds"])
+                   best_state=saved["best_state"], best_bounded=saved.get("best_bounded"),
+                   seconds_before=saved["seconds"])
