@@ -363,6 +363,8 @@ def test_bad_defence_settings_are_refused():
         DefenceConfig(peft="ia3")
     with pytest.raises(MethodError, match="batch_per_class"):
         DefenceConfig(batch_per_class=1)
+    with pytest.raises(MethodError, match="validation_per_class >= 2"):
+        DefenceConfig(selection_max_kl=0.05, validation_per_class=1)
     for bad in (-0.1, float("nan"), float("inf")):
         with pytest.raises(MethodError, match="selection_max_kl"):
             DefenceConfig(selection_max_kl=bad)
@@ -607,6 +609,21 @@ def test_a_kl_bound_keeps_an_epoch_within_it_or_the_lowest(tmp_path):
     pipeline = DefencePipeline(tiny_loaded(chat=False).tokenizer, config)
     nonmembers = [t for t, y in zip(validation.texts, validation.labels) if y == 0]
     assert pipeline.mean_kl(model, nonmembers) == pytest.approx(min(kls), rel=1e-4)
+
+
+@pytest.mark.parametrize("kls", [(0.1, 0.3, 0.2), (0.3, 0.1, 0.2), (0.3, 0.2, 0.1)])
+def test_the_kl_bound_decides_the_defences_epoch(tmp_path, monkeypatch, kls):
+    """The epoch with the lowest scripted KL is kept wherever it falls (at most one of the
+    three could be the epoch the AUROC alone would keep)."""
+    measured = iter(kls)
+    monkeypatch.setattr(DefencePipeline, "mean_kl", lambda self, model, texts: next(measured))
+    config = DefenceConfig(peft="lora", epochs=3, batch_per_class=2, learning_rate=0.05,
+                           validation_per_class=2, selection_max_kl=0.05)
+    data = toy_set(6)
+    _, history = train_defence(tiny_loaded(chat=False), data.subset(range(4, 12)), data.subset(range(4)),
+                               config, tmp_path / "d", resume=False)
+    assert [e["validation_kl"] for e in history.epochs] == list(kls)
+    assert history.chosen_epoch == 1 + int(np.argmin(kls))
 
 
 def test_defend_with_a_lora_defence_merges_it_for_the_attacks(tmp_path):

@@ -337,17 +337,20 @@ def test_on_epoch_hook_adds_to_history_without_changing_the_choice():
     assert [epoch for epoch, _ in seen] == [1, 2, 3] and history.chosen_epoch == 2
 
 
-@pytest.mark.parametrize("bounded,expected_epoch", [
-    ((0.30, 0.02, 0.20), 2),   # the one epoch within the bound, though its AUROC is the worst
-    ((0.01, 0.02, 0.30), 1),   # two within it: the AUROC decides (epoch 1 at 0.5)
-    ((0.30, 0.20, 0.25), 2),   # none within it: the lowest value
+@pytest.mark.parametrize("aurocs,bounded,expected_epoch", [
+    # initial, epochs 1..3 (closest to 0.5 wins; a tie keeps the earlier epoch)
+    ([0.5, 0.5, 1.0, 0.0], (0.30, 0.02, 0.20), 2),   # the one epoch within the bound, the worst AUROC
+    ([0.5, 1.0, 0.5, 0.5], (0.02, 0.30, 0.30), 1),   # within it beats a later, better epoch outside it
+    ([0.5, 0.5, 1.0, 0.0], (0.01, 0.02, 0.30), 1),   # two within it: the AUROC decides
+    ([0.5, 0.5, 1.0, 0.0], (0.30, 0.20, 0.25), 2),   # none within it: the lowest value
+    ([0.5, 0.5, 1.0, 0.0], (float("nan"), 0.20, 0.25), 2),  # an unmeasured epoch is the worst
 ])
-def test_selection_under_a_bound(bounded, expected_epoch):
+def test_selection_under_a_bound(aurocs, bounded, expected_epoch):
     _, pipeline, model = setup(False)
     data = toy_set(6)
     train, validation = data.subset(range(8, 12)), data.subset(range(4))
     states: list = []
-    score = _scripted_scores(validation, [0.5, 0.5, 1.0, 0.0], states)  # initial, epochs 1..3
+    score = _scripted_scores(validation, aurocs, states)
     config = TrainerConfig(learning_rate=0.1, epochs=3, batch_per_class=2, objective="chance",
                            initial_candidate=False, bound_key="kl", bound_max=0.05)
     trainer = Trainer(model, pipeline.loss, pipeline.encode, config, score_fn=score,

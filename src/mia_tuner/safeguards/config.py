@@ -92,6 +92,9 @@ class DefenceConfig:
         if self.selection_max_kl is not None and not (self.selection_max_kl >= 0
                                                       and math.isfinite(self.selection_max_kl)):
             raise MethodError(f"selection_max_kl must be a number >= 0, got {self.selection_max_kl}")
+        if self.selection_max_kl is not None and self.validation_per_class < 2:
+            raise MethodError("selection_max_kl selects among epochs on the validation texts: it needs "
+                              f"validation_per_class >= 2, got {self.validation_per_class}")
         for name in ("defence_weight", "anchor_weight", "answer_weight"):
             if getattr(self, name) < 0:
                 raise MethodError(f"{name} must be >= 0, got {getattr(self, name)}")

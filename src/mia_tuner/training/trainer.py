@@ -166,6 +166,7 @@ def _better(value: float, best: float | None, objective: str, *, bounded: float 
     if best is None:
         return True
     if bound is not None:
+        best_bounded = math.inf if best_bounded is None else best_bounded  # a state saved without one
         fits, best_fits = bounded <= bound, best_bounded <= bound
         if fits != best_fits:
             return fits
@@ -320,7 +321,8 @@ class Trainer:
             return None
         if entry.get(key) is None:
             raise ValueError(f"selection is bounded by {key!r}, which on_epoch did not return")
-        return float(entry[key])
+        value = float(entry[key])
+        return math.inf if math.isnan(value) else value  # an unmeasurable epoch is the worst
 
     def _save(self, run: "_RunState") -> None:
         """Write the run's state to the checkpoint (main process only)."""
