@@ -169,23 +169,17 @@ class DefencePipeline(BasePipeline):
         return (kl * predicts).sum(), predicts.sum()
 
     def mean_kl(self, model, texts: list[str]) -> float:
-        """Mean KL(original ‖ defended) per next-token position over ``texts`` (the anchor's
-        measure, on texts it did not train on: checkpoint selection's utility check)."""
-        total, positions, was_training = 0.0, 0, model.training
+        """Mean KL(original ‖ defended) per next-token position over ``texts`` (the utility
+        report's measure, on texts the defence did not train on: checkpoint selection's check)."""
+        from mia_tuner.safeguards.utility import perplexity_and_kl  # it imports this module
+
+        was_training = model.training
         model.eval()
         try:
-            with torch.no_grad():
-                for start in range(0, len(texts), self.defence.batch_size):
-                    chunk = texts[start:start + self.defence.batch_size]
-                    ids, mask = pad_batch([self.token_ids(t) for t in chunk], self.tokenizer.pad_token_id)
-                    ids, mask = ids.to(model_device(model)), mask.to(model_device(model))
-                    hidden, head = self.hidden(model, ids, mask, forward=forward_logits)
-                    every_row = torch.ones(len(chunk), dtype=torch.bool)
-                    kl_sum, n = self.anchor_kl_sum(model, hidden, head, ids, mask, every_row)
-                    total, positions = total + kl_sum.item(), positions + int(n.item())
+            return perplexity_and_kl(model, self.tokenizer, list(texts), self.defence.max_tokens,
+                                     self.defence.batch_size)[2]
         finally:
             model.train(was_training)
-        return total / max(positions, 1)
 
     def _margins(self, model, batch) -> torch.Tensor:
         return self.aligned.padded_answer_margins(model, batch["question_ids"], batch["question_mask"])
