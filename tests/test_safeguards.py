@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import tiny_loaded, write_jsonl
+from helpers import make_tiny_model, tiny_loaded, write_jsonl
 
 from mia_tuner.cli import main
 from mia_tuner.data.types import MembershipSet
@@ -29,7 +29,7 @@ from mia_tuner.safeguards.config import DefenceConfig
 from mia_tuner.safeguards.defended import DefendedModel, defended, remove_defence
 from mia_tuner.safeguards.objective import DefencePipeline
 from mia_tuner.safeguards.train import train_defence, trainable_defence, training_settings
-from mia_tuner.safeguards.utility import (general_text, greedy_agreement, measure_utility,
+from mia_tuner.safeguards.utility import (general_text, greedy_agreement, greedy_answer, measure_utility,
                                           ordinary_prompts, perplexity_and_kl)
 from mia_tuner.config import MethodConfig, SplitConfig
 from mia_tuner.integrity import content_sha256
@@ -133,6 +133,11 @@ def test_token_kl_matches_the_full_computation_and_its_gradient():
     (grad_expected,) = torch.autograd.grad(expected.sum(), hidden)
     torch.testing.assert_close(grad_got, grad_expected)
     assert float(chunked.token_kl(reference, reference, head).detach().abs().max()) < 1e-6
+    # a reference with an output layer of its own (another model over the same vocabulary)
+    head_other = chunked.OutputHead(tiny_loaded(chat=False, seed=1).model)
+    got = chunked.token_kl(hidden, reference, head, chunk=3, head_reference=head_other)
+    log_p = F.log_softmax(head_other.logits(reference), -1)
+    torch.testing.assert_close(got, (log_p.exp() * (log_p - log_q)).sum(-1))
 
 
 def contrastive_by_hand(z, member, tau, d) -> float:
@@ -373,26 +378,41 @@ def test_bad_defence_settings_are_refused():
 # ------------------------------------------------------------------ utility
 
 
-def test_perplexity_and_kl_by_hand():
+@pytest.mark.parametrize("against", ["its undefended self", "another model"])
+def test_perplexity_and_kl_by_hand(against):
+    """Against the model without its defence, and against another model given as ``original``
+    (the model before a controlled set's injection: its own weights and output layer)."""
     loaded = tiny_loaded(chat=False)
-    model = defended(loaded, random_prompt(loaded), "fp").model
+    if against == "another model":
+        original, model = tiny_loaded(chat=False, seed=1).model, loaded.model
+        assert not torch.equal(original.get_output_embeddings().weight, model.get_output_embeddings().weight)
+    else:
+        original, model = None, defended(loaded, random_prompt(loaded), "fp").model
     texts = ["The cat sat on the mat.", "A bird flew over the park near the river today."]
-    before, after, kl, n = perplexity_and_kl(model, loaded.tokenizer, texts, batch_size=2)
+    before, after, kl, n = perplexity_and_kl(model, loaded.tokenizer, texts, batch_size=2, original=original)
+    reference = original if original is not None else loaded.model
     nll = {"before": 0.0, "after": 0.0}
     kls, count = 0.0, 0
     for text in texts:
         ids = torch.tensor([loaded.tokenizer(text)["input_ids"]])
-        for name, m in (("before", loaded.model), ("after", model)):
+        for name, m in (("before", reference), ("after", model)):
             logits = m(input_ids=ids).logits[0, :-1]
             nll[name] += float(F.cross_entropy(logits, ids[0, 1:], reduction="sum"))
-        log_p = F.log_softmax(loaded.model(input_ids=ids).logits[0, :-1], -1)
+        log_p = F.log_softmax(reference(input_ids=ids).logits[0, :-1], -1)
         log_q = F.log_softmax(model(input_ids=ids).logits[0, :-1], -1)
         kls += float((log_p.exp() * (log_p - log_q)).sum())
         count += ids.shape[1] - 1
     assert n == count
     assert before == pytest.approx(math.exp(nll["before"] / count), rel=1e-5)
     assert after == pytest.approx(math.exp(nll["after"] / count), rel=1e-5)
-    assert kl == pytest.approx(kls / count, rel=1e-4)
+    assert kl == pytest.approx(kls / count, rel=1e-4) and kl > 1e-4
+
+
+def test_models_over_different_vocabularies_are_not_compared():
+    loaded = tiny_loaded(chat=False)
+    other = make_tiny_model(len(loaded.tokenizer) + 5, seed=1)
+    with pytest.raises(ModelError, match="vocabularies differ"):
+        perplexity_and_kl(loaded.model, loaded.tokenizer, ["The cat sat."], original=other)
 
 
 def test_greedy_agreement_is_one_for_a_defence_that_changes_nothing():
@@ -403,6 +423,15 @@ def test_greedy_agreement_is_one_for_a_defence_that_changes_nothing():
     utility = measure_utility(model, loaded.tokenizer, texts=general_text()[:2], prompts=ordinary_prompts()[:2])
     assert utility.kl == pytest.approx(0.0, abs=1e-6) and utility.ppl_change == pytest.approx(0.0, abs=1e-5)
     assert utility.greedy_agreement == 1.0 and utility.n_prompts == 2
+
+
+def test_greedy_agreement_with_another_model():
+    loaded, other = tiny_loaded(chat=True), tiny_loaded(chat=True, seed=1).model
+    prompts = ordinary_prompts()[:3]
+    same = [greedy_answer(loaded.model, loaded.tokenizer, p) == greedy_answer(other, loaded.tokenizer, p)
+            for p in prompts]
+    assert not all(same)  # two random models: the answers differ, so `original` must be used
+    assert greedy_agreement(loaded.model, loaded.tokenizer, prompts, original=other) == sum(same) / len(prompts)
 
 
 def test_the_shipped_texts_and_prompts_are_there():

@@ -109,7 +109,7 @@ def _reapplied(detector, defended_loaded, attack: TunerConfig, texts: list[str])
     return make_pipeline(defended_loaded, attack).score(model, texts)  # no memo of the undefended model
 
 
-def _metric_row(method: str, labels, before, after, adaptive: bool) -> dict:
+def metric_row(method: str, labels, before, after, adaptive: bool) -> dict:
     b, a = compute_metrics(labels, before), compute_metrics(labels, after)
     return {"method": method, "adaptive": adaptive,
             "auroc_before": b.auroc, "auroc_before_low": b.auroc_low, "auroc_before_high": b.auroc_high,
@@ -179,12 +179,12 @@ def defend(loaded, data: MembershipSet, config: DefenceConfig, out_dir, *,
         loaded = replace(loaded, model=copy.deepcopy(loaded.model))
     defended_loaded = apply_defence(out / "defence", loaded)
     after = _score_attacks(run_config, defended_loaded, attack_split, shard)
-    rows = [_metric_row(m, labels, before[m], after[m], False) for m in before if m != TUNER]
+    rows = [metric_row(m, labels, before[m], after[m], False) for m in before if m != TUNER]
     if against_tuner:
-        rows.append(_metric_row(TUNER, labels, before[TUNER], _reapplied(detector, defended_loaded, attack_config,
+        rows.append(metric_row(TUNER, labels, before[TUNER], _reapplied(detector, defended_loaded, attack_config,
                                                                    list(split.test.texts)), False))
         adaptive, _ = _tuner_scores(defended_loaded, data, attack_split, attack_config, out / "attack-after")
-        rows.append(_metric_row(TUNER, labels, before[TUNER], adaptive, True))
+        rows.append(metric_row(TUNER, labels, before[TUNER], adaptive, True))
     info = read_defence_info(out / "defence")
     held_out = {text_sha256(t) for t in split.test.texts} & set(info["trained_on"])
     if held_out:

@@ -14,11 +14,13 @@ defence is measured before it is merged.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from importlib import resources
 
 import torch
 
+from mia_tuner.errors import ModelError
 from mia_tuner.models.batching import pad_batch
 from mia_tuner.training import chunked
 from mia_tuner.tuner.pipelines import mean_nll_from_hidden
@@ -71,10 +73,28 @@ def _hidden(model, ids, mask):
     return hidden, head
 
 
+def _vocabulary(model) -> int:
+    return chunked.OutputHead(model).layer.weight.shape[0]
+
+
+@contextmanager
+def _original_of(model, original):
+    """The model to compare with: ``original`` where given, else ``model`` without its defence."""
+    if original is not None:
+        yield original
+    else:
+        with undefended(model) as plain:
+            yield plain
+
+
 @torch.inference_mode()
 def perplexity_and_kl(model, tokenizer, texts: list[str], max_tokens: int = 256,
-                      batch_size: int = 4) -> tuple[float, float, float, int]:
-    """(perplexity without the defence, with it, mean KL per position, positions counted)."""
+                      batch_size: int = 4, original=None) -> tuple[float, float, float, int]:
+    """(perplexity of the original, of ``model``, mean KL(original ‖ model) per position,
+    positions counted). The original is ``model`` without its defence, or ``original``: another
+    model over the same tokenizer (the model before a controlled set's injection, say)."""
+    if original is not None and _vocabulary(original) != _vocabulary(model):
+        raise ModelError("the two models' vocabularies differ: their next-token distributions cannot be compared")
     device = next(model.parameters()).device
     nll_sums = {"before": 0.0, "after": 0.0}
     kl_sum, count = 0.0, 0
@@ -84,11 +104,11 @@ def perplexity_and_kl(model, tokenizer, texts: list[str], max_tokens: int = 256,
         ids, mask = (x.to(device) for x in pad_batch(encoded, tokenizer.pad_token_id))
         targets = (mask[:, 1:] != 0).sum(1)
         after, head = _hidden(model, ids, mask)
-        with undefended(model) as original:
-            before, _ = _hidden(original, ids, mask)
-        for name, hidden in (("before", before), ("after", after)):
-            nll_sums[name] += float((mean_nll_from_hidden(hidden, head, ids, mask).double() * targets).sum())
-        kl = chunked.token_kl(after[:, :-1], before[:, :-1], head)
+        with _original_of(model, original) as reference:
+            before, head_before = _hidden(reference, ids, mask)
+        for name, hidden, h in (("before", before, head_before), ("after", after, head)):
+            nll_sums[name] += float((mean_nll_from_hidden(hidden, h, ids, mask).double() * targets).sum())
+        kl = chunked.token_kl(after[:, :-1], before[:, :-1], head, head_reference=head_before)
         kl_sum += float((kl.double() * (mask[:, 1:] != 0)).sum())
         count += int(targets.sum())
     return (math.exp(nll_sums["before"] / count), math.exp(nll_sums["after"] / count),
@@ -113,13 +133,14 @@ def greedy_answer(model, tokenizer, prompt: str, n_tokens: int = ANSWER_TOKENS) 
     return answer
 
 
-def greedy_agreement(model, tokenizer, prompts: list[str]) -> float:
-    """Share of ``prompts`` whose greedy answer is identical with and without the defence."""
+def greedy_agreement(model, tokenizer, prompts: list[str], original=None) -> float:
+    """Share of ``prompts`` whose greedy answer is identical with and without the defence (or,
+    given ``original``, under ``model`` and under ``original``)."""
     same = 0
     for prompt in prompts:
         after = greedy_answer(model, tokenizer, prompt)
-        with undefended(model) as original:
-            before = greedy_answer(original, tokenizer, prompt)
+        with _original_of(model, original) as reference:
+            before = greedy_answer(reference, tokenizer, prompt)
         same += after == before
     return same / len(prompts)
 

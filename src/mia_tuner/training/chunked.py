@@ -132,28 +132,32 @@ def token_nll(hidden: torch.Tensor, head: OutputHead, input_ids: torch.Tensor,
     return torch.cat(parts, dim=1)
 
 
-def _chunk_kl(hidden: torch.Tensor, hidden_reference: torch.Tensor, head: OutputHead) -> torch.Tensor:
+def _chunk_kl(hidden: torch.Tensor, hidden_reference: torch.Tensor, head: OutputHead,
+              head_reference: OutputHead) -> torch.Tensor:
     """KL(reference ‖ model) per position of one chunk (B, C), from both models' hidden states."""
     log_q = F.log_softmax(head.logits(hidden), dim=-1)
-    log_p = F.log_softmax(head.logits(hidden_reference), dim=-1)
+    log_p = F.log_softmax(head_reference.logits(hidden_reference), dim=-1)
     return (log_p.exp() * (log_p - log_q)).sum(-1)
 
 
 def token_kl(hidden: torch.Tensor, hidden_reference: torch.Tensor, head: OutputHead,
-             chunk: int | None = None) -> torch.Tensor:
+             chunk: int | None = None, head_reference: OutputHead | None = None) -> torch.Tensor:
     """(B, T) KL divergence, in nats, of the next-token distribution at each position under the
     model (``hidden``) from the one under a reference model (``hidden_reference``, e.g. the
-    model before a defence; no gradient is taken through it). Both models must share ``head``.
+    model before a defence; no gradient is taken through it). The reference's logits come from
+    ``head_reference`` (default: ``head``, the one output layer a model and its defence share).
     With a gradient each chunk is checkpointed: its logits are recomputed in the backward."""
-    if hidden.shape != hidden_reference.shape:
-        raise ValueError(f"hidden states {tuple(hidden.shape)} and {tuple(hidden_reference.shape)} differ")
+    if hidden.shape[:2] != hidden_reference.shape[:2]:
+        raise ValueError(f"hidden states {tuple(hidden.shape)} and {tuple(hidden_reference.shape)} "
+                         "must share (B, T)")
     chunk = chunk or CHUNK_POSITIONS
+    head_reference = head_reference or head
     reference = hidden_reference.detach()
     parts = []
     for start in range(0, hidden.shape[1], chunk):
         h, r = hidden[:, start:start + chunk], reference[:, start:start + chunk]
         if torch.is_grad_enabled() and h.requires_grad:
-            parts.append(checkpoint(_chunk_kl, h, r, head, use_reentrant=False))
+            parts.append(checkpoint(_chunk_kl, h, r, head, head_reference, use_reentrant=False))
         else:
-            parts.append(_chunk_kl(h, r, head))
+            parts.append(_chunk_kl(h, r, head, head_reference))
     return torch.cat(parts, dim=1)

@@ -1,0 +1,103 @@
+"""What hiding the members for good would cost: a controlled set's model before injection as the
+released model (issue: safeguards).
+
+On a controlled-membership set the membership signal is exactly what the injection put into
+the model, and the model before injection is at hand. Releasing that model is the perfect
+defence — every member becomes a text the model never trained on — so its utility cost is
+the price of hiding the members entirely by undoing what they did: perplexity on the general
+text and mean KL(released ‖ before-injection) per token, measured with the same
+`safeguards.utility.perplexity_and_kl` as every defence. The one-pass attacks are scored on it
+too, on the same 200 + 200 held-out texts and the attacker's 80 + 80 as `bench/safeguards.py`
+(its split, rebuilt here), so the rows sit beside the defences' in bench/results/safeguards.json
+(safeguard `oracle:pre-injection`). Ref is left out: its reference would be the released model
+itself, a score of 0 for every text. No defender can release this model (it needs the model
+before training); it measures where the goals of the issue lie, not a method.
+
+    .venv/bin/python bench/safeguard_floor.py --model gemma-3-270m --set controlled:600
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from detection import merge
+from safeguards import KEY, RESULTS
+from mia_tuner.config import MethodConfig, ModelConfig, RunConfig, SplitConfig, default_cache_dir
+from mia_tuner.data.split import EvaluationSplit, make_split
+from mia_tuner.models import load_model
+from mia_tuner.run import score_split, select_methods
+from mia_tuner.safeguards.api import metric_row, disjoint_parts
+from mia_tuner.safeguards.config import DefenceConfig
+from mia_tuner.safeguards.utility import general_text, greedy_agreement, ordinary_prompts, perplexity_and_kl
+from mia_tuner import sets
+
+SAFEGUARD = "oracle:pre-injection"
+ONE_PASS = ["loss", "zlib", "min-k%", "min-k%++", "lowercase"]
+
+
+def attacker_split(data, defence: DefenceConfig, test_per_class: int, seed: int) -> EvaluationSplit:
+    """The attacker's texts and the held-out test texts of `defend` with these settings."""
+    needed = defence.train_per_class + defence.validation_per_class + defence.attack_train_per_class
+    split = make_split(data, SplitConfig(seed=seed, max_train_per_class=needed,
+                                         max_test_per_class=test_per_class, fill_test_first=True))
+    _, _, attacker = disjoint_parts(split.train, defence)
+    return EvaluationSplit(train=attacker, test=split.test, report=split.report)
+
+
+def attack_scores(model_name: str, split: EvaluationSplit, seed: int, cache_dir: str):
+    """The one-pass attacks and `fused` over them, on ``model_name``."""
+    methods = MethodConfig(methods=ONE_PASS + ["fused"], fused_features=ONE_PASS)
+    run_config = RunConfig(model=ModelConfig(name=model_name), methods=methods, split=SplitConfig(seed=seed),
+                           cache_dir=cache_dir)
+    loaded = load_model(run_config.model, cache_dir=cache_dir)
+    scores, _, _ = score_split(run_config, loaded, split, select_methods(run_config))
+    return loaded, scores
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", required=True, help="an offline model whose controlled set is built")
+    parser.add_argument("--set", default="controlled:600", help="controlled or controlled:<n>")
+    parser.add_argument("--test-per-class", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--no-record", action="store_true")
+    parser.add_argument("--cache-dir", default=str(default_cache_dir()))
+    args = parser.parse_args()
+    started = time.perf_counter()
+    size = args.set.partition(":")[2]
+    named = sets.resolve(f"controlled:{args.model}" + (f":{size}" if size else ""), cache_dir=args.cache_dir,
+                         build=False)
+    split = attacker_split(named.data, DefenceConfig(seed=args.seed), args.test_per_class, args.seed)
+    released, before = attack_scores(named.model, split, args.seed, args.cache_dir)
+    untrained, after = attack_scores(named.reference, split, args.seed, args.cache_dir)
+    ppl_before, ppl_after, kl, n_tokens = perplexity_and_kl(untrained.model, untrained.tokenizer, general_text(),
+                                                            original=released.model)
+    agreement = None
+    if getattr(untrained.tokenizer, "chat_template", None):  # a chat model: its answers to ordinary prompts
+        agreement = greedy_agreement(untrained.model, untrained.tokenizer, ordinary_prompts(), original=released.model)
+    labels = np.array(split.test.labels)
+    rows = [metric_row(m, labels, before[m], after[m], False) for m in ONE_PASS + ["fused"]]
+    seconds = time.perf_counter() - started
+    records = [{"model": args.model, "dataset": named.dataset, "split": named.split, "safeguard": SAFEGUARD,
+                "method": r["method"], "adaptive": False,
+                **{k: round(float(v), 4) for k, v in r.items() if k.startswith(("auroc", "tpr"))},
+                "n_member": split.test.n_member, "n_nonmember": split.test.n_nonmember,
+                "ppl_before": round(ppl_before, 4), "ppl_after": round(ppl_after, 4), "kl": round(kl, 5),
+                "greedy_agreement": agreement, "run_seconds": round(seconds, 1), "date": time.strftime("%Y-%m-%d %H:%M")}
+               for r in rows]
+    for r in records:
+        print(f"{r['method']}: AUROC {r['auroc_before']:.3f} -> {r['auroc_after']:.3f} "
+              f"[{r['auroc_after_low']:.3f}, {r['auroc_after_high']:.3f}]; TPR@1%FPR "
+              f"{r['tpr_at_1_fpr_before']:.3f} -> {r['tpr_at_1_fpr_after']:.3f}")
+    print(f"perplexity {ppl_before:.2f} -> {ppl_after:.2f} ({ppl_after / ppl_before - 1:+.1%}), "
+          f"KL {kl:.4f} nats per token over {n_tokens} positions"
+          + ("" if agreement is None else f", identical greedy answers {agreement:.0%}") + f"; {seconds:.0f} s")
+    if not args.no_record:
+        merge(records, RESULTS, KEY)
+
+
+if __name__ == "__main__":
+    main()
