@@ -5,7 +5,7 @@ On a controlled-membership set the membership signal is exactly what the injecti
 the model, and the model before injection is at hand. Releasing that model is the perfect
 defence — every member becomes a text the model never trained on — so its utility cost is
 the price of hiding the members entirely by undoing what they did: perplexity on the general
-text and mean KL(released ‖ before-injection) per token, measured with the same
+text and mean KL(injected ‖ released, i.e. before-injection) per token, measured with the same
 `safeguards.utility.perplexity_and_kl` as every defence. The one-pass attacks are scored on it
 too, on the same 200 + 200 held-out texts and the attacker's 80 + 80 as `bench/safeguards.py`
 (its split, rebuilt here), so the rows sit beside the defences' in bench/results/safeguards.json
@@ -57,28 +57,39 @@ def attack_scores(model_name: str, split: EvaluationSplit, seed: int, cache_dir:
     return loaded, scores
 
 
+def print_losses(labels: np.ndarray, injected: np.ndarray, pre_injection: np.ndarray) -> None:
+    """Each class's mean loss on the test texts under both models (the Loss score is −loss)."""
+    for label, name in ((1, "members"), (0, "non-members")):
+        a, b = -pre_injection[labels == label].mean(), -injected[labels == label].mean()
+        print(f"{name}: mean loss {a:.3f} before injection, {b:.3f} after ({b - a:+.3f} nats per token)")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True, help="an offline model whose controlled set is built")
-    parser.add_argument("--set", default="controlled:600", help="controlled or controlled:<n>")
+    parser.add_argument("--set", default="controlled:600", help="controlled:<n>, the set of bench/safeguards.py")
     parser.add_argument("--test-per-class", type=int, default=200)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument("--cache-dir", default=str(default_cache_dir()))
     args = parser.parse_args()
     started = time.perf_counter()
-    size = args.set.partition(":")[2]
-    named = sets.resolve(f"controlled:{args.model}" + (f":{size}" if size else ""), cache_dir=args.cache_dir,
-                         build=False)
+    kind, _, size = args.set.partition(":")
+    if kind != "controlled" or not size.isdigit():  # the split below is that of the large controlled sets
+        parser.error(f"--set must be controlled:<n> (e.g. controlled:600), got {args.set!r}")
+    named = sets.resolve(f"controlled:{args.model}:{size}", cache_dir=args.cache_dir, build=False)
     split = attacker_split(named.data, DefenceConfig(seed=args.seed), args.test_per_class, args.seed)
-    released, before = attack_scores(named.model, split, args.seed, args.cache_dir)
-    untrained, after = attack_scores(named.reference, split, args.seed, args.cache_dir)
-    ppl_before, ppl_after, kl, n_tokens = perplexity_and_kl(untrained.model, untrained.tokenizer, general_text(),
-                                                            original=released.model)
+    injected, before = attack_scores(named.model, split, args.seed, args.cache_dir)
+    pre_injection, after = attack_scores(named.reference, split, args.seed, args.cache_dir)
+    # "before" is the injected model (what the publisher has), "after" the one released here
+    ppl_before, ppl_after, kl, n_tokens = perplexity_and_kl(pre_injection.model, pre_injection.tokenizer,
+                                                            general_text(), original=injected.model)
     agreement = None
-    if getattr(untrained.tokenizer, "chat_template", None):  # a chat model: its answers to ordinary prompts
-        agreement = greedy_agreement(untrained.model, untrained.tokenizer, ordinary_prompts(), original=released.model)
+    if getattr(pre_injection.tokenizer, "chat_template", None):  # a chat model: its answers to ordinary prompts
+        agreement = greedy_agreement(pre_injection.model, pre_injection.tokenizer, ordinary_prompts(),
+                                     original=injected.model)
     labels = np.array(split.test.labels)
+    print_losses(labels, before["loss"], after["loss"])
     rows = [metric_row(m, labels, before[m], after[m], False) for m in ONE_PASS + ["fused"]]
     seconds = time.perf_counter() - started
     records = [{"model": args.model, "dataset": named.dataset, "split": named.split, "safeguard": SAFEGUARD,

@@ -140,6 +140,27 @@ def test_token_kl_matches_the_full_computation_and_its_gradient():
     torch.testing.assert_close(got, (log_p.exp() * (log_p - log_q)).sum(-1))
 
 
+def test_token_kl_against_a_reference_of_another_width():
+    """A reference model with its own head may have another hidden size; with one shared head
+    the hidden states must have one shape."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    loaded = tiny_loaded(chat=False)
+    narrow = LlamaForCausalLM(LlamaConfig(vocab_size=len(loaded.tokenizer), hidden_size=16, intermediate_size=32,
+                                          num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2))
+    head, head_narrow = chunked.OutputHead(loaded.model), chunked.OutputHead(narrow)
+    hidden, reference = torch.randn(2, 5, 32), torch.randn(2, 5, 16)
+    got = chunked.token_kl(hidden, reference, head, head_reference=head_narrow)
+    log_p = F.log_softmax(head_narrow.logits(reference), -1)
+    log_q = F.log_softmax(head.logits(hidden), -1)
+    torch.testing.assert_close(got, (log_p.exp() * (log_p - log_q)).sum(-1))
+    with pytest.raises(ValueError, match="differ"):
+        chunked.token_kl(hidden, reference, head)
+    with pytest.raises(ValueError, match="differ"):
+        chunked.token_kl(hidden, torch.randn(2, 4, 16), head, head_reference=head_narrow)
+
+
 def contrastive_by_hand(z, member, tau, d) -> float:
     n = len(z)
     total = 0.0

@@ -8,7 +8,9 @@
 * multiple-choice accuracy by option log-likelihood on MMLU-layout questions (``mmlu``).
 
 Every measure compares the model with and without its defence (``undefended``), so a LoRA
-defence is measured before it is merged.
+defence is measured before it is merged; ``perplexity_and_kl`` and ``greedy_agreement`` can
+compare it with another model instead (``original=``: the model before a controlled set's
+injection, in ``bench/safeguard_floor.py``).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def ordinary_prompts() -> list[str]:
 
 @dataclass
 class Utility:
-    """Utility measures of a defended model against its undefended self."""
+    """Utility measures of a defended model against its undefended self (or another original)."""
 
     ppl_before: float
     ppl_after: float
@@ -94,7 +96,8 @@ def perplexity_and_kl(model, tokenizer, texts: list[str], max_tokens: int = 256,
     positions counted). The original is ``model`` without its defence, or ``original``: another
     model over the same tokenizer (the model before a controlled set's injection, say)."""
     if original is not None and _vocabulary(original) != _vocabulary(model):
-        raise ModelError("the two models' vocabularies differ: their next-token distributions cannot be compared")
+        raise ModelError(f"the two models' vocabularies differ ({_vocabulary(original)} and {_vocabulary(model)} "
+                         "tokens): their next-token distributions cannot be compared")
     device = next(model.parameters()).device
     nll_sums = {"before": 0.0, "after": 0.0}
     kl_sum, count = 0.0, 0

@@ -147,9 +147,10 @@ def token_kl(hidden: torch.Tensor, hidden_reference: torch.Tensor, head: OutputH
     model before a defence; no gradient is taken through it). The reference's logits come from
     ``head_reference`` (default: ``head``, the one output layer a model and its defence share).
     With a gradient each chunk is checkpointed: its logits are recomputed in the backward."""
-    if hidden.shape[:2] != hidden_reference.shape[:2]:
-        raise ValueError(f"hidden states {tuple(hidden.shape)} and {tuple(hidden_reference.shape)} "
-                         "must share (B, T)")
+    # a reference with its own head may have another hidden size; one head needs one shape
+    compared = hidden.shape[:2] if head_reference is not None else hidden.shape
+    if compared != hidden_reference.shape[:len(compared)] or hidden.dim() != hidden_reference.dim():
+        raise ValueError(f"hidden states {tuple(hidden.shape)} and {tuple(hidden_reference.shape)} differ")
     chunk = chunk or CHUNK_POSITIONS
     head_reference = head_reference or head
     reference = hidden_reference.detach()
