@@ -18,6 +18,7 @@ import logging
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from mia_tuner.errors import DataError, ModelError
 from mia_tuner.models.batching import pad_batch
@@ -73,12 +74,13 @@ class Pipeline:
         texts = list(texts)
         sequences = [self._scoring_ids(t) for t in texts]
         scores = np.empty(len(texts), dtype=np.float64)
+        batches = _length_batches([len(s) for s in sequences], batch_size or self.config.batch_size)
         was_training = model.training
         model.eval()
         try:
             with torch.inference_mode():
-                for batch in _length_batches([len(s) for s in sequences],
-                                             batch_size or self.config.batch_size):
+                # a validation pass of a large model takes minutes: show it
+                for batch in tqdm(batches, desc="scoring texts", unit="batch", leave=False, disable=len(batches) < 2):
                     scores[batch] = self._score_batch(model, [sequences[i] for i in batch])
         finally:
             model.train(was_training)
