@@ -26,10 +26,10 @@ import numpy as np
 from detection import merge
 from safeguards import KEY, RESULTS
 from mia_tuner.config import MethodConfig, ModelConfig, RunConfig, SplitConfig, default_cache_dir
-from mia_tuner.data.split import EvaluationSplit, make_split
+from mia_tuner.data.split import EvaluationSplit
 from mia_tuner.models import load_model
 from mia_tuner.run import score_split, select_methods
-from mia_tuner.safeguards.api import metric_row, disjoint_parts
+from mia_tuner.safeguards.api import defence_split, metric_row
 from mia_tuner.safeguards.config import DefenceConfig
 from mia_tuner.safeguards.utility import general_text, greedy_agreement, ordinary_prompts, perplexity_and_kl
 from mia_tuner import sets
@@ -39,12 +39,10 @@ ONE_PASS = ["loss", "zlib", "min-k%", "min-k%++", "lowercase"]
 
 
 def attacker_split(data, defence: DefenceConfig, test_per_class: int, seed: int) -> EvaluationSplit:
-    """The attacker's texts and the held-out test texts of `defend` with these settings."""
-    needed = defence.train_per_class + defence.validation_per_class + defence.attack_train_per_class
-    split = make_split(data, SplitConfig(seed=seed, max_train_per_class=needed,
-                                         max_test_per_class=test_per_class, fill_test_first=True))
-    _, _, attacker = disjoint_parts(split.train, defence)
-    return EvaluationSplit(train=attacker, test=split.test, report=split.report)
+    """The attacker's texts and the held-out test texts of `defend` with these settings (the
+    split of bench/safeguards.py's suite cell)."""
+    split_config = SplitConfig(seed=seed, max_test_per_class=test_per_class, fill_test_first=True)
+    return defence_split(data, defence, split_config)[4]
 
 
 def attack_scores(model_name: str, split: EvaluationSplit, seed: int, cache_dir: str):

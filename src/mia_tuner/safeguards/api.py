@@ -81,6 +81,18 @@ def disjoint_parts(train: MembershipSet, config: DefenceConfig):
     return defender, validation, attacker
 
 
+def defence_split(data: MembershipSet, config: DefenceConfig, split_config: SplitConfig | None = None):
+    """(the split's settings, the split, the defender's training texts, their validation texts
+    or None, the attacker's split: the attacker's texts and the held-out test part). The train
+    part holds exactly the defender's and the attacker's texts."""
+    needed = config.train_per_class + config.validation_per_class + config.attack_train_per_class
+    split_config = replace(split_config or SplitConfig(), max_train_per_class=needed)
+    split = make_split(data, split_config)
+    defender, validation, attacker = disjoint_parts(split.train, config)
+    return split_config, split, defender, validation, EvaluationSplit(train=attacker, test=split.test,
+                                                                      report=split.report)
+
+
 def _attack_config(config: DefenceConfig, attack: TunerConfig | None) -> TunerConfig:
     attack = attack or TunerConfig(epochs=config.attack_epochs, seed=config.seed)
     if attack.peft not in ("prompt", "prefix"):  # LoRA / IA3 would stay injected in the model
@@ -151,12 +163,8 @@ def defend(loaded, data: MembershipSet, config: DefenceConfig, out_dir, *,
     """Train a defence for ``loaded`` on ``data`` and measure every attack before and after it
     (module docstring). Writes ``out_dir/defence`` (the artefact) and ``out_dir/report.json``."""
     out = Path(out_dir)
-    # the train part holds exactly the defender's and the attacker's texts
-    needed = config.train_per_class + config.validation_per_class + config.attack_train_per_class
-    split_config = replace(split_config or SplitConfig(), max_train_per_class=needed)
-    split = make_split(data, split_config)
-    defender, validation, attacker = disjoint_parts(split.train, config)
-    attack_split = EvaluationSplit(train=attacker, test=split.test, report=split.report)
+    split_config, split, defender, validation, attack_split = defence_split(data, config, split_config)
+    attacker = attack_split.train
     methods = methods or MethodConfig(batch_size=config.batch_size)
     if reference:
         methods = replace(methods, reference=reference)

@@ -80,7 +80,8 @@ class Pipeline:
         try:
             with torch.inference_mode():
                 # a validation pass of a large model takes minutes: show it
-                for batch in tqdm(batches, desc="scoring texts", unit="batch", leave=False, disable=len(batches) < 2):
+                for batch in tqdm(batches, desc="scoring texts", unit="batch", leave=False,
+                                  disable=len(batches) < 2):
                     scores[batch] = self._score_batch(model, [sequences[i] for i in batch])
         finally:
             model.train(was_training)
