@@ -62,7 +62,8 @@ def tuner_suite(args, settings: dict) -> dict:
     return {"name": "tuner-runs", "models": [args.model], "datasets": [dataset_entry(args.set)],
             "methods": ["blind"] if args.no_compare else args.methods.split(","),
             "reference": REFERENCE, "seeds": [args.seed], "train_per_class": [args.train_per_class],
-            "tuner": [variant]}
+            "tuner": [variant],
+            "method_settings": {"fused_features": args.fused_features.split(",")} if args.fused_features else {}}
 
 
 def paired(labels, scores: dict, column: str) -> dict:
@@ -128,8 +129,12 @@ def main():
     parser.add_argument("--learning-curve", action="store_true",
                         help="append MIA-Tuner's and fused's test AUROC to learning_curves.json")
     parser.add_argument("--record", action="store_true", help="write the rows into detection.json")
+    parser.add_argument("--record-tuner-only", action="store_true",
+                        help="with --record, write MIA-Tuner's row only (the other rows stay as recorded)")
     parser.add_argument("--no-compare", action="store_true", help="MIA-Tuner only (sweeps)")
     parser.add_argument("--methods", default="all", help="comma-separated baselines (default: all)")
+    parser.add_argument("--fused-features", default="",
+                        help="comma-separated methods `fused` reads (default: every fusable one)")
     parser.add_argument("--cache-dir", default=str(default_cache_dir()))
     args = parser.parse_args()
 
@@ -148,6 +153,8 @@ def main():
           f"paired {json.dumps(differences)}", flush=True)
     if args.record:
         rows = rows_of(records)
+        if args.record_tuner_only:  # the baselines here differ from the recorded ones (e.g. fewer fused features)
+            rows = [row for row in rows if row["method"] == column]
         for row in rows:
             row["test_texts"] = len(labels)
             if row["method"] == column:
