@@ -62,20 +62,31 @@ def print_losses(labels: np.ndarray, injected: np.ndarray, pre_injection: np.nda
         print(f"{name}: mean loss {a:.3f} before injection, {b:.3f} after ({b - a:+.3f} nats per token)")
 
 
-def main():
-    parser = argparse.ArgumentParser()
+def set_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options naming the controlled set and where results go (shared with safeguard_seen.py)."""
     parser.add_argument("--model", required=True, help="an offline model whose controlled set is built")
     parser.add_argument("--set", default="controlled:600", help="controlled:<n>, the set of bench/safeguards.py")
     parser.add_argument("--test-per-class", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument("--cache-dir", default=str(default_cache_dir()))
+    return parser
+
+
+def controlled_set(parser: argparse.ArgumentParser, args):
+    """The built controlled set ``args.set`` (controlled:<n>) of ``args.model``; any other set
+    is refused (the defences' split is that of the large controlled sets)."""
+    kind, _, size = args.set.partition(":")
+    if kind != "controlled" or not size.isdigit():
+        parser.error(f"--set must be controlled:<n> (e.g. controlled:600), got {args.set!r}")
+    return sets.resolve(f"controlled:{args.model}:{size}", cache_dir=args.cache_dir, build=False)
+
+
+def main():
+    parser = set_arguments(argparse.ArgumentParser())
+    parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
     started = time.perf_counter()
-    kind, _, size = args.set.partition(":")
-    if kind != "controlled" or not size.isdigit():  # the split below is that of the large controlled sets
-        parser.error(f"--set must be controlled:<n> (e.g. controlled:600), got {args.set!r}")
-    named = sets.resolve(f"controlled:{args.model}:{size}", cache_dir=args.cache_dir, build=False)
+    named = controlled_set(parser, args)
     split = attacker_split(named.data, DefenceConfig(seed=args.seed), args.test_per_class, args.seed)
     injected, before = attack_scores(named.model, split, args.seed, args.cache_dir)
     pre_injection, after = attack_scores(named.reference, split, args.seed, args.cache_dir)

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from detection import merge
-from safeguard_floor import ONE_PASS
-from mia_tuner.config import MethodConfig, ModelConfig, RunConfig, SplitConfig, default_cache_dir
+from safeguard_floor import ONE_PASS, controlled_set, set_arguments
+from mia_tuner.config import MethodConfig, ModelConfig, RunConfig, SplitConfig
 from mia_tuner.data.split import EvaluationSplit
 from mia_tuner.errors import DataError
 from mia_tuner.models import load_model
@@ -30,7 +30,6 @@ from mia_tuner.run import score_split, select_methods
 from mia_tuner.safeguards.api import defence_split, metric_row
 from mia_tuner.safeguards.artefact import apply_defence, read_defence_info, text_sha256
 from mia_tuner.safeguards.config import DefenceConfig
-from mia_tuner import sets
 
 RESULTS = Path(__file__).parent / "results" / "safeguard_seen.json"
 KEY = ("model", "dataset", "safeguard", "part", "method")
@@ -64,20 +63,12 @@ def one_pass_scores(loaded, part, train_part, seed: int, cache_dir: str) -> dict
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", required=True, help="an offline model whose controlled set is built")
-    parser.add_argument("--set", default="controlled:600")
+    parser = set_arguments(argparse.ArgumentParser())
     parser.add_argument("--defence", required=True, help="a saved defence's folder (defence.json, adapter or prompt)")
     parser.add_argument("--safeguard", required=True, help="the name of its rows, e.g. defence-scores:shift-lora-a4")
-    parser.add_argument("--test-per-class", type=int, default=200)
-    parser.add_argument("--no-record", action="store_true")
-    parser.add_argument("--cache-dir", default=str(default_cache_dir()))
     args = parser.parse_args()
     started = time.perf_counter()
-    kind, _, size = args.set.partition(":")
-    if kind != "controlled" or not size.isdigit():
-        parser.error(f"--set must be controlled:<n> (e.g. controlled:600), got {args.set!r}")
-    named = sets.resolve(f"controlled:{args.model}:{size}", cache_dir=args.cache_dir, build=False)
+    named = controlled_set(parser, args)
     info = read_defence_info(args.defence)
     parts = defence_parts(named.data, info, args.test_per_class)
     seed = DefenceConfig.from_dict(info["config"]).seed
