@@ -357,7 +357,7 @@ def test_selection_under_a_bound(aurocs, bounded, expected_epoch):
                       on_epoch=lambda epoch, m: {"kl": bounded[epoch - 1]})
     history = trainer.fit(train, validation)
     assert history.chosen_epoch == expected_epoch
-    assert history.selection == "validation AUROC closest to 0.5 among epochs with kl <= 0.05 (none: the lowest kl)"
+    assert history.selection == "validation AUROC closest to 0.5 among epochs with kl <= 0.05 (if none is: the lowest kl)"
     final = trainable_state(trainer.model)
     assert all(torch.equal(final[name], value) for name, value in states[expected_epoch].items())
 

@@ -75,7 +75,7 @@ class TrainerConfig:
         if self.bound_key is None:
             return SELECTION[self.objective]
         return (f"{SELECTION[self.objective]} among epochs with {self.bound_key} <= {self.bound_max:g} "
-                f"(none: the lowest {self.bound_key})")
+                f"(if none is: the lowest {self.bound_key})")
 
 
 @dataclass
