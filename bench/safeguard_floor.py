@@ -38,11 +38,16 @@ SAFEGUARD = "oracle:pre-injection"
 ONE_PASS = ["loss", "zlib", "min-k%", "min-k%++", "lowercase"]
 
 
-def attacker_split(data, defence: DefenceConfig, test_per_class: int, seed: int) -> EvaluationSplit:
-    """The attacker's texts and the held-out test texts of `defend` with these settings (the
-    split of bench/safeguards.py's suite cell)."""
+def cell_split(data, defence: DefenceConfig, test_per_class: int, seed: int):
+    """`defence_split` of `defend` with these settings, as bench/safeguards.py's suite cell
+    makes it: (settings, split, defender's texts, their validation texts, attacker's split)."""
     split_config = SplitConfig(seed=seed, max_test_per_class=test_per_class, fill_test_first=True)
-    return defence_split(data, defence, split_config)[4]
+    return defence_split(data, defence, split_config)
+
+
+def attacker_split(data, defence: DefenceConfig, test_per_class: int, seed: int) -> EvaluationSplit:
+    """The attacker's texts and the held-out test texts of that split."""
+    return cell_split(data, defence, test_per_class, seed)[4]
 
 
 def attack_scores(model_name: str, split: EvaluationSplit, seed: int, cache_dir: str):

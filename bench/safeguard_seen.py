@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from detection import merge
-from safeguard_floor import ONE_PASS, controlled_set, set_arguments
+from safeguard_floor import ONE_PASS, cell_split, controlled_set, set_arguments
 from mia_tuner.config import MethodConfig, ModelConfig, RunConfig, SplitConfig
 from mia_tuner.data.split import EvaluationSplit
 from mia_tuner.errors import DataError
 from mia_tuner.models import load_model
 from mia_tuner.run import score_split, select_methods
-from mia_tuner.safeguards.api import defence_split, metric_row
+from mia_tuner.safeguards.api import metric_row
 from mia_tuner.safeguards.artefact import apply_defence, read_defence_info, text_sha256
 from mia_tuner.safeguards.config import DefenceConfig
 
@@ -39,8 +39,7 @@ def defence_parts(data, info: dict, test_per_class: int) -> dict:
     """The defender's training and validation texts and the held-out test texts of the split the
     defence in ``info`` was trained on, checked against the texts it records."""
     config = DefenceConfig.from_dict(info["config"])
-    split_config = SplitConfig(seed=config.seed, max_test_per_class=test_per_class, fill_test_first=True)
-    _, _, defender, validation, attacker = defence_split(data, config, split_config)
+    _, _, defender, validation, attacker = cell_split(data, config, test_per_class, config.seed)
     seen = set(info["trained_on"])
     parts = {"defender-train": defender, "defender-validation": validation}
     parts = {name: part for name, part in parts.items() if part is not None}  # no validation part: none
