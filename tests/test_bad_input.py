@@ -179,26 +179,6 @@ def test_skip_invalid_says_how_many_rows_it_skipped(tiny_model_dir, tmp_path, ca
 # ---------------------------------------------------------------- detect
 
 
-@pytest.fixture(scope="module")
-def trained_detector(tmp_path_factory, tiny_chat_model_dir):
-    """A detector trained for one epoch on the tiny chat model (copied per test)."""
-    root = tmp_path_factory.mktemp("detector")
-    data = write_jsonl(root / "set.jsonl", labelled_rows())
-    rc = main(["train", "--model", str(tiny_chat_model_dir), "--data", str(data), "--device", "cpu",
-               "--epochs", "1", "--batch-per-class", "2", "--train-per-class", "8",
-               "--test-per-class", "2", "--validation-per-class", "2", "--num-virtual-tokens", "4",
-               "--no-compare", "--cache-dir", str(root / "cache"), "--out", str(root / "run")])
-    assert rc == 0
-    return root / "run" / "detector"
-
-
-@pytest.fixture
-def detector(trained_detector, tmp_path) -> Path:
-    copy = tmp_path / "detector"
-    shutil.copytree(trained_detector, copy)
-    return copy
-
-
 def detect_argv(detector, tmp_path, *extra) -> list[str]:
     return ["detect", "--detector", str(detector), "--device", "cpu",
             "--cache-dir", str(tmp_path / "cache"), *extra]
@@ -267,7 +247,7 @@ def test_tampered_base_model_with_custom_code_is_not_run(detector, tiny_chat_mod
 
 
 TEXT_CASES = [
-    ("empty --text", lambda files: ["--text", ""], ["--text values", "empty or whitespace-only"]),
+    ("empty --text", lambda files: ["--text", ""], ["--text values", "empty text or one with no visible character"]),
     ("blank --text", lambda files: ["--text", "ok", "--text", "   "], ["--text 2"]),
     ("null text in file", lambda files: ["--file", str(files["null_text"])],
      ["missing or not a string (line 2)"]),

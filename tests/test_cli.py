@@ -177,7 +177,7 @@ def test_data_check_prints_the_hygiene_report(tmp_path, capsys):
     assert "rows: 10 (6 members, 4 non-members)" in out
     assert "1 among members, 0 among non-members" in out
     assert "texts labelled both member and non-member: 1 (2 rows)" in out
-    assert "length in words:" in out and "-> deduplicate before splitting" in out
+    assert "length in words:" in out and "remove these before splitting" in out
 
 
 def test_data_check_reports_bad_data(tmp_path, capsys):

@@ -194,7 +194,7 @@ def test_real_wikimia24_without_dedupe_refuses_overlap():
 # --------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("bad_label", [2, "x", "1", None, 0.5, float("nan")])
+@pytest.mark.parametrize("bad_label", [2, "x", "yes", "2", "", None, 0.5, float("nan"), "nan"])
 def test_invalid_label_is_reported(bad_label):
     with pytest.raises(DataError, match=r"1 of 3 rows are invalid: 1 with a label that is not 0 or 1 \(row 3\)"):
         validate(["a", "b", "c"], [1, 0, bad_label])
@@ -208,13 +208,19 @@ def test_valid_label_types():
     assert sum(skipped.values()) == 0
 
 
+def test_string_labels_are_read_by_the_one_parser():
+    """"1" / "0" (as CSV cells or hand-written JSON hold them) are labels wherever they come from."""
+    texts, labels, _ = validate(["a", "b", "c", "d"], ["1", " 0 ", "1.0", "0"])
+    assert labels == [1, 0, 1, 0] and all(type(y) is int for y in labels)
+
+
 def test_empty_and_none_texts_are_reported_with_rows():
     with pytest.raises(DataError) as info:
         validate(["ok", "   ", None, 5, "fine"], [1, 0, 1, 0, 0])
     message = str(info.value)
     assert "3 of 5 rows are invalid" in message
     assert "2 with a text that is missing or not a string (rows 3, 4)" in message  # from 1
-    assert "1 with an empty or whitespace-only text (row 2)" in message
+    assert "1 with an empty text or one with no visible character (row 2)" in message
     assert "skip_invalid=True" in message
 
 

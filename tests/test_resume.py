@@ -101,7 +101,7 @@ def test_reused_out_folder_has_no_plot_of_a_dropped_method(tiny_model_dir, tmp_p
     data, cache, out = _data_file(tmp_path), tmp_path / "cache", tmp_path / "run"
     assert main(_scores_argv(tiny_model_dir, data, cache, out)) == 0
     assert (out / "hist_zlib.png").is_file()
-    argv = _scores_argv(tiny_model_dir, data, cache, out)
+    argv = _scores_argv(tiny_model_dir, data, cache, out, "--overwrite")  # another configuration
     argv[argv.index("--methods") + 1] = "loss"
     assert main(argv) == 0
     assert sorted(p.name for p in out.glob("hist_*.png")) == ["hist_loss.png"]

@@ -15,6 +15,7 @@ from .cli_data import add_data_parser, cmd_data
 from .cli_defend import add_defence_option, add_defend_parser, cmd_defend, with_defence
 from .cli_fields import add_dataclass_options, values_from_args
 from .errors import MiaTunerError
+from .rundir import claim_run_dir, run_identity
 
 
 SPLIT_PREFIX = "split_"
@@ -63,6 +64,12 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
         "fused_k": shares})
 
 
+def add_overwrite_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the results of another configuration found in --out (without it, "
+                             "such a folder is refused; the same configuration always continues there)")
+
+
 def add_cache_options(parser: argparse.ArgumentParser):
     parser.add_argument("--cache-dir", default=str(default_cache_dir()),
                         help="models, built sets and score cache (env MIA_TUNER_CACHE)")
@@ -77,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--device", default=ModelConfig.device, choices=DEVICES)
     add_cache_options(demo)
+    add_overwrite_option(demo)
 
     scores = commands.add_parser("scores", help="run score-based methods on a labelled set")
     add_model_options(scores)
@@ -86,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_method_options(scores)
     scores.add_argument("--no-cache", action="store_true", help="neither read nor write scores")
     scores.add_argument("--out", default="runs/latest")
+    add_overwrite_option(scores)
     add_defence_option(scores)
 
     models = commands.add_parser("models", help="offline models")
@@ -98,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("methods", help="list the registered methods")
     add_train_parser(commands)
     add_detect_parser(commands)
-    add_defend_parser(commands, add_model_options, add_data_options, add_cache_options, add_split_options)
+    add_defend_parser(commands, add_model_options, add_data_options, add_cache_options, add_split_options,
+                      add_overwrite_option)
     add_benchmark_parser(commands, add_cache_options)
     return parser
 
@@ -129,6 +139,7 @@ def add_train_parser(commands) -> None:
     train.add_argument("--restart", action="store_true",
                        help="ignore the checkpoint of an interrupted run in --out and start afresh")
     train.add_argument("--out", default="runs/mia-tuner")
+    add_overwrite_option(train)
     add_defence_option(train)
 
 
@@ -136,6 +147,9 @@ def add_detect_parser(commands) -> None:
     """`detect`: score texts with a trained detector."""
     detect = commands.add_parser("detect", help="score texts with a trained MIA-Tuner detector")
     detect.add_argument("--detector", required=True, help="a detector directory written by `train`")
+    detect.add_argument("--trust-unverified-detector", action="store_true",
+                        help="use a detector that records no hashes of its files (saved by mia-tuner "
+                             "< 0.2) without checking them: damage to its adapter would go unnoticed")
     source = detect.add_mutually_exclusive_group(required=True)
     source.add_argument("--text", action="append", help="a text to score (repeatable)")
     source.add_argument("--file", help=".jsonl/.json/.csv/.parquet file of texts")
@@ -208,6 +222,26 @@ def print_result(result) -> None:
     print(f"\nRun directory: {result.out_dir}")
 
 
+def cmd_scores(args) -> None:
+    from .data import load_membership_set
+    from .run import checked_methods, run_scores
+
+    config = scores_config(args)
+    check_out_dir(config.out)
+    named = named_set(args)
+    config = with_named(config, named)
+    data = named.data if named else load_membership_set(config.data)
+    checked_methods(config)  # nothing is written before every setting is checked
+    identity = run_identity(config=config, data=data.fingerprint(), defence=args.defence)
+    with claim_run_dir(config.out, "scores", identity, args.overwrite):
+        loaded = None
+        if args.defence:
+            from .models import load_model
+
+            loaded = with_defence(args, load_model(config.model, cache_dir=config.cache_dir))
+        print_result(run_scores(config, loaded=loaded, data=data))
+
+
 def cmd_models(args) -> None:
     from .models import offline
 
@@ -232,13 +266,18 @@ def cmd_train(args) -> None:
     data = named.data if named else load_membership_set(data_config(args))
     print_skipped(data)
     models = with_named(RunConfig(model=model_config(args), methods=MethodConfig(reference=args.reference)), named)
-    loaded = with_defence(args, load_model(models.model, cache_dir=args.cache_dir))
-    result = train_detector(
-        loaded, data, config, out_dir=args.out, compare_methods=not args.no_compare,
-        model_config=models.model,
-        split_config=split_config(args),
-        reference=models.methods.reference, cache_dir=args.cache_dir,
-        methods=MethodConfig(methods=method_names(args.methods)), resume=not args.restart)
+    methods = MethodConfig(methods=method_names(args.methods))
+    identity = run_identity(tuner=config, model=models.model, split=split_config(args), methods=methods,
+                            reference=models.methods.reference, compare=not args.no_compare,
+                            data=data.fingerprint(), defence=args.defence)
+    with claim_run_dir(args.out, "train", identity, args.overwrite):
+        loaded = with_defence(args, load_model(models.model, cache_dir=args.cache_dir))
+        result = train_detector(
+            loaded, data, config, out_dir=args.out, compare_methods=not args.no_compare,
+            model_config=models.model,
+            split_config=split_config(args),
+            reference=models.methods.reference, cache_dir=args.cache_dir,
+            methods=methods, resume=not args.restart)
     h = result.history
     print(f"Trained {config.peft} ({result.detector.pipeline.mode} pipeline) in {h.seconds:.1f} s; "
           f"kept epoch {h.chosen_epoch} of {config.epochs} ({h.selection})\n")
@@ -272,6 +311,20 @@ def detect_texts(args) -> list[str]:
     return kept
 
 
+def scorable_texts(texts: list[str], detector, skip_invalid: bool) -> list[str]:
+    """Before any forward pass: the texts ``detector`` can score (the base pipeline needs two
+    tokens; --skip-invalid skips shorter ones), texts it will cut announced."""
+    from .data.validation import MIN_TOKENS, check_token_counts
+
+    kept, skipped = check_token_counts(
+        texts, detector.pipeline.tokenizer, max_tokens=detector.pipeline.config.max_tokens,
+        skip_invalid=skip_invalid, what="the texts to score",
+        min_tokens=MIN_TOKENS if detector.pipeline.mode == "base" else 1)
+    if skipped:
+        print(f"Skipped {skipped} text(s) of fewer than {MIN_TOKENS} tokens (--skip-invalid)")
+    return [texts[i] for i in kept]
+
+
 def cmd_detect(args) -> None:
     import json
 
@@ -280,12 +333,14 @@ def cmd_detect(args) -> None:
 
     check_out_file(args.out)
     texts = detect_texts(args)
-    info = read_detector_info(args.detector)
+    trust = args.trust_unverified_detector
+    info = read_detector_info(args.detector, trust)
     name = args.model or info["base_model"]["name"]
     loaded = load_model(ModelConfig(name=name, device=args.device, dtype=args.dtype,
                                     trust_remote_code=args.trust_remote_code),
                         cache_dir=args.cache_dir)
-    detector = load_detector(args.detector, with_defence(args, loaded))
+    detector = load_detector(args.detector, with_defence(args, loaded), trust)
+    texts = scorable_texts(texts, detector, args.skip_invalid)
     scores = detector.score(texts)
     rows = [{"text": t, "score": float(s), "member": bool(s >= detector.threshold),
              "threshold": detector.threshold} for t, s in zip(texts, scores)]
@@ -299,25 +354,15 @@ def cmd_detect(args) -> None:
 
 def dispatch(args) -> None:
     if args.command in (None, "demo"):
-        from .demo import run_demo
+        from .demo import demo_identity, run_demo
 
-        check_out_dir(getattr(args, "out", "runs/demo"))
-        print_result(run_demo(out=getattr(args, "out", "runs/demo"),
-                              cache_dir=getattr(args, "cache_dir", None),
-                              device=getattr(args, "device", "auto")))
+        out = getattr(args, "out", "runs/demo")
+        check_out_dir(out)
+        with claim_run_dir(out, "demo", demo_identity(), getattr(args, "overwrite", False)):
+            print_result(run_demo(out=out, cache_dir=getattr(args, "cache_dir", None),
+                                  device=getattr(args, "device", "auto")))
     elif args.command == "scores":
-        from .run import run_scores
-
-        config = scores_config(args)
-        check_out_dir(config.out)
-        named = named_set(args)
-        config = with_named(config, named)
-        loaded = None
-        if args.defence:
-            from .models import load_model
-
-            loaded = with_defence(args, load_model(config.model, cache_dir=config.cache_dir))
-        print_result(run_scores(config, loaded=loaded, data=named.data if named else None))
+        cmd_scores(args)
     elif args.command == "models":
         cmd_models(args)
     elif args.command == "data":

@@ -4,6 +4,7 @@ checked here, before any work, with a message that names the option."""
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from .errors import DataError, MethodError
@@ -19,6 +20,16 @@ def _checked(text: str, convert, accept, requirement: str):
     if not accept(value):
         raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
     return value
+
+
+def finite_float(text: str) -> float:
+    """Any finite number (``nan`` and ``inf`` are refused): every float option's default type."""
+    return _checked(text, float, math.isfinite, "a finite number")
+
+
+def non_negative(text: str) -> float:
+    """A finite number of at least 0 (a wait in seconds)."""
+    return _checked(text, float, lambda v: math.isfinite(v) and v >= 0, "a finite number of at least 0")
 
 
 def positive_int(text: str) -> int:

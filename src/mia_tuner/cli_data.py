@@ -3,7 +3,7 @@ build a WikiMIA-24-style set."""
 
 from __future__ import annotations
 
-from .cli_args import at_least_two, check_out_dir, positive_int, seed_value, word_lengths
+from .cli_args import at_least_two, check_out_dir, non_negative, positive_int, seed_value, word_lengths
 from .cli_fields import add_dataclass_options, values_from_args
 from .training.controlled import ControlledConfig
 from .training.injection_config import InjectionConfig
@@ -54,7 +54,7 @@ def add_build_wiki_parser(commands) -> None:
     build.add_argument("--seed", type=seed_value, default=42)
     build.add_argument("--user-agent", default="", help="online: 'project/1.0 (contact)', required by Wikipedia")
     build.add_argument("--fetch-cache", help="online: cache of fetched pages (default: OUT/.fetch-cache)")
-    build.add_argument("--min-interval", type=float, default=0.5, help="online: seconds between requests")
+    build.add_argument("--min-interval", type=non_negative, default=0.5, help="online: seconds between requests")
     build.add_argument("--language", default="en")
 
 

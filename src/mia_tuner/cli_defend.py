@@ -9,13 +9,15 @@ from __future__ import annotations
 import argparse
 
 from .cli_fields import add_dataclass_options, values_from_args
+from .rundir import claim_run_dir, run_identity
 from .safeguards.config import AGAINST, DEFENCE_PEFT, MEMBER_TERMS, DefenceConfig
 
 PREFIX = "defence_"  # dests of the generated options (the split has its own --seed)
 RENAMED = {"learning_rate": "--lr", "train_per_class": "--defender-per-class", "seed": "--defence-seed"}
 
 
-def add_defend_parser(commands, add_model_options, add_data_options, add_cache_options, add_split_options):
+def add_defend_parser(commands, add_model_options, add_data_options, add_cache_options, add_split_options,
+                      add_overwrite_option):
     from .cli_args import positive_int
 
     defend = commands.add_parser(
@@ -33,6 +35,7 @@ def add_defend_parser(commands, add_model_options, add_data_options, add_cache_o
     defend.add_argument("--mmlu", help="MMLU-layout CSV file or folder, or a hub name (cais/mmlu)")
     defend.add_argument("--mmlu-limit", type=int, help="use the first N questions")
     defend.add_argument("--out", default="runs/defence")
+    add_overwrite_option(defend)
 
 
 def add_defence_option(parser: argparse.ArgumentParser) -> None:
@@ -65,11 +68,16 @@ def cmd_defend(args, model_config, data_config, split_config, named_set, with_na
     named = named_set(args)
     data = named.data if named else load_membership_set(data_config(args))
     models = with_named(RunConfig(model=model_config(args), methods=MethodConfig(reference=args.reference)), named)
-    loaded = load_model(models.model, cache_dir=args.cache_dir)
     split = replace(split_config(args), max_test_per_class=args.test_per_class)
-    result = defend(loaded, data, config, args.out, split_config=split,
-                    methods=MethodConfig(methods=method_names(args.methods)), reference=models.methods.reference,
-                    cache_dir=args.cache_dir, questions=questions, model_config=models.model)
+    methods = MethodConfig(methods=method_names(args.methods))
+    identity = run_identity(defence=config, model=models.model, split=split, methods=methods,
+                            reference=models.methods.reference, data=data.fingerprint(),
+                            mmlu=[args.mmlu, args.mmlu_limit])
+    with claim_run_dir(args.out, "defend", identity, args.overwrite):
+        loaded = load_model(models.model, cache_dir=args.cache_dir)
+        result = defend(loaded, data, config, args.out, split_config=split, methods=methods,
+                        reference=models.methods.reference, cache_dir=args.cache_dir, questions=questions,
+                        model_config=models.model)
     print(f"Defence against {config.against} ({config.peft}); attacks on {result.n_member} + "
           f"{result.n_nonmember} held-out texts (members + non-members)\n")
     print(result.table)

@@ -20,15 +20,23 @@ def _base_type(hint):
     return args[0] if args else hint
 
 
+def _item_parser(item_type):
+    """The argparse type of one value: floats must be finite (``nan`` is refused while parsing)."""
+    from .cli_args import finite_float
+
+    return finite_float if item_type is float else item_type
+
+
 def _comma_list(item_type):
     """An argparse type reading ``a,b,c`` into a list of ``item_type``."""
 
     def parse(text: str) -> list:
         items = [part.strip() for part in text.split(",") if part.strip()]
         try:
-            return [item_type(part) for part in items]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated {item_type.__name__} values, got {text!r}")
+            return [_item_parser(item_type)(part) for part in items]
+        except (ValueError, argparse.ArgumentTypeError):
+            raise argparse.ArgumentTypeError(f"expected comma-separated {'finite ' * (item_type is float)}"
+                                             f"{item_type.__name__} values, got {text!r}") from None
     parse.__name__ = f"list of {item_type.__name__}"
     return parse
 
@@ -65,7 +73,8 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls, *, prefix: str, 
             parser.add_argument(flag, dest=prefix + field.name, default=default, help=help_text,
                                 action=argparse.BooleanOptionalAction)
             continue
-        parser.add_argument(flag, dest=prefix + field.name, type=types.get(field.name, kind), default=default,
+        parser.add_argument(flag, dest=prefix + field.name, type=types.get(field.name, _item_parser(kind)),
+                            default=default,
                             help=help_text,
                             choices=choices.get(field.name),
                             metavar=None if field.name in choices else field.name.upper())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,10 +99,14 @@ class MethodConfig:
                                                  "(Ref only in `fused+ref`)", factory=list)
 
     def __post_init__(self) -> None:
-        if not self.methods:
-            from .errors import MethodError
+        from .errors import MethodError
 
+        if not self.methods:
             raise MethodError("--methods names no method; give names such as loss,zlib or all")
+        for name in ("k", "neighbor_fraction", "con_recall_gamma"):
+            if not math.isfinite(float(getattr(self, name))):
+                raise MethodError(f"{name} (--{name.replace('_', '-')}) must be a finite number, "
+                                  f"got {getattr(self, name)}")
 
 
 @dataclass

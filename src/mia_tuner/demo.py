@@ -113,6 +113,14 @@ def tuner_scores(loaded, data, split, config: RunConfig, folder: Path, tuner: Tu
         cache.close()
 
 
+def demo_identity(model: str = DEMO_MODEL) -> dict:
+    """What determines the demo's results (its run directory holds one such run)."""
+    from .rundir import run_identity
+
+    return run_identity(model=model, controlled=ControlledConfig().resolved(), split=DEMO_SPLIT,
+                        methods=demo_methods(DEMO_LEFT_OUT), tuner=DEMO_TUNER)
+
+
 def run_demo(out: str = "runs/demo", cache_dir: str | None = None, device: str = "auto",
              model: str = DEMO_MODEL):
     from .data import load_membership_set

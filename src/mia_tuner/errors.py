@@ -26,6 +26,14 @@ class ArtefactError(MiaTunerError, ValueError):
     """A saved artefact (detector, checkpoint, cache) is missing, incomplete or corrupted."""
 
 
+class DetectorError(ArtefactError):
+    """A saved MIA-Tuner detector cannot be trusted or read (unverifiable, damaged, unreadable)."""
+
+
+class RunDirError(MiaTunerError):
+    """A run directory is in use by another run, or holds the results of another configuration."""
+
+
 class CacheError(MiaTunerError):
     """The score cache cannot be used (locked by another process, or not a cache file)."""
 

@@ -59,40 +59,44 @@ def changed_files(directory: str | Path, records: dict[str, dict]) -> list[str]:
     return problems
 
 
-def read_artefact_json(path: Path, fmt: str, what: str, required=()) -> dict:
+def read_artefact_json(path: Path, fmt: str, what: str, required=(), error=ArtefactError) -> dict:
     """The JSON object of an artefact's description file ``path``, whose ``format`` must be
-    ``fmt``: ArtefactError when the folder or file is absent, not JSON, of another format or
-    missing one of ``required`` (``what`` names the artefact in the messages)."""
+    ``fmt``: ``error`` (ArtefactError or a subclass) when the folder or file is absent, not
+    JSON, of another format or missing one of ``required`` (``what`` names the artefact in the
+    messages)."""
     directory = path.parent
     if not directory.is_dir():
-        raise ArtefactError(f"{directory} is not a {what} directory (no such folder)")
+        raise error(f"{directory} is not a {what} directory (no such folder)")
     if not path.is_file():
-        raise ArtefactError(f"{directory} is not a {what} directory (no {path.name})")
+        raise error(f"{directory} is not a {what} directory (no {path.name})")
     try:
         info = json.loads(path.read_text("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ArtefactError(f"{path} is damaged: not valid JSON ({error})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as problem:
+        raise error(f"{path} is damaged: not valid JSON ({problem})") from None
     if not isinstance(info, dict) or info.get("format") != fmt:
-        raise ArtefactError(f"{path} is not a mia-tuner {what} file")
+        raise error(f"{path} is not a mia-tuner {what} file")
     missing = [key for key in required if key not in info]
     if missing:
-        raise ArtefactError(f"{path} is incomplete: no {', '.join(missing)}")
+        raise error(f"{path} is incomplete: no {', '.join(missing)}")
     return info
 
 
-def check_self_hash(info: dict, path: Path, remedy: str) -> None:
-    """ArtefactError unless ``info`` without its ``sha256`` hashes to it (content_sha256)."""
+def check_self_hash(info: dict, path: Path, remedy: str, error=ArtefactError) -> None:
+    """``error`` (ArtefactError or a subclass) unless ``info`` without its ``sha256`` hashes to
+    it (content_sha256)."""
     if info.get("sha256") != content_sha256({k: v for k, v in info.items() if k != "sha256"}):
-        raise ArtefactError(f"{path} was changed or damaged after it was saved (its content does not "
-                            f"match the hash it records); {remedy}")
+        raise error(f"{path} was changed or damaged after it was saved (its content does not "
+                    f"match the hash it records); {remedy}")
 
 
-def check_recorded_files(directory: Path, files: dict[str, str], what: str, remedy: str) -> None:
-    """ArtefactError unless every file of ``{name: sha256}`` is in ``directory`` unchanged."""
+def check_recorded_files(directory: Path, files: dict[str, str], what: str, remedy: str,
+                         error=ArtefactError) -> None:
+    """``error`` (ArtefactError or a subclass) unless every file of ``{name: sha256}`` is in
+    ``directory`` unchanged."""
     for name, expected in files.items():
         path = Path(directory) / name
         if not path.is_file():
-            raise ArtefactError(f"{what} {directory} is incomplete: {name} is missing")
+            raise error(f"{what} {directory} is incomplete: {name} is missing")
         if file_sha256(path) != expected:
-            raise ArtefactError(f"{what} file {path} was changed or damaged after it was saved "
-                                f"(SHA-256 mismatch); {remedy}")
+            raise error(f"{what} file {path} was changed or damaged after it was saved "
+                        f"(SHA-256 mismatch); {remedy}")

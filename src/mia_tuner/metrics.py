@@ -26,6 +26,23 @@ DEFAULT_FPR_LEVELS = (0.001, 0.01, 0.05, 0.1)
 _BOOTSTRAP_CHUNK_CELLS = 4_000_000  # resample matrix cells ranked at once (memory bound)
 
 
+# Below this many test texts per class an AUROC and its bootstrap interval say little (a
+# perfect 1.000 [1.000, 1.000] is two lucky orderings away on 2 + 2 texts), and TPR at 1% FPR
+# cannot be measured: tables and metrics.json say so next to the numbers.
+MIN_TEST_PER_CLASS = 20
+
+
+def sample_size_warning(labels) -> str | None:
+    """A warning when the test texts hold fewer than MIN_TEST_PER_CLASS of a class, else None."""
+    labels = np.asarray(labels)
+    n_member, n_nonmember = int((labels == 1).sum()), int((labels == 0).sum())
+    if min(n_member, n_nonmember) >= MIN_TEST_PER_CLASS:
+        return None
+    return (f"warning: only {n_member} members and {n_nonmember} non-members are scored (fewer than "
+            f"{MIN_TEST_PER_CLASS} per class): these AUROCs and intervals are too noisy to read, and TPR "
+            "at low FPR cannot be measured; use a larger set or a larger --test-per-class")
+
+
 def tpr_key(fpr: float) -> str:
     """The ``to_dict`` key of TPR at a FPR level, in percent: 0.001 -> ``"tpr_at_0.1_fpr"``."""
     return f"tpr_at_{fpr * 100:g}_fpr"

@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 from .integrity import content_sha256, file_sha256  # noqa: E402
 from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
 
-from .metrics import Metrics, validate_scores  # noqa: E402
+from .metrics import Metrics, sample_size_warning, validate_scores  # noqa: E402
 
 TABLE_FPR_LEVELS = (0.001, 0.01, 0.05, 0.1)
 BALANCED_COLUMN = "Bal. acc*"
@@ -111,9 +111,13 @@ def table_text(df: pd.DataFrame) -> str:
     return "\n".join([line(header), rule, *map(line, rows)]) + "\n"
 
 
-def with_note(table: str) -> str:
-    """A rendered table followed by the footnote of its balanced-accuracy column."""
-    return f"{table}\n{TABLE_NOTE}\n" if BALANCED_COLUMN in table else table
+def with_note(table: str, labels=None) -> str:
+    """A rendered table followed by the footnote of its balanced-accuracy column and, when the
+    test ``labels`` hold too few texts of a class, the warning that says so."""
+    notes = [TABLE_NOTE] if BALANCED_COLUMN in table else []
+    warning = sample_size_warning(labels) if labels is not None else None
+    notes += [warning] if warning else []
+    return "".join([table, *(f"\n{note}\n" for note in notes)])
 
 
 def safe_filename(name: str) -> str:
@@ -257,10 +261,11 @@ def write_run(out_dir, *, config: dict, texts, labels, scores: dict[str, np.ndar
         frame[name] = np.asarray(values, dtype=float)
     frame.to_csv(out / "scores.csv", index=False)
     payload: dict = {"n_texts": len(texts), "methods": {k: m.to_dict() for k, m in metrics.items()}}
+    payload["warnings"] = [w for w in [sample_size_warning(labels)] if w]
     if extra is not None:
         payload["extra"] = extra
     _write_json(out / "metrics.json", payload)
-    (out / "table.md").write_text(with_note(table_markdown(metrics_table(metrics))), encoding="utf-8")
+    (out / "table.md").write_text(with_note(table_markdown(metrics_table(metrics)), labels), encoding="utf-8")
     plot_roc(labels, scores, out / "roc.png")
     for stale in out.glob("hist_*.png"):  # a re-used folder: no plot of a method not in this run
         stale.unlink()

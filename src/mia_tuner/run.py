@@ -13,7 +13,8 @@ import numpy as np
 from .cache import NoCache, ScoreCache
 from .config import ModelConfig, RunConfig
 from .data import hygiene_report, load_membership_set, make_split
-from .data.split import EvaluationSplit
+from .data.split import EvaluationSplit, check_split_config
+from .data.validation import drop_unscorable
 from .data.types import MembershipSet
 from .errors import MethodError
 from .methods import ScoringContext, StatsProvider, build_methods
@@ -40,11 +41,18 @@ class RunResult:
 
     def split_summary(self) -> str:
         r = self.split_report
-        removed = r["duplicates_removed"]
         return (f"Evaluation split (seed {r['seed']}): train {r['train']['member']} + "
                 f"{r['train']['nonmember']}, test {r['test']['member']} + "
-                f"{r['test']['nonmember']} (members + non-members); "
-                f"{removed['duplicate_rows'] + removed['conflicting_rows']} duplicate rows removed")
+                f"{r['test']['nonmember']} (members + non-members); {removed_rows(r['duplicates_removed'])}")
+
+
+def removed_rows(removed: dict) -> str:
+    """What deduplication took out before the split, duplicates and conflicts apart."""
+    text = f"{removed['duplicate_rows']} duplicate rows removed"
+    if removed["conflicting_rows"]:
+        text += (f", {removed['conflicting_rows']} rows dropped as conflicting ({removed['conflicting_texts']} "
+                 "text(s) labelled both member and non-member)")
+    return text
 
 
 def open_cache(config: RunConfig):
@@ -75,6 +83,12 @@ def select_methods(config: RunConfig):
             log.warning("skipping %s: no reference model given (--reference MODEL)", ", ".join(skipped))
         methods = [m for m in methods if not m.needs_reference]
     return methods
+
+
+def checked_methods(config: RunConfig):
+    """The run's methods, once every setting that needs no model is checked (split, methods)."""
+    check_split_config(config.split)
+    return select_methods(config)
 
 
 def score_split(config: RunConfig, loaded, split, methods, shard=None) -> tuple[dict, dict, StatsProvider]:
@@ -112,12 +126,14 @@ def run_scores(config: RunConfig, *, data: MembershipSet | None = None, loaded=N
     MIA-Tuner): scores of ``split.test.texts``, computed after every method here has run on the
     untouched model."""
     dataset = data if data is not None else load_membership_set(config.data)
-    split = make_split(dataset, config.split, dedupe=config.data.dedupe)
-    methods = select_methods(config)
+    methods = checked_methods(config)
     # several processes: each scores its batches; made before the model is loaded, so that
     # "cuda" means this process's GPU (accelerate sets it)
     shard = process_shard(cpu=_on_cpu(config.model) if loaded is None else loaded.device.type == "cpu")
     loaded = loaded or load_model(config.model, cache_dir=config.cache_dir)
+    # before any forward pass: texts the model cannot score are refused (or skipped), long ones announced
+    dataset = drop_unscorable(dataset, loaded.tokenizer, max_tokens=config.methods.max_tokens or loaded.max_tokens)
+    split = make_split(dataset, config.split, dedupe=config.data.dedupe)
     hygiene = hygiene_report(dataset, loaded.tokenizer)
     scores, info, target = score_split(config, loaded, split, methods, shard)
     if learned is not None:
@@ -134,7 +150,7 @@ def run_scores(config: RunConfig, *, data: MembershipSet | None = None, loaded=N
     if shard is None or shard.rank == 0:  # one process writes the run directory
         out_dir = write_run(config.out, config=config.to_dict(), texts=list(split.test.texts),
                             labels=labels, scores=scores, metrics=metrics, extra=extra)
-    table = with_note(table_text(metrics_table(metrics)))
+    table = with_note(table_text(metrics_table(metrics)), labels)
     return RunResult(out_dir=Path(out_dir), scores=scores, metrics=metrics, table=table,
                      test=split.test, train=split.train, hygiene=hygiene,
                      split_report=split.report, data=dataset)

@@ -118,6 +118,16 @@ def _gather(plans: list[_Plan], shard: Shard) -> None:
         plan.computed = sum(shard.gather(len(plan.fresh)))
 
 
+def interrupted_message(done: int, total: int, cache_path) -> str:
+    """What a Ctrl-C kept: the finished texts in the score cache, or nothing (no cache)."""
+    if cache_path:
+        return (f"interrupted: {done} of {total} texts to score were finished and kept in the score "
+                f"cache {cache_path}; re-run the same command to continue")
+    return (f"interrupted: {done} of {total} texts were scored but nothing was kept (--no-cache): the "
+            "same command starts again from the beginning (without --no-cache a re-run continues "
+            "where it stopped)")
+
+
 def score_methods(methods: list[Method], texts: list[str], ctx: ScoringContext, *,
                   cache, model_key: str, shard: Shard | None = None) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
     """Scores of every method on ``texts`` (higher = member) and per-method run info.
@@ -150,10 +160,7 @@ def score_methods(methods: list[Method], texts: list[str], ctx: ScoringContext, 
                 _score_batch(deferred, batch, ctx, cache)
             _gather(deferred, shard)
     except KeyboardInterrupt:
-        total = sum(len(b) for b in batches)
-        where = f"kept in the score cache {cache.path}" if cache.path else "not kept (--no-cache)"
-        raise Interrupted(f"interrupted: {done} of {total} texts to score were finished and "
-                          f"{where}; re-run the same command to continue") from None
+        raise Interrupted(interrupted_message(done, sum(len(b) for b in batches), cache.path)) from None
     scores = {p.method.label: np.array([p.known[h] for h in hashes]) for p in plans}
     info = {p.method.label: {"settings": p.settings, "computed": p.computed,
                              "cached": len(set(hashes)) - p.computed,

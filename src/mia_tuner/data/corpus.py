@@ -19,6 +19,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
+from mia_tuner.data.loading import read_text_file
 from mia_tuner.errors import DataError
 
 _ROLE = re.compile(r":[\w:.+-]+:`~?([^`]*)`")  # :func:`name` -> name
@@ -207,10 +208,10 @@ def _read_corpus_documents(file: Path) -> list[str]:
     """Documents of a .txt file (separated by blank lines) or a .jsonl file (``text`` field)."""
     suffix = file.suffix.lower()
     if suffix == ".txt":
-        return [doc for doc in re.split(r"\n\s*\n", file.read_text(encoding="utf-8")) if doc.strip()]
+        return [doc for doc in re.split(r"\n\s*\n", read_text_file(file)) if doc.strip()]
     if suffix == ".jsonl":
         documents = []
-        for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+        for number, line in enumerate(read_text_file(file).splitlines(), start=1):
             if not line.strip():
                 continue
             try:

@@ -98,7 +98,8 @@ def format_hygiene(report: dict) -> str:
             lines.append(f"  length in {unit}:")
             lines += [f"    {key:<9} {_format_stats(report[unit][key])}" for key in _CLASSES]
     if dup["member_extra_copies"] or dup["nonmember_extra_copies"] or dup["in_both_classes"]:
-        lines.append("  -> deduplicate before splitting, or identical texts land in both train and test")
+        lines.append("  -> `scores`, `train` and `defend` remove these before splitting (one copy of each text "
+                     "kept, texts labelled both ways dropped); deduplicate before using the set elsewhere")
     return "\n".join(lines)
 
 

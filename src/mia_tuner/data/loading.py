@@ -6,7 +6,8 @@ Sources, tried in this order:
   ``Dataset``);
 * a folder of data files, where ``split`` names a file by its stem (``wikimia`` + ``32`` ->
   ``wikimia/32.jsonl``);
-* one JSONL / JSON / CSV / Parquet file (chosen by extension);
+* one JSONL / JSON / CSV / Parquet file (chosen by extension; the text formats may be
+  gzip-compressed, and a UTF-8 byte-order mark is dropped);
 * a hub dataset name (``wjfu99/WikiMIA-24``) loaded with ``datasets.load_dataset``.
 
 Rows are checked by :func:`mia_tuner.data.validation.validate` (``skip_invalid`` drops bad rows).
@@ -16,8 +17,10 @@ Nothing is truncated or deduplicated here: the scoring engine truncates to its t
 
 from __future__ import annotations
 
+import codecs
 import csv
 import dataclasses
+import gzip
 import io
 import json
 import re
@@ -29,6 +32,7 @@ from mia_tuner.data.validation import validate
 from mia_tuner.errors import DataError
 
 FILE_FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+TEXT_FORMATS = ("jsonl", "json", "csv")  # read through _read_text: UTF-8, maybe gzip-compressed
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 
@@ -46,8 +50,6 @@ def load_membership_set(config: DataConfig | str, split: str | None = None, **ov
     columns, name, info = read_columns(config.path, config.split)
     texts = _column(columns, config.text_column, "text", info)
     labels = _column(columns, config.label_column, "label", info)
-    if info["source_type"] == "csv":
-        labels = [_parse_csv_label(value) for value in labels]
     numbers, unit = (info["row_lines"], "line") if "row_lines" in info else (None, "row")
     try:
         texts, labels, skipped = validate(texts, labels, skip_invalid=config.skip_invalid,
@@ -60,6 +62,7 @@ def load_membership_set(config: DataConfig | str, split: str | None = None, **ov
         label_column=config.label_column,
         n_rows_read=len(columns[config.text_column]),
         n_skipped=skipped,
+        skip_invalid=config.skip_invalid,  # how later checks (token counts) treat a bad text
     )
     return MembershipSet(texts=texts, labels=labels, name=name, info=info)
 
@@ -86,12 +89,12 @@ def read_columns(path: str, split: str | None) -> tuple[dict[str, list], str, di
         if (local / "dataset_dict.json").is_file() or (local / "state.json").is_file():
             return _read_saved_dataset(local, split)
         file = _file_in_folder(local, split)
-        return _read_file(file, file.stem)
+        return _read_file(file, file_stem(file))
     if local.is_file():
-        if split is not None and split != local.stem:
+        if split is not None and split != file_stem(local):
             raise DataError(
                 f"{local} is a single file and has no splits; drop --split {split} "
-                f"(or pass the folder {local.parent} with --split {local.stem})"
+                f"(or pass the folder {local.parent} with --split {file_stem(local)})"
             )
         return _read_file(local, split)
     return _read_hub(path, split)
@@ -116,7 +119,7 @@ def available_splits(path: str) -> list[str] | None:
     manifest = folder / "dataset_dict.json"
     if manifest.is_file():
         return list(json.loads(manifest.read_text(encoding="utf-8")).get("splits", [])) or None
-    files = sorted(p.stem for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FILE_FORMATS)
+    files = sorted(file_stem(p) for p in folder.iterdir() if p.is_file() and file_kind(p))
     return files or None
 
 
@@ -153,22 +156,23 @@ def _read_saved_dataset(folder: Path, split: str | None):
 
 def _file_in_folder(folder: Path, split: str | None) -> Path:
     """In a folder of data files, the file whose stem is ``split``."""
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FILE_FORMATS)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and file_kind(p))
     if not files:
         raise DataError(
             f"{folder} is neither a datasets.save_to_disk folder nor a folder of data files "
             f"({', '.join(FILE_FORMATS)})"
         )
-    stems = [p.stem for p in files]
+    stems = [file_stem(p) for p in files]
     chosen = _choose_split(stems, split, str(folder))
     return files[stems.index(chosen)]
 
 
 def _read_file(file: Path, split: str | None):
     """Read one JSONL / JSON / CSV / Parquet file into columns."""
-    kind = FILE_FORMATS.get(file.suffix.lower())
+    kind = file_kind(file)
     if kind is None:
-        raise DataError(f"{file}: unsupported file type {file.suffix!r}; supported: {list(FILE_FORMATS)}")
+        raise DataError(f"{file}: unsupported file type {file.suffix!r}; supported: {list(FILE_FORMATS)} "
+                        "(JSONL, JSON and CSV also gzip-compressed, as .jsonl.gz ...)")
     readers = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "parquet": _read_parquet}
     try:
         columns = readers[kind](file)
@@ -179,7 +183,8 @@ def _read_file(file: Path, split: str | None):
     lines = columns.pop(_LINES, None)
     if not any(len(values) for values in columns.values()):
         raise DataError(f"{file} has no rows (the file is empty)")
-    name = f"{file.parent.name}/{file.stem}" if file.parent.name else file.stem
+    stem = file_stem(file)
+    name = f"{file.parent.name}/{stem}" if file.parent.name else stem
     info = {"source": str(file), "source_type": kind, "split": split, "columns": list(columns)}
     if lines is not None:
         info["row_lines"] = lines
@@ -189,14 +194,40 @@ def _read_file(file: Path, split: str | None):
 _LINES = object()  # key of the JSONL reader's line numbers among the columns
 
 
-def _read_text(file: Path) -> str:
-    """The file as UTF-8 text; a DataError naming the line of the first bad byte."""
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def file_kind(file: Path) -> str | None:
+    """The format of a data file by its name (``.jsonl``, or ``.jsonl.gz`` compressed), or None."""
+    suffixes = [s.lower() for s in file.suffixes[-2:]]
+    if suffixes and suffixes[-1] == ".gz":
+        kind = FILE_FORMATS.get(suffixes[0]) if len(suffixes) == 2 else None
+        return kind if kind in TEXT_FORMATS else None
+    return FILE_FORMATS.get(file.suffix.lower())
+
+
+def file_stem(file: Path) -> str:
+    """The name without its format suffixes: ``32.jsonl.gz`` -> ``32``."""
+    return Path(file.stem).stem if file.suffix.lower() == ".gz" else file.stem
+
+
+def read_text_file(file: Path) -> str:
+    """The file as UTF-8 text, a byte-order mark dropped (spreadsheet programs write one) and
+    gzip-compressed content unpacked, whatever the file's name; a DataError naming the line of
+    the first bad byte."""
     raw = file.read_bytes()
+    if raw.startswith(GZIP_MAGIC):
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as error:
+            raise DataError(f"{file} is gzip-compressed but cannot be unpacked ({error}): "
+                            "the file is damaged or cut short") from None
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        line = raw[: error.start].count(b"\n") + 1
-        raise DataError(f"{file}, line {line}: not UTF-8 text (byte {raw[error.start]:#04x}); "
+        start = error.start + (3 if raw.startswith(codecs.BOM_UTF8) else 0)
+        line = raw[:start].count(b"\n") + 1
+        raise DataError(f"{file}, line {line}: not UTF-8 text (byte {raw[start]:#04x}); "
                         "save the file as UTF-8") from None
 
 
@@ -215,7 +246,7 @@ def _read_jsonl(file: Path) -> dict[str, list]:
     """One JSON object per line; blank lines are ignored. The line of each row is kept (under
     ``_LINES``) so that validation errors name file lines."""
     rows, lines = [], []
-    for line_number, line in enumerate(_read_text(file).splitlines(), start=1):
+    for line_number, line in enumerate(read_text_file(file).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -231,7 +262,7 @@ def _read_jsonl(file: Path) -> dict[str, list]:
 def _read_json(file: Path) -> dict[str, list]:
     """A JSON list of objects, or an object of equally long column lists."""
     try:
-        data = json.loads(_read_text(file))
+        data = json.loads(read_text_file(file))
     except json.JSONDecodeError as error:
         raise DataError(f"{file}, line {error.lineno}: not valid JSON ({error.msg})") from None
     if isinstance(data, list):
@@ -244,20 +275,26 @@ def _read_json(file: Path) -> dict[str, list]:
     raise DataError(f"{file}: expected a list of objects or an object of column lists")
 
 
-def _parse_csv_label(value: str):
-    """CSV cells are strings: read "1", "0", "1.0" as numbers, keep anything else as is."""
-    stripped = value.strip() if isinstance(value, str) else value
-    for convert in (int, float):
-        try:
-            return convert(stripped)
-        except (TypeError, ValueError):
-            continue
-    return value
+CSV_DELIMITERS = ";\t|"  # besides the comma: what spreadsheet programs write in some locales
+
+
+def csv_delimiter(text: str) -> str:
+    """The comma, unless the header row holds none: then the delimiter ``csv.Sniffer`` finds
+    among ``CSV_DELIMITERS`` in the first lines (a semicolon-separated export, say)."""
+    header = text.split("\n", 1)[0]
+    if "," in header:
+        return ","
+    try:
+        return csv.Sniffer().sniff(text[:65536], delimiters=CSV_DELIMITERS).delimiter
+    except csv.Error:
+        return ","
 
 
 def _read_csv(file: Path) -> dict[str, list]:
-    """A CSV file with a header row; every cell is a string (labels are parsed later)."""
-    reader = csv.DictReader(io.StringIO(_read_text(file), newline=""))
+    """A CSV file with a header row (comma-separated, or by another delimiter that
+    :func:`csv_delimiter` recognises); every cell is a string (labels are parsed later)."""
+    text = read_text_file(file)
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=csv_delimiter(text))
     rows = list(reader)
     fields = list(reader.fieldnames or [])
     return {key: [row.get(key) for row in rows] for key in fields}
@@ -272,7 +309,7 @@ def _read_parquet(file: Path) -> dict[str, list]:
 
 def _read_hub(path: str, split: str | None):
     """Load a hub dataset with ``datasets.load_dataset``; any failure becomes a DataError."""
-    if not _HUB_NAME.match(path) or Path(path).suffix.lower() in FILE_FORMATS:
+    if not _HUB_NAME.match(path) or file_kind(Path(path)):
         raise DataError(f"{path!r}: no such local file or folder (and not a hub dataset name)")
     from mia_tuner.hub import hub_unreachable
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
+import unicodedata
 
 from mia_tuner.errors import DataError
+
+log = logging.getLogger(__name__)
 
 # Why a row can be rejected, in the order the checks run (a row counts under its first problem).
 NON_STRING_TEXT = "non_string_text"
@@ -15,33 +19,54 @@ REASONS = (NON_STRING_TEXT, EMPTY_TEXT, INVALID_LABEL)
 
 _DESCRIPTIONS = {
     NON_STRING_TEXT: "a text that is missing or not a string",
-    EMPTY_TEXT: "an empty or whitespace-only text",
+    EMPTY_TEXT: "an empty text or one with no visible character",
     INVALID_LABEL: "a label that is not 0 or 1",
 }
 _SHOWN_ROWS = 5
+# Found only once a tokenizer is at hand (after the model is loaded, before any forward pass).
+TOO_FEW_TOKENS = "too_few_tokens"
+MIN_TOKENS = 2  # one token to condition on, one to score
+_DESCRIPTIONS[TOO_FEW_TOKENS] = f"a text of fewer than {MIN_TOKENS} tokens (no token to score after the first)"
 
 
 def normalize_label(value) -> int | None:
-    """Return 0 or 1 for a valid label, None otherwise.
+    """Return 0 or 1 for a valid label, None otherwise: the one label parser of every source.
 
-    Valid labels are ints, bools and floats (numpy numbers included) equal to 0 or 1.
-    Strings such as "1" are *not* labels: file readers that only know strings (CSV) convert
-    them before validation.
+    Valid labels are ints, bools and floats (numpy numbers included) equal to 0 or 1, and
+    strings that read as such a number (``"1"``, ``" 0 "``, ``"1.0"``: what CSV files and
+    hand-written JSON hold). Anything else (``"yes"``, 2, 0.5, NaN, None) is not a label.
     """
     if isinstance(value, bool):
         return int(value)
-    if isinstance(value, numbers.Real) and not isinstance(value, str):
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, numbers.Real):
         number = float(value)
         if math.isfinite(number) and number in (0.0, 1.0):
             return int(number)
     return None
 
 
+# Unicode categories of characters that show nothing on their own: separators (Z*), controls
+# and format characters such as zero-width spaces and the byte-order mark (C*), and combining
+# marks (M*), which only modify a visible character before them.
+_INVISIBLE_CATEGORIES = ("Z", "C", "M")
+
+
+def has_visible_character(text: str) -> bool:
+    """Whether ``text`` holds at least one letter, digit, punctuation mark or symbol."""
+    return any(not unicodedata.category(char).startswith(_INVISIBLE_CATEGORIES) for char in text)
+
+
 def text_problem(text) -> str | None:
-    """NON_STRING_TEXT, EMPTY_TEXT or None for a usable text."""
+    """NON_STRING_TEXT, EMPTY_TEXT (nothing visible: whitespace, zero-width characters or
+    combining marks only) or None for a usable text."""
     if not isinstance(text, str):
         return NON_STRING_TEXT
-    if not text.strip():
+    if not has_visible_character(text):
         return EMPTY_TEXT
     return None
 
@@ -153,3 +178,43 @@ def check_two_classes(labels, skipped: int = 0) -> None:
             f"the set has only {only}{after}: {n_member} members, {n_nonmember} non-members; "
             "membership inference needs both classes"
         )
+
+
+def token_lengths(tokenizer, texts) -> list[int]:
+    """Tokens of each text as the model reads it (with the tokenizer's special tokens)."""
+    return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=True)["input_ids"]]
+
+
+def check_token_counts(texts, tokenizer, *, max_tokens: int | None = None, skip_invalid: bool = False,
+                       what: str = "the set", min_tokens: int = MIN_TOKENS) -> tuple[list[int], int]:
+    """Before any forward pass: (indices of the texts the model can score, how many were
+    skipped). A text of fewer than ``min_tokens`` tokens is a DataError (with ``skip_invalid``:
+    left out and counted). Texts longer than ``max_tokens`` are announced, with what will be
+    done with them (scored on their first ``max_tokens`` tokens), by a logged warning."""
+    lengths = token_lengths(tokenizer, texts)
+    short = [i for i, n in enumerate(lengths) if n < min_tokens]
+    if short and not skip_invalid:
+        examples = ", ".join(repr(texts[i][:40]) for i in short[:3])
+        raise DataError(f"{what}: {len(short)} text(s) have fewer than {min_tokens} tokens under this model's "
+                        f"tokenizer, so no token can be scored (e.g. {examples}). {SKIP_HINT}")
+    kept = [i for i, n in enumerate(lengths) if n >= min_tokens]
+    long = [lengths[i] for i in kept if max_tokens and lengths[i] > max_tokens]
+    if long:
+        log.warning(f"{what}: {len(long)} text(s) are longer than the {max_tokens} tokens scored per text "
+                    f"(the longest: {max(long)} tokens); each is scored on its first {max_tokens} tokens "
+                    "only (--max-tokens sets the cut)")
+    return kept, len(short)
+
+
+def drop_unscorable(ms, tokenizer, *, max_tokens: int | None = None):
+    """``ms`` without the texts too short to score (check_token_counts); whether to refuse or
+    skip them follows the ``skip_invalid`` the set was loaded with, and skipped texts are
+    counted in ``info["n_skipped"]``."""
+    kept, n_short = check_token_counts(list(ms.texts), tokenizer, max_tokens=max_tokens,
+                                       skip_invalid=bool(ms.info.get("skip_invalid")), what=ms.name)
+    if not n_short:
+        return ms
+    out = ms.subset(kept)
+    out.info["n_skipped"] = {**ms.info.get("n_skipped", {}), TOO_FEW_TOKENS: n_short}
+    check_two_classes(out.labels, skipped=n_short)
+    return out

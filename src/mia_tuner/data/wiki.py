@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import DataError
 from .hygiene import deduplicate
+from .loading import read_text_file
 from .shift import event_key, mask_dates, pair_by_event
 from .types import MEMBER, NON_MEMBER, MembershipSet
 
@@ -98,7 +99,7 @@ class OfflinePages:
             raise DataError(f"pages file not found: {self.path}")
         self._children: dict[str, list[str]] = defaultdict(list)
         self._leads: dict[str, str] = {}
-        for number, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
+        for number, line in enumerate(read_text_file(self.path).splitlines(), 1):
             if not line.strip():
                 continue
             try:

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from ..data.types import text_hash
 from ..errors import DataError
-from ..models.batching import pad_batch
+from ..models.batching import length_batches, pad_batch
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +159,7 @@ class StatsProvider:
         if too_short:
             raise DataError(f"{len(too_short)} text(s) have fewer than 2 tokens, so no token "
                             f"can be scored, e.g. {too_short[0]!r}")
-        order = sorted(range(len(texts)), key=lambda i: len(ids[i]), reverse=True)
-        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        batches = length_batches([len(i) for i in ids], self.batch_size)
         results: list[TokenStats | None] = [None] * len(texts)
         for batch in tqdm(batches, desc=self.desc, unit="batch", leave=False, disable=len(batches) < 2):
             for index, stats in zip(batch, self._forward([ids[i] for i in batch], light)):

@@ -288,6 +288,22 @@ def _custom_code_hint(source: _Source, config: ModelConfig) -> str | None:
             "code only when you pass --trust-remote-code, after reading it")
 
 
+def _damaged_weights(source: _Source) -> str | None:
+    """``"<file>: <reason>"`` for the first safetensors file of a local model folder whose
+    header cannot be read (cut short, overwritten), else None."""
+    if source.is_hub:
+        return None
+    from safetensors import safe_open
+
+    for file in sorted(Path(source.location).glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                handle.keys()
+        except Exception as exc:  # noqa: BLE001 - SafetensorError and OSError alike
+            return f"{file}: {' '.join(str(exc).split())}"
+    return None
+
+
 def load_model(config: ModelConfig | str, cache_dir=None) -> LoadedModel:
     """Load ``config.name`` (see resolve_source for the order) as an eval-mode LoadedModel."""
     if isinstance(config, str):
@@ -303,6 +319,9 @@ def load_model(config: ModelConfig | str, cache_dir=None) -> LoadedModel:
     except ModelError:
         raise
     except Exception as exc:  # transformers raises OSError, ValueError, HTTP errors, ...
+        if damaged := _damaged_weights(source):
+            raise ModelError(f"could not load model {config.name!r}: its weights file {damaged} "
+                             "(the file is damaged or cut short: copy or save the model again)") from exc
         where = "the Hugging Face hub" if source.is_hub else source.location
         tried.append(f"loading from {where}: {type(exc).__name__}: {exc}")
         raise _fail(config.name, tried, _custom_code_hint(source, config)) from exc

@@ -28,8 +28,9 @@ import numpy as np
 from mia_tuner.config import MethodConfig, ModelConfig, RunConfig, SplitConfig, default_cache_dir
 from mia_tuner.data.split import EvaluationSplit, carve_validation, make_split
 from mia_tuner.data.types import MembershipSet
+from mia_tuner.data.validation import drop_unscorable
 from mia_tuner.errors import DataError, MethodError
-from mia_tuner.metrics import compute_metrics
+from mia_tuner.metrics import compute_metrics, sample_size_warning
 from mia_tuner.reports import _write_json
 from mia_tuner.scoring import process_shard
 from mia_tuner.safeguards.artefact import apply_defence, read_defence_info, text_sha256
@@ -163,6 +164,7 @@ def defend(loaded, data: MembershipSet, config: DefenceConfig, out_dir, *,
     """Train a defence for ``loaded`` on ``data`` and measure every attack before and after it
     (module docstring). Writes ``out_dir/defence`` (the artefact) and ``out_dir/report.json``."""
     out = Path(out_dir)
+    data = drop_unscorable(data, loaded.tokenizer, max_tokens=loaded.max_tokens)
     split_config, split, defender, validation, attack_split = defence_split(data, config, split_config)
     attacker = attack_split.train
     methods = methods or MethodConfig(batch_size=config.batch_size)
@@ -197,7 +199,8 @@ def defend(loaded, data: MembershipSet, config: DefenceConfig, out_dir, *,
     held_out = {text_sha256(t) for t in split.test.texts} & set(info["trained_on"])
     if held_out:
         raise DataError(f"{len(held_out)} test text(s) were in the defence's training texts")
-    table = report_table(rows, utility)
+    warnings = [w for w in [sample_size_warning(labels)] if w]
+    table = "\n\n".join([report_table(rows, utility), *warnings])
     result = DefenceResult(out_dir=out, defence_dir=out / "defence", rows=rows, utility=utility, table=table,
                            n_member=split.test.n_member, n_nonmember=split.test.n_nonmember)
     if shard is not None and shard.rank != 0:  # the first process writes the report
@@ -209,6 +212,6 @@ def defend(loaded, data: MembershipSet, config: DefenceConfig, out_dir, *,
         "defender_texts": {"train": defender.n_member + defender.n_nonmember,
                            "validation": 0 if validation is None else validation.n_member + validation.n_nonmember},
         "attacker_texts": attacker.n_member + attacker.n_nonmember,
-        "rows": rows, "utility": utility.to_dict(), "history": history.summary()})
+        "rows": rows, "utility": utility.to_dict(), "history": history.summary(), "warnings": warnings})
     (out / "report.md").write_text(table + "\n", encoding="utf-8")
     return result

@@ -10,11 +10,13 @@ Each option is scored by the summed log-likelihood of `` <option>`` after
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from mia_tuner.data.loading import read_text_file
 from mia_tuner.errors import DataError
 from mia_tuner.models.batching import pad_batch
 
@@ -38,8 +40,8 @@ def _row_question(row: list[str], where: str) -> Question:
 
 
 def _read_csv(path: Path) -> list[Question]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        return [_row_question(row, f"{path} row {i + 1}") for i, row in enumerate(csv.reader(handle)) if row]
+    rows = csv.reader(io.StringIO(read_text_file(path), newline=""))
+    return [_row_question(row, f"{path} row {i + 1}") for i, row in enumerate(rows) if row]
 
 
 def load_questions(source: str, limit: int | None = None, split: str = "test") -> list[Question]:

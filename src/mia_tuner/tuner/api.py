@@ -20,6 +20,7 @@ from accelerate.utils import set_seed
 from mia_tuner.config import MethodConfig, ModelConfig, RunConfig, SplitConfig, default_cache_dir
 from mia_tuner.data.split import EvaluationSplit, carve_validation, make_split
 from mia_tuner.data.types import MembershipSet
+from mia_tuner.data.validation import drop_unscorable
 from mia_tuner.errors import Interrupted
 from mia_tuner.integrity import content_sha256
 from mia_tuner.metrics import compute_metrics
@@ -135,7 +136,9 @@ def train_detector(loaded, data: MembershipSet, config: TunerConfig | None = Non
     config = config or TunerConfig()
     split_config = split_config or SplitConfig(max_train_per_class=config.train_per_class)
     accelerator = accelerator or Accelerator(cpu=loaded.device.type == "cpu")
-    split = split or make_split(data, split_config)
+    if split is None:  # texts the model cannot score refused (or skipped) before any forward pass
+        data = drop_unscorable(data, loaded.tokenizer, max_tokens=loaded.max_tokens)
+        split = make_split(data, split_config)
     rest, validation = _validation_part(split, config)
     out_dir = Path(out_dir)
     run_config = _run_config(loaded, config, split_config, out_dir, reference, cache_dir, methods,
@@ -183,5 +186,5 @@ def train_detector(loaded, data: MembershipSet, config: TunerConfig | None = Non
     accelerator.wait_for_everyone()
     return TrainResult(out_dir=out_dir, detector_dir=detector_dir, detector=detector,
                        history=history, scores=scores, metrics=metrics,
-                       table=with_note(table_text(metrics_table(metrics))), split=split,
+                       table=with_note(table_text(metrics_table(metrics)), labels), split=split,
                        validation=validation, train_seconds=history.seconds)

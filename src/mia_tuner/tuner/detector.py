@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mia_tuner.errors import ArtefactError, ModelError
+from mia_tuner.errors import DetectorError, ModelError
 from mia_tuner.models.loading import check_fingerprint
 from mia_tuner.integrity import (check_recorded_files, check_self_hash, read_artefact_json)
 from mia_tuner.metrics import threshold_for_fpr
@@ -31,6 +31,10 @@ REQUIRED_KEYS = ("format", "version", "mode", "pipeline", "base_model", "tuner_c
 ADAPTER_CONFIG = "adapter_config.json"
 UNCHECKED_FILES = ("README.md",)  # peft's model card: free text, never read back
 REMEDY = "re-train or restore the detector"
+UNVERIFIED_REMEDY = (
+    "re-train it (the same `mia-tuner train` command saves it again, with hashes), or, if you "
+    "trust its files, pass --trust-unverified-detector (trust_unverified=True in Python) to use "
+    "it without any check of its adapter")
 
 
 @dataclass
@@ -91,32 +95,59 @@ def save_detector(out_dir, model, pipeline: Pipeline, loaded, config: TunerConfi
     return out
 
 
-def read_detector_info(directory) -> dict:
+def is_verifiable(info: dict) -> bool:
+    """Whether ``detector.json`` records the hashes of its files and of itself (version 2 on)."""
+    return isinstance(info.get("files"), dict) and isinstance(info.get("sha256"), str)
+
+
+def read_detector_info(directory, trust_unverified: bool = False) -> dict:
     """The parsed, self-consistent ``detector.json`` of a detector directory.
 
-    ArtefactError when it is absent, not valid JSON, incomplete, or its content does not
-    match the hash it records (a damaged or hand-edited file).
+    DetectorError (an ArtefactError) when it is absent, not valid JSON, incomplete, or its
+    content does not match the hash it records (a damaged or hand-edited file), and when it
+    records no hashes at all (saved before version 2, or the hashes were deleted): such a
+    detector cannot be checked, so it is refused unless ``trust_unverified`` says to use it
+    unchecked (with a warning that says what is skipped).
     """
     path = Path(directory) / DETECTOR_FILE
-    info = read_artefact_json(path, FORMAT, "detector", REQUIRED_KEYS)
-    if info.get("version", 0) >= 2:
-        check_self_hash(info, path, REMEDY)
+    info = read_artefact_json(path, FORMAT, "detector", REQUIRED_KEYS, error=DetectorError)
+    if is_verifiable(info):
+        check_self_hash(info, path, REMEDY, error=DetectorError)
+    elif not trust_unverified:
+        raise DetectorError(f"detector {Path(directory)} records no hashes of its files (saved by "
+                            f"mia-tuner < 0.2, or its hashes were removed), so damage to its adapter "
+                            f"cannot be detected and it is not used: {UNVERIFIED_REMEDY}")
+    else:
+        warnings.warn(f"using detector {Path(directory)} unverified (--trust-unverified-detector): "
+                      "neither detector.json nor the adapter files are checked for damage or edits")
     return info
 
 
 def verify_detector_files(directory, info: dict) -> None:
-    """ArtefactError unless every adapter file is there and matches its recorded hash."""
+    """DetectorError unless every adapter file is there and matches its recorded hash (a
+    detector read with ``trust_unverified`` records none: only its presence is checked)."""
     directory = Path(directory)
     if not (directory / ADAPTER_CONFIG).is_file():
-        raise ArtefactError(f"detector {directory} has no {ADAPTER_CONFIG}: the adapter is missing")
+        raise DetectorError(f"detector {directory} has no {ADAPTER_CONFIG}: the adapter is missing")
     if not any(p.name.startswith("adapter_model") for p in directory.iterdir()):
-        raise ArtefactError(f"detector {directory} has no adapter weights (adapter_model.*)")
-    files = info.get("files")
-    if files is None:  # version 1: saved before detectors recorded their hashes
-        warnings.warn(f"detector {directory} records no file hashes (saved by mia-tuner < 0.2): "
-                      "its files cannot be checked")
-        return
-    check_recorded_files(directory, files, "detector", REMEDY)
+        raise DetectorError(f"detector {directory} has no adapter weights (adapter_model.*)")
+    if is_verifiable(info):
+        check_recorded_files(directory, info["files"], "detector", REMEDY, error=DetectorError)
+
+
+def _attach_adapter(base_model, directory: Path):
+    """peft's PeftModel of the adapter in ``directory``; any failure to read its files (cut
+    short, not safetensors) is a DetectorError naming the weights file."""
+    from peft import PeftModel
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return PeftModel.from_pretrained(base_model, str(directory), is_trainable=False)
+    except Exception as error:  # noqa: BLE001 - safetensors, torch and peft raise many kinds
+        weights = next(directory.glob("adapter_model*"), directory / "adapter_model.safetensors")
+        reason = " ".join(f"{type(error).__name__}: {error}".split())
+        raise DetectorError(f"detector file {weights} cannot be read ({reason}); {REMEDY}") from error
 
 
 def check_base_model(info: dict, loaded_base) -> None:
@@ -134,18 +165,18 @@ def _check_pipeline(info: dict, pipeline: Pipeline) -> None:
             f"the detector was trained with (Yes {saved['yes_id']}, No {saved['no_id']})")
 
 
-def load_detector(directory, loaded_base) -> Detector:
+def load_detector(directory, loaded_base, trust_unverified: bool = False) -> Detector:
     """The detector in ``directory`` on ``loaded_base`` (a LoadedModel of the same weights).
 
     Every file is checked against its recorded hash before peft reads it (so a missing
-    adapter never turns into a hub request).
+    adapter never turns into a hub request); a detector that records no hashes is refused
+    unless ``trust_unverified`` (read_detector_info).
 
     The adapter is attached to ``loaded_base.model`` (LoRA/IA3 inject layers into it); a
     fallback chat template recorded in the config is applied to its tokenizer.
     """
-    from peft import PeftModel
-
-    info = read_detector_info(directory)
+    directory = Path(directory)
+    info = read_detector_info(directory, trust_unverified)
     verify_detector_files(directory, info)
     check_base_model(info, loaded_base)
     config = replace(TunerConfig.from_dict(info["tuner_config"]), mode=info["mode"])
@@ -153,8 +184,6 @@ def load_detector(directory, loaded_base) -> Detector:
     _check_pipeline(info, pipeline)
     if pipeline.mode == "aligned" and _template_hash(loaded_base.tokenizer) != info.get("chat_template_sha256"):
         warnings.warn("the tokenizer's chat template differs from the one the detector was trained with")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        model = PeftModel.from_pretrained(loaded_base.model, str(directory), is_trainable=False)
+    model = _attach_adapter(loaded_base.model, directory)
     model.eval()
     return Detector(model=model, pipeline=pipeline, threshold=float(info["threshold"]["value"]), info=info)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from mia_tuner.errors import DataError, ModelError
-from mia_tuner.models.batching import pad_batch
+from mia_tuner.models.batching import length_batches, pad_batch
 from mia_tuner.training import chunked, losses
 from mia_tuner.tuner import prompts
 from mia_tuner.tuner.peft_setup import forward_logits, shared_prefix_logits
@@ -32,12 +32,6 @@ log = logging.getLogger(__name__)
 def model_device(model) -> torch.device:
     """The device of the model's first parameter (where inputs go)."""
     return next(model.parameters()).device
-
-
-def _length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Indices sorted by decreasing length, cut into batches (less padding)."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 class Pipeline:
@@ -74,7 +68,7 @@ class Pipeline:
         texts = list(texts)
         sequences = [self._scoring_ids(t) for t in texts]
         scores = np.empty(len(texts), dtype=np.float64)
-        batches = _length_batches([len(s) for s in sequences], batch_size or self.config.batch_size)
+        batches = length_batches([len(s) for s in sequences], batch_size or self.config.batch_size)
         was_training = model.training
         model.eval()
         try:
