@@ -153,8 +153,9 @@ def test_scores_bad_numeric_option_is_an_error_message(tiny_model_dir, data_file
 def test_methods_lists_every_name(capsys):
     assert main(["methods"]) == 0
     names = capsys.readouterr().out.split()
-    assert sorted(names) == sorted(["loss", "zlib", "lowercase", "ref", "min-k%", "min-k%++",
-                                    "neighbor", "recall", "con-recall", "blind", "fused", "fused+ref"])
+    assert sorted(names) == sorted(["loss", "zlib", "lowercase", "ref", "ez", "ref-min-k%", "ref-min-k%++", "min-k%",
+                                    "min-k%++", "neighbor", "recall", "con-recall", "fsd", "blind", "fused",
+                                    "fused+ref"])
     assert names == available_methods()
 
 

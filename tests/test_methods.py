@@ -150,8 +150,8 @@ def test_unknown_method_lists_available():
     with pytest.raises(MethodError, match="available"):
         build_methods(["nope"], MethodConfig())
     names = [m.name for m in build_methods(["all"], MethodConfig())]
-    assert set(names) == {"loss", "zlib", "lowercase", "ref", "min-k%", "min-k%++",
-                          "neighbor", "recall", "con-recall", "blind", "fused", "fused+ref"}
+    assert set(names) == {"loss", "zlib", "lowercase", "ref", "ez", "ref-min-k%", "ref-min-k%++", "min-k%",
+                          "min-k%++", "neighbor", "recall", "con-recall", "fsd", "blind", "fused", "fused+ref"}
 
 
 def test_k_sweep_adds_labelled_rows():

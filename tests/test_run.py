@@ -15,7 +15,7 @@ from helpers import make_tiny_model_dir
 from mia_tuner.config import DataConfig, MethodConfig, ModelConfig, RunConfig, SplitConfig
 from mia_tuner.data.types import MembershipSet
 from mia_tuner.errors import MethodError
-from mia_tuner.methods import available_methods
+from mia_tuner.methods import METHODS, available_methods
 from mia_tuner.reports import safe_filename
 from mia_tuner.run import run_scores
 
@@ -26,7 +26,7 @@ SPLIT = SplitConfig(max_train_per_class=8, max_test_per_class=6)
 N_TEST = 2 * (SPLIT.max_test_per_class if N_PER_CLASS >= SPLIT.max_train_per_class + SPLIT.max_test_per_class
               else min(SPLIT.max_test_per_class, N_PER_CLASS - round(N_PER_CLASS * SPLIT.train_fraction)))
 N_TRAIN = 2 * SPLIT.max_train_per_class
-ALL_BUT_REF = [m for m in available_methods() if m not in ("ref", "fused+ref")]  # need a reference
+ALL_BUT_REF = [m for m in available_methods() if not METHODS[m].needs_reference]  # need a reference
 COLOURS = ["red", "green", "blue", "black", "white"]
 
 

@@ -212,13 +212,14 @@ def print_skipped(data) -> None:
         print(line)
 
 
-def print_result(result) -> None:
+def print_result(result, grouped: bool = False) -> None:
+    """The run's hygiene, split and table (``grouped``: rows by what a user needs for them)."""
     from .data import format_hygiene
 
     print_skipped(result.data)
     print(format_hygiene(result.hygiene))
     print(result.split_summary() + "\n")
-    print(result.table)
+    print(result.grouped_table() if grouped else result.table)
     print(f"\nRun directory: {result.out_dir}")
 
 
@@ -360,7 +361,7 @@ def dispatch(args) -> None:
         check_out_dir(out)
         with claim_run_dir(out, "demo", demo_identity(), getattr(args, "overwrite", False)):
             print_result(run_demo(out=out, cache_dir=getattr(args, "cache_dir", None),
-                                  device=getattr(args, "device", "auto")))
+                                  device=getattr(args, "device", "auto")), grouped=True)
     elif args.command == "scores":
         cmd_scores(args)
     elif args.command == "models":

@@ -97,6 +97,14 @@ class MethodConfig:
     fused_k: list[float] = option(help_text="Min-K% / Min-K%++ k values `fused` reads", factory=lambda: [0.1, 0.2, 0.5])
     fused_features: list[str] = option(help_text="score-based methods `fused` reads; empty: every fusable one "
                                                  "(Ref only in `fused+ref`)", factory=list)
+    adapt_reference: bool = option(False, "also score every reference method on the reference fine-tuned on "
+                                          "the training part's non-members (rows `<method>:adapted`)")
+    adapt_grid: list[str] = option(help_text="fine-tunings tried for the adapted reference and FSD, as "
+                                             "full:<lr> or lora:<lr>; the best on validation is kept",
+                                   factory=lambda: ["full:1e-4", "lora:1e-3"])
+    adapt_epochs: int = option(3, "epochs of each fine-tuning; every epoch is a candidate")
+    adapt_validation_per_class: int = option(20, "training texts per class held out to choose the fine-tuning "
+                                                 "(the rest of the non-members are trained on)")
 
     def __post_init__(self) -> None:
         from .errors import MethodError
@@ -107,6 +115,45 @@ class MethodConfig:
             if not math.isfinite(float(getattr(self, name))):
                 raise MethodError(f"{name} (--{name.replace('_', '-')}) must be a finite number, "
                                   f"got {getattr(self, name)}")
+        for entry in self.adapt_grid:
+            parse_fine_tuning(entry)
+        if not self.adapt_grid:
+            raise MethodError("adapt_grid (--adapt-grid) names no fine-tuning; give e.g. full:1e-4")
+        if self.adapt_epochs < 1 or self.adapt_validation_per_class < 0:
+            raise MethodError("adapt_epochs must be >= 1 and adapt_validation_per_class >= 0")
+
+
+# Settings of the models fine-tuned on non-members (the adapted reference, FSD's target): they
+# change only the methods that read those models, so record keys leave them out elsewhere.
+FINE_TUNING_FIELDS = ("adapt_reference", "adapt_grid", "adapt_epochs", "adapt_validation_per_class")
+
+
+def method_settings(config: MethodConfig, fine_tuned: bool) -> dict:
+    """The fields of ``config`` (a dict), without FINE_TUNING_FIELDS unless ``fine_tuned`` or
+    one of them is changed from its default."""
+    values = dataclasses.asdict(config)
+    defaults = dataclasses.asdict(MethodConfig())
+    if fine_tuned or any(values[f] != defaults[f] for f in FINE_TUNING_FIELDS):
+        return values
+    return {k: v for k, v in values.items() if k not in FINE_TUNING_FIELDS}
+
+
+FINE_TUNING_KINDS = ("full", "lora")
+
+
+def parse_fine_tuning(entry: str) -> tuple[str, float]:
+    """``"full:1e-4"`` -> ("full", 1e-4): a fine-tuning of the grid of --adapt-grid."""
+    from .errors import MethodError
+
+    kind, _, rate = str(entry).partition(":")
+    try:
+        learning_rate = float(rate)
+    except ValueError:
+        learning_rate = float("nan")
+    if kind not in FINE_TUNING_KINDS or not (math.isfinite(learning_rate) and learning_rate > 0):
+        raise MethodError(f"--adapt-grid entry {entry!r} must be full:<lr> or lora:<lr> with a positive "
+                          "learning rate, e.g. full:1e-4")
+    return kind, learning_rate
 
 
 @dataclass

@@ -43,6 +43,15 @@ def sample_size_warning(labels) -> str | None:
             "at low FPR cannot be measured; use a larger set or a larger --test-per-class")
 
 
+def wrong_way_warning(label: str, validation_auroc: float | None) -> str | None:
+    """A warning for a learned detector whose validation AUROC is below 0.5 (its test scores
+    are reported as they are: no detector is ever flipped on the quiet), else None."""
+    if validation_auroc is None or not validation_auroc < 0.5:
+        return None
+    return (f"warning: `{label}` ranks its validation texts the wrong way round (validation AUROC "
+            f"{validation_auroc:.3f} < 0.5); its test row is shown as computed, not flipped")
+
+
 def tpr_key(fpr: float) -> str:
     """The ``to_dict`` key of TPR at a FPR level, in percent: 0.001 -> ``"tpr_at_0.1_fpr"``."""
     return f"tpr_at_{fpr * 100:g}_fpr"

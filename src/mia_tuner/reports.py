@@ -111,12 +111,45 @@ def table_text(df: pd.DataFrame) -> str:
     return "\n".join([line(header), rule, *map(line, rows)]) + "\n"
 
 
-def with_note(table: str, labels=None) -> str:
-    """A rendered table followed by the footnote of its balanced-accuracy column and, when the
-    test ``labels`` hold too few texts of a class, the warning that says so."""
+def table_warnings(labels=None, warnings=()) -> list[str]:
+    """What a table must say next to it: too few test texts (``labels``), and ``warnings``."""
+    found = [sample_size_warning(labels)] if labels is not None else []
+    return [w for w in [*found, *warnings] if w]
+
+
+BEST_MARK = "<- best of its group"
+
+
+def grouped_table_text(results: dict[str, Metrics], groups: dict[str, str], order=()) -> str:
+    """The table as aligned plain text with its rows grouped (``groups``: row -> group, shown
+    in ``order``, then any other), each group under its title and its row of highest AUROC on
+    these test texts marked (a description of this table, not a choice made in advance)."""
+    titles = list(dict.fromkeys([*[g for g in order if g in groups.values()], *groups.values()]))
+    ordered = {title: [name for name in results if groups.get(name) == title] for title in titles}
+    ordered[""] = [name for name in results if name not in groups]
+    names = [name for rows in ordered.values() for name in rows]
+    header, rows = _display_rows(metrics_table({name: results[name] for name in names}))
+    cells = dict(zip(names, rows))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(row):
+        return "  ".join(c.ljust(w) if h == "method" else c.rjust(w) for c, w, h in zip(row, widths, header)).rstrip()
+
+    out = [line(header), "  ".join("-" * w for w in widths)]
+    for title, members in ordered.items():
+        if not members:
+            continue
+        out.append(f"[{title or 'other'}]")
+        best = max(members, key=lambda name: results[name].auroc) if len(members) > 1 else None
+        out += [line(cells[name]) + (f"  {BEST_MARK}" if name == best else "") for name in members]
+    return "\n".join(out) + "\n"
+
+
+def with_note(table: str, labels=None, warnings=()) -> str:
+    """A rendered table followed by the footnote of its balanced-accuracy column and the
+    warnings of table_warnings."""
     notes = [TABLE_NOTE] if BALANCED_COLUMN in table else []
-    warning = sample_size_warning(labels) if labels is not None else None
-    notes += [warning] if warning else []
+    notes += table_warnings(labels, warnings)
     return "".join([table, *(f"\n{note}\n" for note in notes)])
 
 
@@ -245,11 +278,12 @@ def _check_inputs(texts, labels, scores: dict) -> None:
 
 
 def write_run(out_dir, *, config: dict, texts, labels, scores: dict[str, np.ndarray],
-              metrics: dict[str, Metrics], extra: dict | None = None) -> Path:
+              metrics: dict[str, Metrics], extra: dict | None = None, warnings=()) -> Path:
     """Write a complete run directory (created if needed) and return its path.
 
-    ``metrics.json`` is ``{"n_texts": N, "methods": {name: Metrics.to_dict()}}`` plus
-    ``"extra": extra`` when given (e.g. per-method info such as timings or settings).
+    ``metrics.json`` is ``{"n_texts": N, "methods": {name: Metrics.to_dict()}, "warnings": [...]}``
+    (table_warnings: too few test texts, and ``warnings``) plus ``"extra": extra`` when given
+    (e.g. per-method info such as timings or settings).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -261,11 +295,12 @@ def write_run(out_dir, *, config: dict, texts, labels, scores: dict[str, np.ndar
         frame[name] = np.asarray(values, dtype=float)
     frame.to_csv(out / "scores.csv", index=False)
     payload: dict = {"n_texts": len(texts), "methods": {k: m.to_dict() for k, m in metrics.items()}}
-    payload["warnings"] = [w for w in [sample_size_warning(labels)] if w]
+    payload["warnings"] = table_warnings(labels, warnings)
     if extra is not None:
         payload["extra"] = extra
     _write_json(out / "metrics.json", payload)
-    (out / "table.md").write_text(with_note(table_markdown(metrics_table(metrics)), labels), encoding="utf-8")
+    (out / "table.md").write_text(with_note(table_markdown(metrics_table(metrics)), labels, warnings),
+                                  encoding="utf-8")
     plot_roc(labels, scores, out / "roc.png")
     for stale in out.glob("hist_*.png"):  # a re-used folder: no plot of a method not in this run
         stale.unlink()

@@ -4,7 +4,7 @@ metrics -> run directory. This is what `mia-tuner scores` and the Python API cal
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -18,10 +18,12 @@ from .data.validation import drop_unscorable
 from .data.types import MembershipSet
 from .errors import MethodError
 from .methods import ScoringContext, StatsProvider, build_methods
+from .methods.base import FINE_TUNED_TARGET, GROUPS, method_group
 from .methods.neighbor import NEIGHBOR_TOPK
-from .metrics import compute_metrics
+from .metrics import compute_metrics, wrong_way_warning
 from .models import load_model
-from .reports import metrics_table, table_text, with_note, write_run
+from .references import fine_tuned_factories, fine_tuned_role
+from .reports import grouped_table_text, metrics_table, table_text, with_note, write_run
 from .scoring import process_shard, score_methods
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,14 @@ class RunResult:
     hygiene: dict
     split_report: dict
     data: MembershipSet | None = None  # the loaded set (its info counts skipped rows)
+    groups: dict[str, str] = field(default_factory=dict)  # row -> what a user needs for it (GROUPS)
+    warnings: list[str] = field(default_factory=list)  # printed under the table
+
+    def grouped_table(self) -> str:
+        """The table with its rows grouped by what a user needs for them (GROUPS), the best
+        row of each group marked, and the warnings under it."""
+        table = grouped_table_text(self.metrics, self.groups, GROUPS)
+        return with_note(table, self.test.labels, self.warnings)
 
     def split_summary(self) -> str:
         r = self.split_report
@@ -59,30 +69,65 @@ def open_cache(config: RunConfig):
     return ScoreCache(Path(config.cache_dir) / "scores.sqlite") if config.use_cache else NoCache()
 
 
-def reference_factory(config: RunConfig):
-    """Loads the reference model only when a method asks for it."""
+def reference_model(config: RunConfig) -> ModelConfig | None:
+    """The reference model's configuration: the target's device and precision, its own name."""
     name = config.methods.reference
-    if not name:
+    return replace(config.model, name=name, gguf_file=None) if name else None
+
+
+def reference_factory(config: RunConfig, full: bool = False):
+    """Loads the reference model only when a method asks for it (``full``: every pass keeps
+    the full token statistics, for methods that compare them token by token)."""
+    ref_model = reference_model(config)
+    if ref_model is None:
         return None
-    ref_model = replace(config.model, name=name, gguf_file=None)
     return lambda: StatsProvider(load_model(ref_model, cache_dir=config.cache_dir),
                                  batch_size=config.methods.batch_size,
-                                 max_tokens=config.methods.max_tokens, desc="reference")
+                                 max_tokens=config.methods.max_tokens, desc="reference", always_full=full)
 
 
-def select_methods(config: RunConfig):
-    """Build the methods; `all` leaves out those that need a reference model when none is given."""
-    names = config.methods.methods
-    methods = build_methods(names, config.methods)
+def same_tokenizer(config: RunConfig) -> bool | None:
+    """Whether the reference splits texts as the target does (None without a reference)."""
+    from .models.loading import tokenizers_match
+
+    ref_model = reference_model(config)
+    return None if ref_model is None else tokenizers_match(config.model, ref_model, config.cache_dir)
+
+
+def usable_methods(methods: list, config: RunConfig, explicit=(), defended: bool = False) -> list:
+    """``methods`` less those that cannot run here: without a reference those that need one,
+    with a reference of another tokenizer those that compare tokens with it, on a
+    ``defended`` model those that fine-tune the target (FSD fine-tunes the model as loaded from
+    its name, without the defence). A method named in ``explicit`` is an error instead
+    (MethodError); one that came with `all` is left out, with a warning."""
+    if defended and any(fine_tuned_role(m) == FINE_TUNED_TARGET for m in methods):
+        unusable = [m for m in methods if fine_tuned_role(m) == FINE_TUNED_TARGET]
+        why = "it fine-tunes the target, which cannot be done through a defence"
+        methods = _refuse_or_drop(methods, unusable, explicit, why)
     if not config.methods.reference:
-        named = [m.name for m in methods if m.needs_reference and m.name in names]
-        if named:
-            raise MethodError(f"`{named[0]}` needs a reference model: pass --reference MODEL")
-        skipped = [m.label for m in methods if m.needs_reference]
-        if skipped:
-            log.warning("skipping %s: no reference model given (--reference MODEL)", ", ".join(skipped))
-        methods = [m for m in methods if not m.needs_reference]
-    return methods
+        unusable, why = [m for m in methods if m.needs_reference], "no reference model given (--reference MODEL)"
+    elif any(m.needs_same_tokenizer for m in methods) and not same_tokenizer(config):
+        unusable = [m for m in methods if m.needs_same_tokenizer]
+        why = (f"the reference {config.methods.reference} splits texts into other tokens than the target "
+               f"{config.model.name}; they compare the two token by token (`ref` works with any reference)")
+    else:
+        return methods
+    return _refuse_or_drop(methods, unusable, explicit, why)
+
+
+def _refuse_or_drop(methods: list, unusable: list, explicit, why: str) -> list:
+    named = [m.name for m in unusable if m.name in explicit]
+    if named:
+        raise MethodError(f"`{named[0]}` cannot run: {why}")
+    if unusable:
+        log.warning("skipping %s: %s", ", ".join(m.label for m in unusable), why)
+    return [m for m in methods if m not in unusable]
+
+
+def select_methods(config: RunConfig, defended: bool = False):
+    """Build the methods; `all` leaves out those that cannot run (usable_methods)."""
+    names = config.methods.methods
+    return usable_methods(build_methods(names, config.methods), config, explicit=names, defended=defended)
 
 
 def checked_methods(config: RunConfig):
@@ -99,16 +144,23 @@ def score_split(config: RunConfig, loaded, split, methods, shard=None) -> tuple[
     target = StatsProvider(loaded, batch_size=config.methods.batch_size,
                            max_tokens=config.methods.max_tokens,
                            topk=NEIGHBOR_TOPK if needs_topk else 0, desc="target")
+    compares_tokens = any(m.needs_same_tokenizer or m.name == "fused+ref" for m in methods)
     ctx = ScoringContext(target=target, settings=config.methods,
-                         reference_factory=reference_factory(config),
+                         reference_factory=reference_factory(config, full=compares_tokens),
                          train_texts=split.train.texts, train_labels=split.train.labels,
-                         seed=config.split.seed)
+                         seed=config.split.seed, same_tokenizer=same_tokenizer(config) if compares_tokens else None)
+    ctx.factories = fine_tuned_factories(methods, ctx, split, config.model, reference_model(config), config.cache_dir)
     cache = open_cache(config)
     try:
         scores, info = score_methods(methods, list(split.test.texts), ctx, cache=cache,
                                      model_key=loaded.fingerprint, shard=shard)
     finally:
         cache.close()
+    fine_tuned = ctx.shared.get("fine_tuned", {})
+    for method in methods:  # how the fine-tuned model a method read was chosen
+        role = fine_tuned_role(method)
+        if role in fine_tuned and method.label in info:
+            info[method.label]["fine_tuned"] = fine_tuned[role]
     return scores, info, target
 
 
@@ -118,26 +170,49 @@ def _on_cpu(model: ModelConfig) -> bool:
     return model.device == "cpu" or not torch.cuda.is_available()
 
 
+def validation_aurocs(info: dict) -> dict[str, float]:
+    """The validation AUROC of each method that read a model chosen on validation texts."""
+    out = {}
+    for label, row in info.items():
+        chosen = (row.get("fine_tuned") or {}).get("chosen") or {}
+        if label in (chosen.get("validation_auroc") or {}):
+            out[label] = chosen["validation_auroc"][label]
+    return out
+
+
+def wrong_way_warnings(aurocs: dict[str, float]) -> list[str]:
+    """A warning for every learned detector that ranks its validation texts the wrong way."""
+    return [w for label, value in aurocs.items() if (w := wrong_way_warning(label, value))]
+
+
 def run_scores(config: RunConfig, *, data: MembershipSet | None = None, loaded=None,
-               learned: Callable[[EvaluationSplit], dict[str, np.ndarray]] | None = None) -> RunResult:
+               learned: Callable[[EvaluationSplit], tuple[dict, dict]] | None = None) -> RunResult:
     """Score the test part of the evaluation split with every method and write the run dir.
 
     ``learned(split)`` adds rows of detectors trained elsewhere on the same split (the demo's
-    MIA-Tuner): scores of ``split.test.texts``, computed after every method here has run on the
-    untouched model."""
+    MIA-Tuner): (scores of ``split.test.texts``, validation AUROC of each), computed after
+    every method here has run on the untouched model."""
     dataset = data if data is not None else load_membership_set(config.data)
     methods = checked_methods(config)
     # several processes: each scores its batches; made before the model is loaded, so that
     # "cuda" means this process's GPU (accelerate sets it)
     shard = process_shard(cpu=_on_cpu(config.model) if loaded is None else loaded.device.type == "cpu")
+    if loaded is not None and loaded.defence:
+        methods = select_methods(config, defended=True)
     loaded = loaded or load_model(config.model, cache_dir=config.cache_dir)
     # before any forward pass: texts the model cannot score are refused (or skipped), long ones announced
     dataset = drop_unscorable(dataset, loaded.tokenizer, max_tokens=config.methods.max_tokens or loaded.max_tokens)
     split = make_split(dataset, config.split, dedupe=config.data.dedupe)
     hygiene = hygiene_report(dataset, loaded.tokenizer)
     scores, info, target = score_split(config, loaded, split, methods, shard)
+    validation = validation_aurocs(info)
+    groups = {m.label: method_group(m) for m in methods}
     if learned is not None:
-        scores = {**learned(split), **scores}
+        learned_scores, learned_validation = learned(split)
+        scores = {**learned_scores, **scores}
+        validation.update(learned_validation)
+        groups.update({label: GROUPS[1] for label in learned_scores})  # trained on labelled texts
+    warnings = wrong_way_warnings(validation)
     labels = np.array(split.test.labels)
     metrics = {name: compute_metrics(labels, s) for name, s in scores.items()}
     extra = {"model": {"name": loaded.name, "fingerprint": loaded.fingerprint,
@@ -145,12 +220,13 @@ def run_scores(config: RunConfig, *, data: MembershipSet | None = None, loaded=N
              "data": {"name": dataset.name, **dataset.info}, "hygiene": hygiene,
              "split": split.report, "methods": info,
              "max_tokens": target.max_tokens,
-             "truncated_texts": target.count_too_long(list(split.test.texts))}
+             "truncated_texts": target.count_too_long(list(split.test.texts)),
+             "groups": groups, "validation_auroc": validation}
     out_dir = Path(config.out)
     if shard is None or shard.rank == 0:  # one process writes the run directory
         out_dir = write_run(config.out, config=config.to_dict(), texts=list(split.test.texts),
-                            labels=labels, scores=scores, metrics=metrics, extra=extra)
-    table = with_note(table_text(metrics_table(metrics)), labels)
+                            labels=labels, scores=scores, metrics=metrics, extra=extra, warnings=warnings)
+    table = with_note(table_text(metrics_table(metrics)), labels, warnings)
     return RunResult(out_dir=Path(out_dir), scores=scores, metrics=metrics, table=table,
                      test=split.test, train=split.train, hygiene=hygiene,
-                     split_report=split.report, data=dataset)
+                     split_report=split.report, data=dataset, groups=groups, warnings=warnings)

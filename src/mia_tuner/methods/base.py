@@ -17,15 +17,26 @@ from ..config import MethodConfig
 from ..errors import MethodError
 
 
+# The models a method may read besides the target, by role (ScoringContext.stats).
+REFERENCE = "reference"  # the reference model as given
+ADAPTED_REFERENCE = "reference:adapted"  # ... fine-tuned on the training part's non-members
+FINE_TUNED_TARGET = "target:fine-tuned"  # the target fine-tuned on them (FSD)
+
+
 @dataclass
 class ScoringContext:
-    """What methods may draw on: the target model's statistics, a reference model's, the
-    labelled training texts (for learned detectors) and the method settings."""
+    """What methods may draw on: the target model's statistics, a reference model's (and the
+    other models of ``factories``, by role), the labelled training texts (for learned
+    detectors) and the method settings."""
 
     target: object  # StatsProvider of the target model
     settings: MethodConfig = field(default_factory=MethodConfig)
     reference: object | None = None  # StatsProvider of the reference model, built lazily
     reference_factory: Callable[[], object] | None = None
+    # StatsProviders of the other roles (ADAPTED_REFERENCE, FINE_TUNED_TARGET), built lazily
+    factories: dict[str, Callable[[], object]] = field(default_factory=dict)
+    providers: dict[str, object] = field(default_factory=dict)
+    same_tokenizer: bool | None = None  # the reference's tokenizer is the target's (None: unknown)
     train_texts: tuple[str, ...] = ()
     train_labels: tuple[int, ...] = ()
     seed: int = 42
@@ -47,6 +58,17 @@ class ScoringContext:
             self.reference = self.reference_factory()
         return self.reference
 
+    def stats(self, role: str):
+        """The StatsProvider of the model in ``role`` (built on first use)."""
+        if role == REFERENCE:
+            return self.reference_stats()
+        if role not in self.providers:
+            if role not in self.factories:
+                raise MethodError(f"no {role} model in this run (it is built from a reference or target "
+                                  "model and the training part's non-members: --adapt-reference)")
+            self.providers[role] = self.factories[role]()
+        return self.providers[role]
+
 
 class Method(ABC):
     """A detection method: texts in, one score per text out (higher = more likely member)."""
@@ -60,6 +82,9 @@ class Method(ABC):
     uses_labels: ClassVar[bool] = False  # learns from the labelled training part
     fusable: ClassVar[bool] = False  # a score-based statistic that `fused` combines
     reads_scores: ClassVar[bool] = False  # combines other methods' scores (scored after them)
+    needs_same_tokenizer: ClassVar[bool] = False  # compares target and reference token by token
+    adaptable: ClassVar[bool] = False  # reads a reference that --adapt-reference can adapt
+    version: ClassVar[int] = 1  # bumped when a method's scores change for the same settings
 
     def __init__(self, settings: MethodConfig):
         self.settings = settings
@@ -85,6 +110,51 @@ class Method(ABC):
         if not np.all(np.isfinite(raw)):
             raise MethodError(f"{self.label}: {int((~np.isfinite(raw)).sum())} non-finite scores")
         return raw if self.higher_is_member else -raw
+
+
+class ReferenceMethod(Method):
+    """A method that reads a reference model: the one given, or (``adapted``) that reference
+    fine-tuned on the training part's non-members (label ``<name>:adapted``)."""
+
+    needs_reference = True
+    adaptable = True
+
+    def __init__(self, settings: MethodConfig, adapted: bool = False):
+        super().__init__(settings)
+        self.adapted = adapted
+
+    @property
+    def uses_labels(self) -> bool:  # the adapted reference learnt from labelled non-members
+        return self.adapted
+
+    @property
+    def reference_role(self) -> str:
+        return ADAPTED_REFERENCE if self.adapted else REFERENCE
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:adapted" if self.adapted else self.name
+
+    def reference(self, ctx: ScoringContext):
+        """The StatsProvider of the reference this method reads."""
+        return ctx.stats(self.reference_role)
+
+    def reference_settings(self, ctx: ScoringContext) -> dict:
+        """The reference's part of the cache settings (its weights identify it, adapted or not)."""
+        reference = self.reference(ctx)
+        return {"reference": reference.loaded.fingerprint, "reference_max_tokens": reference.max_tokens}
+
+
+# What a user must have for a method, as the demo's table groups its rows.
+GROUPS = ("no reference, no labels", "labelled texts", "a reference", "a reference and labelled texts",
+          "no model (the blind baseline)")
+
+
+def method_group(method: Method) -> str:
+    """The group of GROUPS a method's row belongs to (from its capabilities, not its name)."""
+    if not method.uses_model:
+        return GROUPS[4]
+    return GROUPS[(1 if method.uses_labels else 0) + (2 if method.needs_reference else 0)]
 
 
 METHODS: dict[str, type[Method]] = {}
@@ -114,4 +184,6 @@ def build_methods(names: list[str], settings: MethodConfig) -> list[Method]:
     for name in ("min-k%", "min-k%++"):
         if name in wanted:
             methods += [METHODS[name](settings, k=k) for k in settings.k_sweep if k != settings.k]
+    if settings.adapt_reference:  # each reference score again, on the adapted reference
+        methods += [METHODS[n](settings, adapted=True) for n in wanted if METHODS[n].adaptable]
     return methods

@@ -21,6 +21,7 @@ from sklearn.preprocessing import StandardScaler
 from ..errors import MethodError
 from .base import METHODS, Method, ScoringContext, register
 from .recall import prefix_shots
+from .reference_tokens import ErrorShare
 
 CV_FOLDS = 5
 REGULARISATION_GRID = np.logspace(-3, 3, 13)
@@ -44,7 +45,11 @@ class Fused(Method):
     def needs_topk(self) -> bool:  # when it reads `neighbor`
         return any(m.needs_topk for m in self._base)
 
-    def base_methods(self) -> list[Method]:
+    def base_methods(self, ctx: ScoringContext | None = None) -> list[Method]:
+        """The features; those that compare tokens with the reference only where its tokenizer
+        is the target's."""
+        if ctx is not None and ctx.same_tokenizer is False:
+            return [m for m in self._base if not m.needs_same_tokenizer]
         return self._base
 
     def _build_base_methods(self) -> list[Method]:
@@ -63,11 +68,13 @@ class Fused(Method):
                 methods += [cls(self.settings, k=k) for k in self.settings.fused_k]
             else:
                 methods.append(cls(self.settings))
+        if self.with_reference:  # with the token-level reference scores: how often the target errs
+            methods.append(ErrorShare(self.settings))
         return methods
 
     def training_texts(self, ctx: ScoringContext) -> tuple[list[str], np.ndarray]:
         """The training part, less the prefix shots when a labelled-prefix attack is a feature."""
-        reads_prefix = any(m.name in ("recall", "con-recall") for m in self.base_methods())
+        reads_prefix = any(m.name in ("recall", "con-recall") for m in self.base_methods(ctx))
         shots = {t for group in prefix_shots(ctx).values() for t in group} if reads_prefix else set()
         kept = [(t, y) for t, y in zip(ctx.train_texts, ctx.train_labels) if t not in shots]
         labels = np.array([y for _, y in kept])
@@ -79,13 +86,13 @@ class Fused(Method):
     def cache_settings(self, ctx: ScoringContext) -> dict:
         texts, labels = self.training_texts(ctx)
         payload = json.dumps([texts, labels.tolist(),
-                              [(m.label, m.cache_settings(ctx)) for m in self.base_methods()]],
+                              [(m.label, m.cache_settings(ctx)) for m in self.base_methods(ctx)]],
                              sort_keys=True, default=str)
         return {"fit": hashlib.sha256(payload.encode()).hexdigest()[:16], "seed": ctx.seed,
                 "classifier": f"standardised logreg, C by {CV_FOLDS}-fold CV AUROC"}
 
     def features(self, texts: list[str], ctx: ScoringContext) -> np.ndarray:
-        return np.column_stack([ctx.scores_of(m, texts) for m in self.base_methods()])
+        return np.column_stack([ctx.scores_of(m, texts) for m in self.base_methods(ctx)])
 
     def classifier(self, ctx: ScoringContext):
         key = (self.name, json.dumps(self.cache_settings(ctx), sort_keys=True))
@@ -108,8 +115,11 @@ class Fused(Method):
 
 @register
 class FusedRef(Fused):
-    """`fused` with Ref's score as one more feature (needs a reference model)."""
+    """`fused` with the reference scores as more features (needs a reference model): Ref and,
+    with a reference of the target's tokenizer, EZ, Ref-Min-K%, Ref-Min-K%++ and the share of
+    tokens the target gets wrong."""
 
     name = "fused+ref"
     needs_reference = True
     with_reference = True
+    version = 2  # 2: the token-level reference features

@@ -4,7 +4,7 @@ version (Lowercase) or under a reference model (Ref)."""
 from __future__ import annotations
 
 
-from .base import Method, ScoringContext, register
+from .base import Method, ReferenceMethod, ScoringContext, register
 
 
 @register
@@ -30,24 +30,18 @@ class Lowercase(Method):
 
 
 @register
-class Ref(Method):
+class Ref(ReferenceMethod):
     """Target NLL minus reference-model NLL of the text (Carlini et al.): lower for members."""
 
     name = "ref"
     higher_is_member = False
     fusable = True
-    needs_reference = True
 
     def cache_settings(self, ctx: ScoringContext) -> dict:
-        reference = ctx.reference_stats()
-        return {
-            "max_tokens": ctx.target.max_tokens,
-            "reference": reference.loaded.fingerprint,
-            "reference_max_tokens": reference.max_tokens,
-            "reference_reads": "scored-text",
-        }
+        return {"max_tokens": ctx.target.max_tokens, **self.reference_settings(ctx),
+                "reference_reads": "scored-text"}
 
     def raw_statistic(self, texts, ctx):
-        # the reference reads the text as the target scored it (their tokenizers differ)
+        # the reference reads the text as the target scored it (their tokenizers may differ)
         seen = ctx.target.seen_texts(texts)
-        return ctx.reference_stats().mean_logprobs(seen) - ctx.target.mean_logprobs(texts)
+        return self.reference(ctx).mean_logprobs(seen) - ctx.target.mean_logprobs(texts)

@@ -26,7 +26,9 @@ class TokenStats:
 
     ``logprobs[t]`` is log p(x_{t+1} | x_{<=t}); ``mean[t]`` and ``std[t]`` are the mean and
     standard deviation of log p(z | x_{<=t}) for z drawn from that same next-token distribution
-    (the Min-K%++ normalisers); ``topk[t]`` are the ids of the k most likely next tokens.
+    (the Min-K%++ normalisers); ``top1[t]`` is the id of the most likely next token (so
+    ``top1 != token_ids[1:]`` marks the positions the model gets wrong); ``topk[t]`` are the ids
+    of the k most likely next tokens.
     """
 
     token_ids: np.ndarray
@@ -35,6 +37,14 @@ class TokenStats:
     std: np.ndarray
     topk: np.ndarray | None = None
     truncated: bool = False
+    top1: np.ndarray | None = None
+
+    @property
+    def errors(self) -> np.ndarray:
+        """True where the model's most likely next token is not the text's (its errors)."""
+        if self.top1 is None:
+            raise ValueError("these statistics were computed without the most likely tokens (light pass)")
+        return self.top1 != self.token_ids[1:]
 
     @property
     def mean_logprob(self) -> float:
@@ -57,9 +67,10 @@ def stats_from_logits(logits: torch.Tensor, token_ids: torch.Tensor, topk: int =
     (log-softmax, the two moments, top-k) read the cache rather than main memory.
     """
     body, targets = logits[:-1], token_ids[1:]
-    parts: dict[str, list] = {"logprob": [], "mean": [], "std": [], "topk": []}
+    parts: dict[str, list] = {"logprob": [], "mean": [], "std": [], "topk": [], "top1": []}
     for rows in _chunks(body.shape[0], body.shape[-1]):
         log_probs = torch.log_softmax(body[rows].float(), dim=-1)
+        parts["top1"].append(log_probs.argmax(dim=-1))
         if topk:
             parts["topk"].append(log_probs.topk(topk, dim=-1).indices)
         probs = log_probs.exp()
@@ -75,6 +86,7 @@ def stats_from_logits(logits: torch.Tensor, token_ids: torch.Tensor, topk: int =
         mean=joined["mean"].astype(np.float64),
         std=joined["std"].astype(np.float64),
         topk=joined.get("topk"),
+        top1=joined["top1"],
     )
 
 
@@ -98,8 +110,11 @@ class StatsProvider:
     """
 
     def __init__(self, loaded, *, batch_size: int = 8, max_tokens: int | None = None,
-                 topk: int = 0, desc: str = "forward"):
+                 topk: int = 0, desc: str = "forward", always_full: bool = False):
         self.loaded = loaded
+        # every pass computes the full statistics (a reference whose tokens are compared one by
+        # one: a light pass first would mean a second forward pass later)
+        self.always_full = always_full
         self.batch_size = batch_size
         self.max_tokens = max_tokens or loaded.max_tokens
         self.topk = topk
@@ -118,6 +133,8 @@ class StatsProvider:
     def mean_logprobs(self, texts: list[str]) -> np.ndarray:
         """Mean token log-likelihood of each text; texts not yet seen get a lighter pass that
         skips the Min-K%++ moments and top-k (neighbours need nothing more)."""
+        if self.always_full:
+            return np.array([stats.mean_logprob for stats in self.get(texts)])
         known = lambda h: h in self._memo or h in self._mean_logprob  # noqa: E731
         missing = list(dict.fromkeys(t for t in texts if not known(text_hash(t))))
         if missing:

@@ -37,6 +37,7 @@ class LoadedModel:
     name: str
     fingerprint: str
     kind: str  # "aligned" (has a chat template) | "base"
+    defence: str | None = None  # the hash of a defence applied to the model (safeguards)
 
     @property
     def device(self) -> torch.device:
@@ -302,6 +303,37 @@ def _damaged_weights(source: _Source) -> str | None:
         except Exception as exc:  # noqa: BLE001 - SafetensorError and OSError alike
             return f"{file}: {' '.join(str(exc).split())}"
     return None
+
+
+def load_tokenizer_of(config: ModelConfig, cache_dir=None):
+    """The tokenizer of ``config.name`` alone (no weights loaded)."""
+    source, tried = resolve_source(config, cache_dir)
+    if source is None:
+        raise _fail(config.name, tried)
+    try:
+        return load_tokenizer(source.location, source.gguf_file, fast_path=source.offline,
+                              trust_remote_code=bool(config.trust_remote_code))
+    except ModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - reported with its cause
+        raise _fail(config.name, tried, f"loading its tokenizer: {type(exc).__name__}: {exc}") from exc
+
+
+_PROBE = "Membership inference, 2024: naïve café — ünïcode & digits 0123456789!"
+
+
+_MATCHES: dict[tuple, bool] = {}  # per process: a run asks several times
+
+
+def tokenizers_match(first: ModelConfig, second: ModelConfig, cache_dir=None) -> bool:
+    """Whether two models split every text into the same ids (same vocabulary, same special
+    tokens on a probe text): what token-by-token comparisons of their statistics need."""
+    key = (first.name, first.gguf_file, second.name, second.gguf_file, str(cache_dir))
+    if key not in _MATCHES:
+        a, b = load_tokenizer_of(first, cache_dir), load_tokenizer_of(second, cache_dir)
+        probe = [t(_PROBE, add_special_tokens=True)["input_ids"] for t in (a, b)]
+        _MATCHES[key] = probe[0] == probe[1] and a.get_vocab() == b.get_vocab()
+    return _MATCHES[key]
 
 
 def load_model(config: ModelConfig | str, cache_dir=None) -> LoadedModel:

@@ -153,7 +153,8 @@ def report_table(rows: list[dict], utility: Utility) -> str:
 def _score_attacks(run_config: RunConfig, loaded, split: EvaluationSplit, shard=None) -> dict:
     from mia_tuner.run import score_split, select_methods
 
-    scores, _, _ = score_split(run_config, loaded, split, select_methods(run_config), shard)
+    # the same attacks before and after: FSD, which fine-tunes the target, cannot run on the defended model
+    scores, _, _ = score_split(run_config, loaded, split, select_methods(run_config, defended=True), shard)
     return scores
 
 

@@ -92,10 +92,10 @@ def apply_defence(directory, loaded):
     check_defence_base(info, loaded)
     fingerprint = defended_fingerprint(info)
     if info["peft"] == "prompt":
-        return defended(loaded, _prompt(directory), fingerprint)
+        return replace(defended(loaded, _prompt(directory), fingerprint), defence=info["sha256"])
     merged = trained_model(directory, info, loaded).merge_and_unload()
     merged.eval()
-    return replace(loaded, model=merged, fingerprint=fingerprint)
+    return replace(loaded, model=merged, fingerprint=fingerprint, defence=info["sha256"])
 
 
 def _prompt(directory) -> torch.Tensor:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import DataConfig, ModelConfig, RunConfig, SplitConfig, default_cache_dir
+from ..config import DataConfig, ModelConfig, RunConfig, SplitConfig, default_cache_dir, method_settings
 from ..data.split import EvaluationSplit
 from ..reports import safe_filename
 from .config import DatasetEntry, SuiteConfig
@@ -170,18 +170,26 @@ class CellRun:
     def method_key(self, method) -> str:
         """The settings a method's scores depend on (conservatively: every method setting but
         the selection and batch size; the reference only for methods that read it)."""
+        from ..references import fine_tuned_role
+
         skip = {"methods", "batch_size"} | (set() if method.needs_reference else {"reference"})
-        settings = {k: v for k, v in vars(self.run_config().methods).items() if k not in skip}
-        return settings_key({"method": method.label, "settings": settings})
+        reads_fine_tuned = fine_tuned_role(method) is not None
+        settings = {k: v for k, v in method_settings(self.run_config().methods, reads_fine_tuned).items()
+                    if k not in skip}
+        key = {"method": method.label, "settings": settings}
+        if method.version > 1:  # its scores changed for the same settings (keys of version 1 kept)
+            key["version"] = method.version
+        return settings_key(key)
 
     def selected_methods(self) -> list:
-        """The suite's methods for this cell: without a reference model (none given, and the
-        set implies none) `ref` and `fused+ref` are left out of the cell, not an error."""
+        """The suite's methods for this cell: those that cannot run here (no reference model
+        given or implied by the set, or one of another tokenizer for the token-level reference
+        methods) are left out of the cell, not an error (run.usable_methods)."""
         from ..methods import build_methods
+        from ..run import usable_methods
 
-        settings = self.run_config().methods
-        methods = build_methods(settings.methods, settings)
-        return [m for m in methods if settings.reference or not m.needs_reference]
+        config = self.run_config()
+        return usable_methods(build_methods(config.methods.methods, config.methods), config)
 
     def score_methods(self) -> list[dict]:
         from ..run import score_split
@@ -232,7 +240,7 @@ class CellRun:
         config = guard.config(self.cell.seed)
         run_config = self.run_config()
         key = settings_key({"safeguard": guard.tag, "config": config.key_dict(),
-                            "methods": vars(run_config.methods)})
+                            "methods": method_settings(run_config.methods, fine_tuned=False)})
         column = f"defence:{guard.tag}"
         record = self.store.load(column, key)
         if record is not None:

@@ -60,22 +60,49 @@ class Table:
         return f"{self.dataset} — {self.train_per_class} training texts per class"
 
 
+def kind(name: str) -> str | None:
+    """What a column's method needs, from the registry's capabilities (never a list of names):
+    "free" (the model alone), "labelled" (labelled texts), "reference" (a reference model,
+    maybe adapted with labelled non-members), "tuner" (a MIA-Tuner variant), "blind" (no
+    model); None for a column the registry does not know."""
+    from ..methods.base import METHODS
+
+    if name.startswith("mia-tuner"):
+        return "tuner"
+    cls = METHODS.get(name.split(":")[0])
+    if cls is None:
+        return None
+    if not cls.uses_model:
+        return "blind"
+    if cls.uses_labels is True:  # a learned detector (`fused+ref` too); adapted references below
+        return "labelled"
+    return "reference" if cls.needs_reference else "free"
+
+
+def reads_reference(name: str) -> bool:
+    from ..methods.base import METHODS
+
+    cls = METHODS.get(name.split(":")[0])
+    return cls is not None and cls.needs_reference
+
+
+COLUMN_RANK = {"free": 0, "reference": 1, "labelled": 2, "tuner": 3, None: 4, "blind": 5}
+
+
 def column_order(methods) -> list[str]:
-    """Score-based methods first (as recorded), then labelled ones, MIA-Tuner, blind last."""
-    labelled = ("recall", "con-recall", "fused", "fused+ref")
-    rank = {name: i for i, name in enumerate(labelled)}
+    """Score-based methods first, then reference ones (the adapted after the others), those
+    that learn from labels, MIA-Tuner, blind last; in the registry's order within each, then
+    as recorded."""
+    from ..methods.base import METHODS
+
+    registry = list(METHODS)
+    seen = list(dict.fromkeys(methods))
 
     def key(name: str):
-        if name == BLIND:
-            return (3, 0, name)
-        if name.startswith("mia-tuner"):
-            return (2, 0, name)
-        if name in rank:
-            return (1, rank[name], name)
-        return (0, 0, "")
-
-    seen = list(dict.fromkeys(methods))
-    return sorted(seen, key=lambda n: (key(n), seen.index(n)))
+        base = name.split(":")[0]
+        return (COLUMN_RANK[kind(name)], name.endswith(":adapted"),
+                registry.index(base) if base in registry else len(registry), seen.index(name))
+    return sorted(seen, key=key)
 
 
 def _cells(records: list[dict]) -> dict[str, dict]:
@@ -186,19 +213,18 @@ def safeguard_rows(records: list[dict]) -> list[dict]:
     return out
 
 
-REFERENCE_FREE = ("loss", "zlib", "min-k%", "min-k%++", "lowercase", "neighbor")
-LABELLED = ("recall", "con-recall", "fused", "fused+ref")
-
-
 def _comparisons(row: dict[str, Entry]) -> list[tuple[str, str]]:
-    """(a, b) pairs a reader asks about: each detector that uses labelled texts against the best
-    reference-free score-based method of the row (picked on these texts: favours the baseline),
-    and each MIA-Tuner variant against `fused`."""
-    scored = [m for m in row if m in REFERENCE_FREE or m.startswith("min-k%")]
+    """(a, b) pairs a reader asks about: each detector that uses labelled texts or a reference
+    against the best reference-free score-based method of the row (picked on these texts:
+    favours the baseline), each reference method against `ref`, and each MIA-Tuner variant
+    against `fused`."""
+    scored = [m for m in row if kind(m) == "free"]
     pairs = []
     if scored:
         best = max(scored, key=lambda m: row[m].auroc)
-        pairs += [(m, best) for m in row if m in LABELLED or m.startswith("mia-tuner")]
+        pairs += [(m, best) for m in row if kind(m) in ("labelled", "tuner", "reference")]
+    if "ref" in row:
+        pairs += [(m, "ref") for m in row if reads_reference(m) and m != "ref"]
     if "fused" in row:
         pairs += [(m, "fused") for m in row if m.startswith("mia-tuner")]
     return pairs

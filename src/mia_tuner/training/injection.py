@@ -50,12 +50,15 @@ class _Progress:
 
 
 def continue_pretraining(model, tokenizer, texts: list[str], config: InjectionConfig, *,
-                         checkpoint: Checkpoint | None = None, checkpoint_every: float = 60.0) -> dict:
+                         checkpoint: Checkpoint | None = None, checkpoint_every: float = 60.0,
+                         on_epoch=None, desc: str = "inject members") -> dict:
     """Train ``model`` in place on ``texts`` with the causal-LM loss; returns a training log.
 
     Batches are drawn as a shuffled DataLoader draws them (seeded). With a ``checkpoint`` the
     whole training state is saved every ``checkpoint_every`` seconds and at every epoch's end,
     and a saved state of the same run is resumed (the batches done are skipped, not redone).
+    ``on_epoch(epoch, model)`` runs after every epoch (1-based; the model in eval mode, a LoRA
+    adapter not merged yet), before that epoch's state is saved.
     """
     set_seed(config.seed)
     accelerator = Accelerator()
@@ -76,7 +79,7 @@ def continue_pretraining(model, tokenizer, texts: list[str], config: InjectionCo
     if saved is not None:
         _restore(saved, state, accelerator.unwrap_model(trained), optimizer, scheduler)
     started = time.perf_counter()
-    progress = tqdm(total=total_steps, initial=len(state.history), desc="inject members", unit="step")
+    progress = tqdm(total=total_steps, initial=len(state.history), desc=desc, unit="step")
 
     def save() -> None:
         if checkpoint is not None and accelerator.is_main_process:
@@ -105,6 +108,11 @@ def continue_pretraining(model, tokenizer, texts: list[str], config: InjectionCo
                     save()
             state.epoch, state.step = state.epoch + 1, 0
             state.generator_at_epoch_start = generator.get_state()
+            if on_epoch is not None:
+                unwrapped = accelerator.unwrap_model(trained)
+                unwrapped.eval()
+                on_epoch(state.epoch, unwrapped)
+                unwrapped.train()
             if state.epoch < config.epochs:
                 save()
     except KeyboardInterrupt:

@@ -23,7 +23,7 @@ from mia_tuner.data.types import MembershipSet
 from mia_tuner.data.validation import drop_unscorable
 from mia_tuner.errors import Interrupted
 from mia_tuner.integrity import content_sha256
-from mia_tuner.metrics import compute_metrics
+from mia_tuner.metrics import compute_metrics, wrong_way_warning
 from mia_tuner.reports import metrics_table, table_text, with_note, write_run
 from mia_tuner.training.checkpoint import Checkpoint
 from mia_tuner.training.trainer import TrainHistory, Trainer, TrainerConfig
@@ -77,7 +77,7 @@ def score_baselines(run_config: RunConfig, loaded, split: EvaluationSplit) -> tu
     """Every selected score-based method (and blind) on the test part, via run.score_split."""
     from mia_tuner.run import score_split, select_methods
 
-    scores, info, _ = score_split(run_config, loaded, split, select_methods(run_config))
+    scores, info, _ = score_split(run_config, loaded, split, select_methods(run_config, bool(loaded.defence)))
     return scores, info
 
 
@@ -168,6 +168,7 @@ def train_detector(loaded, data: MembershipSet, config: TunerConfig | None = Non
     scores = {ROW: test_scores, **scores}
     labels = np.array(split.test.labels)
     metrics = {name: compute_metrics(labels, s) for name, s in scores.items()}
+    warnings = [w for w in [wrong_way_warning(ROW, tuner_metrics.get("validation", {}).get("auroc"))] if w]
     if accelerator.is_main_process:
         save_detector(detector_dir, model, pipeline, loaded, config, threshold=threshold,
                       metrics=tuner_metrics, history=history.summary(),
@@ -181,10 +182,10 @@ def train_detector(loaded, data: MembershipSet, config: TunerConfig | None = Non
                  "detector": str(detector_dir), "threshold": threshold}
         write_run(out_dir, config={"tuner": config.to_dict(), "run": run_config.to_dict()},
                   texts=list(split.test.texts), labels=labels, scores=scores, metrics=metrics,
-                  extra=extra)
+                  extra=extra, warnings=warnings)
         detector.info = read_detector_info(detector_dir)
     accelerator.wait_for_everyone()
     return TrainResult(out_dir=out_dir, detector_dir=detector_dir, detector=detector,
                        history=history, scores=scores, metrics=metrics,
-                       table=with_note(table_text(metrics_table(metrics)), labels), split=split,
+                       table=with_note(table_text(metrics_table(metrics)), labels, warnings), split=split,
                        validation=validation, train_seconds=history.seconds)
