@@ -23,7 +23,7 @@ from pathlib import Path
 from mia_tuner.metrics import compute_metrics
 from mia_tuner.config import default_cache_dir
 from mia_tuner.demo import DEMO_SPLIT
-from mia_tuner.suite import run_suite, suite_from_dict
+from mia_tuner.suite import load_suite, run_suite, suite_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -87,8 +87,8 @@ def rows_of(records: list[dict]) -> list[dict]:
             continue
         cell = cells[r["cell_key"]]
         m = compute_metrics(cell["labels"], r["scores"]).to_dict()
-        rows.append(metric_row(r["model"], cell["set"]["dataset"], cell["set"]["split"], r["method"], m,
-                               r.get("seconds")))
+        names = cell["set"] or {"dataset": cell["dataset"], "split": ""}  # a file or hub set: its path
+        rows.append(metric_row(r["model"], names["dataset"], names["split"], r["method"], m, r.get("seconds")))
     return rows
 
 
@@ -100,8 +100,9 @@ def column_order(group: tuple[str, str]) -> tuple:
     return (rank, int(digits) if digits and "debiased" not in split else 0, split)
 
 
-def markdown() -> str:
-    records = json.loads(RESULTS.read_text())
+def markdown(records: list[dict] | None = None) -> str:
+    """The tables of detection.json rows (default: the file's), a column per set, a row per method."""
+    records = json.loads(RESULTS.read_text()) if records is None else records
     lines = []
     for model in dict.fromkeys(r["model"] for r in records):
         groups = sorted(dict.fromkeys((r["dataset"], r["split"]) for r in records if r["model"] == model),
@@ -139,9 +140,16 @@ def main():
     parser.add_argument("--controlled", action="store_true", help="only the controlled set")
     parser.add_argument("--markdown", action="store_true", help="print tables from the JSON")
     parser.add_argument("--cache-dir", default=str(default_cache_dir()))
+    parser.add_argument("--suite", help="a suite file whose run (--run) to read into detection.json")
+    parser.add_argument("--run", help="the run directory of --suite (read only: nothing is computed)")
     args = parser.parse_args()
     if args.markdown:
         print(markdown())
+        return
+    if args.suite:  # the records of a suite run elsewhere (bench/suites/*.yaml), merged as they are
+        run = run_suite(load_suite(args.suite), args.run, cache_dir=args.cache_dir, data_root=DATA, compute=False)
+        merge(rows_of(run.records))
+        print(f"{len(rows_of(run.records))} rows of {args.run} merged into {RESULTS.relative_to(ROOT)}")
         return
     suite = suite_from_dict(detection_suite(args.models, args.sets, args.controlled))
     run = run_suite(suite, RUNS, cache_dir=args.cache_dir, data_root=DATA)

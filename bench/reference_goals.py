@@ -102,7 +102,8 @@ def costs_of(records: list[dict]) -> list[dict]:
         if not card or (r["model"], r["dataset"], card["role"]) in seen:
             continue
         seen.add((r["model"], r["dataset"], card["role"]))
-        out.append({"model": r["model"], "dataset": r["dataset"], "role": card["role"], "base": card["base"],
+        base = card["base"] if card["role"] == "reference:adapted" else "the target"
+        out.append({"model": r["model"], "dataset": r["dataset"], "role": card["role"], "base": base,
                     "seconds": card["seconds"], "peak_rss_mb": card.get("peak_rss_mb"),
                     "n_trained_on": card["n_trained_on"], "n_validation": card["n_validation"],
                     "candidates": len(card["candidates"]), "chosen": card["description"]})
@@ -113,7 +114,7 @@ def fmt(g: dict) -> str:
     interval = f"{g['difference']:+.3f} [{g['low']:+.3f}, {g['high']:+.3f}] vs {g['against']}"
     target = f"{g['target_auroc']:.3f}" if "target_auroc" in g else "> ref"
     if "target_tpr" in g:
-        target += f"; TPR ≥ {g['target_tpr']:.3f}"
+        target += f"; TPR ≥ {g['target_tpr']:.3f}" + (" (unreachable)" if g["target_tpr"] > 1 else "")
     return (f"| {g['model']} | {g['goal'].split(':')[0]} | `{g['method']}` | {g['auroc']:.3f} "
             f"[{g['auroc_low']:.3f}, {g['auroc_high']:.3f}] | {g['tpr_at_1_fpr']:.3f} | {interval} | {target} | "
             f"{'met' if g['met'] else '**missed**'} |")

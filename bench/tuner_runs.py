@@ -33,6 +33,7 @@ from detection import DATA, REFERENCE, ROOT, merge, rows_of
 from mia_tuner.cli_fields import add_dataclass_options, values_from_args
 from mia_tuner.config import default_cache_dir
 from mia_tuner.demo import DEMO_SPLIT
+from mia_tuner.suite.tables import kind
 from mia_tuner.metrics import compute_metrics, paired_auroc_difference
 from mia_tuner.suite import run_suite, suite_from_dict
 from mia_tuner.tuner.config import PRESETS, TunerConfig
@@ -42,7 +43,6 @@ CURVES = ROOT / "bench" / "results" / "learning_curves.json"
 SUITE_DIR = ROOT / "runs" / "bench" / "suites" / "tuner-runs"
 LARGE_TEST = 200  # test texts per class on the large controlled sets
 TUNER = "tuner_"  # dests of the options generated from TunerConfig
-REFERENCE_FREE = ("loss", "zlib", "min-k%", "min-k%++", "lowercase", "neighbor", "recall", "con-recall")
 
 
 def dataset_entry(spec: str) -> dict:
@@ -68,8 +68,9 @@ def tuner_suite(args, settings: dict) -> dict:
 
 def paired(labels, scores: dict, column: str) -> dict:
     """The variant minus `fused` and minus the best reference-free score-based method (picked on
-    these test texts, which favours the baseline), with paired bootstrap 95% intervals."""
-    aurocs = {m: compute_metrics(labels, s, n_bootstrap=0).auroc for m, s in scores.items() if m in REFERENCE_FREE}
+    these test texts, which favours the baseline; the suite report's rule, from the registry's
+    capabilities), with paired bootstrap 95% intervals."""
+    aurocs = {m: compute_metrics(labels, s, n_bootstrap=0).auroc for m, s in scores.items() if kind(m) == "free"}
     against = [m for m in ("fused",) if m in scores] + ([max(aurocs, key=aurocs.get)] if aurocs else [])
     return {m: {k: round(v, 4) if isinstance(v, float) else v
                 for k, v in paired_auroc_difference(labels, scores[column], scores[m]).items()}

@@ -222,14 +222,6 @@ def _evaluator(methods, ctx: ScoringContext, validation: MembershipSet, role: st
     return evaluate
 
 
-def fine_tuned_role(method) -> str | None:
-    """The role of the fine-tuned model ``method`` reads (None: it reads none)."""
-    if method.name == "fsd":
-        return FINE_TUNED_TARGET
-    role = getattr(method, "reference_role", None)
-    return role if role == ADAPTED_REFERENCE else None
-
-
 def summary(card: dict) -> dict:
     """A card without its file records, with its one-line description."""
     return {"description": describe(card), **{k: v for k, v in card.items() if k != "files"}}
@@ -247,7 +239,7 @@ def fine_tuned_factories(methods, ctx: ScoringContext, split: EvaluationSplit, t
              FINE_TUNED_TARGET: lambda: replace(ctx.target.loaded, model=copy.deepcopy(ctx.target.loaded.model))}
     factories = {}
     for role, base in bases.items():
-        readers = [m for m in methods if fine_tuned_role(m) == role]
+        readers = [m for m in methods if m.fine_tuned_role == role]
         if not readers or base is None:
             continue
 

@@ -22,7 +22,7 @@ from .methods.base import FINE_TUNED_TARGET, GROUPS, method_group
 from .methods.neighbor import NEIGHBOR_TOPK
 from .metrics import compute_metrics, wrong_way_warning
 from .models import load_model
-from .references import fine_tuned_factories, fine_tuned_role
+from .references import fine_tuned_factories
 from .reports import grouped_table_text, metrics_table, table_text, with_note, write_run
 from .scoring import process_shard, score_methods
 
@@ -97,11 +97,11 @@ def same_tokenizer(config: RunConfig) -> bool | None:
 def usable_methods(methods: list, config: RunConfig, explicit=(), defended: bool = False) -> list:
     """``methods`` less those that cannot run here: without a reference those that need one,
     with a reference of another tokenizer those that compare tokens with it, on a
-    ``defended`` model those that fine-tune the target (FSD fine-tunes the model as loaded from
-    its name, without the defence). A method named in ``explicit`` is an error instead
+    ``defended`` model those that fine-tune the target (a copy of a model behind a defence cannot
+    be trained). A method named in ``explicit`` is an error instead
     (MethodError); one that came with `all` is left out, with a warning."""
-    if defended and any(fine_tuned_role(m) == FINE_TUNED_TARGET for m in methods):
-        unusable = [m for m in methods if fine_tuned_role(m) == FINE_TUNED_TARGET]
+    if defended and any(m.fine_tuned_role == FINE_TUNED_TARGET for m in methods):
+        unusable = [m for m in methods if m.fine_tuned_role == FINE_TUNED_TARGET]
         why = "it fine-tunes the target, which cannot be done through a defence"
         methods = _refuse_or_drop(methods, unusable, explicit, why)
     if not config.methods.reference:
@@ -144,7 +144,7 @@ def score_split(config: RunConfig, loaded, split, methods, shard=None) -> tuple[
     target = StatsProvider(loaded, batch_size=config.methods.batch_size,
                            max_tokens=config.methods.max_tokens,
                            topk=NEIGHBOR_TOPK if needs_topk else 0, desc="target")
-    compares_tokens = any(m.needs_same_tokenizer or m.name == "fused+ref" for m in methods)
+    compares_tokens = any(m.reads_reference_tokens for m in methods)
     ctx = ScoringContext(target=target, settings=config.methods,
                          reference_factory=reference_factory(config, full=compares_tokens),
                          train_texts=split.train.texts, train_labels=split.train.labels,
@@ -158,7 +158,7 @@ def score_split(config: RunConfig, loaded, split, methods, shard=None) -> tuple[
         cache.close()
     fine_tuned = ctx.shared.get("fine_tuned", {})
     for method in methods:  # how the fine-tuned model a method read was chosen
-        role = fine_tuned_role(method)
+        role = method.fine_tuned_role
         if role in fine_tuned and method.label in info:
             info[method.label]["fine_tuned"] = fine_tuned[role]
     return scores, info, target

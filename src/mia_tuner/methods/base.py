@@ -83,7 +83,11 @@ class Method(ABC):
     fusable: ClassVar[bool] = False  # a score-based statistic that `fused` combines
     reads_scores: ClassVar[bool] = False  # combines other methods' scores (scored after them)
     needs_same_tokenizer: ClassVar[bool] = False  # compares target and reference token by token
+    reads_reference_tokens: ClassVar[bool] = False  # needs the reference's token statistics, if any
     adaptable: ClassVar[bool] = False  # reads a reference that --adapt-reference can adapt
+    sweeps_k: ClassVar[bool] = False  # a lowest-k statistic: --k-sweep and `fused` add rows for more k
+    reads_prefix: ClassVar[bool] = False  # conditions on training texts (the ReCaLL shots)
+    fine_tuned_role: ClassVar[str | None] = None  # the role of a model fine-tuned on non-members it reads
     version: ClassVar[int] = 1  # bumped when a method's scores change for the same settings
 
     def __init__(self, settings: MethodConfig):
@@ -130,6 +134,10 @@ class ReferenceMethod(Method):
     @property
     def reference_role(self) -> str:
         return ADAPTED_REFERENCE if self.adapted else REFERENCE
+
+    @property
+    def fine_tuned_role(self) -> str | None:
+        return ADAPTED_REFERENCE if self.adapted else None
 
     @property
     def label(self) -> str:
@@ -181,8 +189,8 @@ def build_methods(names: list[str], settings: MethodConfig) -> list[Method]:
     if unknown:
         raise MethodError(f"unknown method(s) {unknown}; available: {', '.join(METHODS)}")
     methods = [METHODS[n](settings) for n in wanted]
-    for name in ("min-k%", "min-k%++"):
-        if name in wanted:
+    for name in wanted:
+        if METHODS[name].sweeps_k:
             methods += [METHODS[name](settings, k=k) for k in settings.k_sweep if k != settings.k]
     if settings.adapt_reference:  # each reference score again, on the adapted reference
         methods += [METHODS[n](settings, adapted=True) for n in wanted if METHODS[n].adaptable]

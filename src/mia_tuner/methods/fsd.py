@@ -20,6 +20,7 @@ class FSD(Method):
     name = "fsd"
     higher_is_member = False
     uses_labels = True
+    fine_tuned_role = FINE_TUNED_TARGET
 
     def cache_settings(self, ctx: ScoringContext) -> dict:
         return {"max_tokens": ctx.target.max_tokens, "fine_tuned": ctx.stats(FINE_TUNED_TARGET).loaded.fingerprint}

@@ -64,7 +64,7 @@ class Fused(Method):
                 continue
             if chosen and cls.name not in chosen and not cls.needs_reference:
                 continue
-            if cls.name in ("min-k%", "min-k%++"):
+            if cls.sweeps_k:
                 methods += [cls(self.settings, k=k) for k in self.settings.fused_k]
             else:
                 methods.append(cls(self.settings))
@@ -74,7 +74,7 @@ class Fused(Method):
 
     def training_texts(self, ctx: ScoringContext) -> tuple[list[str], np.ndarray]:
         """The training part, less the prefix shots when a labelled-prefix attack is a feature."""
-        reads_prefix = any(m.name in ("recall", "con-recall") for m in self.base_methods(ctx))
+        reads_prefix = any(m.reads_prefix for m in self.base_methods(ctx))
         shots = {t for group in prefix_shots(ctx).values() for t in group} if reads_prefix else set()
         kept = [(t, y) for t, y in zip(ctx.train_texts, ctx.train_labels) if t not in shots]
         labels = np.array([y for _, y in kept])
@@ -122,4 +122,5 @@ class FusedRef(Fused):
     name = "fused+ref"
     needs_reference = True
     with_reference = True
+    reads_reference_tokens = True
     version = 2  # 2: the token-level reference features

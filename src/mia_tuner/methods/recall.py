@@ -151,6 +151,7 @@ def shots_hash(shots: list[str]) -> str:
 class _PrefixMethod(Method):
     uses_labels = True
     fusable = True
+    reads_prefix = True
     higher_is_member = True
 
     def cache_settings(self, ctx: ScoringContext) -> dict:

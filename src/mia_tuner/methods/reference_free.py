@@ -76,6 +76,7 @@ class Zlib(StatsMethod):
 
 class _LowestK(StatsMethod):
     higher_is_member = True
+    sweeps_k = True
 
     def __init__(self, settings, k: float | None = None):
         super().__init__(settings)

@@ -58,6 +58,7 @@ class TokenReferenceMethod(ReferenceMethod):
 
     fusable = True
     needs_same_tokenizer = True
+    reads_reference_tokens = True
     higher_is_member = True  # members: the target raised their tokens above the reference
 
     def cache_settings(self, ctx: ScoringContext) -> dict:

@@ -104,7 +104,7 @@ def _prompt(directory) -> torch.Tensor:
 
 def trained_model(directory, info: dict, loaded):
     """The defence of a checked ``directory`` on ``loaded.model`` as it was trained: a
-    ``DefendedModel``, or a peft model with the LoRA adapter unmerged (``objective.undefended``
+    ``DefendedModel``, or a peft model with the LoRA adapter unmerged (``defended.undefended``
     can switch either off)."""
     if info["peft"] == "prompt":
         return DefendedModel(loaded.model, _prompt(directory)).eval()

@@ -36,12 +36,13 @@ class DefenceConfig:
     num_virtual_tokens: int = field(default=20, metadata={"help": "length of the defensive prompt"})
     init_text: str = field(default="\n\n", metadata={"help": "the defensive prompt starts as this "
                            "text's embeddings, tiled"})
-    lora_rank: int = 8
-    learning_rate: float = 1e-2
-    epochs: int = 3
-    batch_per_class: int = 8
-    seed: int = 42
-    weight_decay: float = 0.0
+    lora_rank: int = field(default=8, metadata={"help": "rank of the LoRA defence (--peft lora)"})
+    learning_rate: float = field(default=1e-2, metadata={"help": "AdamW learning rate of the defence"})
+    epochs: int = field(default=3, metadata={"help": "epochs of the defence's training"})
+    batch_per_class: int = field(default=8, metadata={"help": "members (= non-members) per training batch"})
+    seed: int = field(default=42, metadata={"help": "seed of the defence's data order and of the "
+                      "defender / attacker parts"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     member_term: str = field(default="contrastive", metadata={"help": "the term that hides members' "
                              "losses: contrastive, the paper's |L_ctr - L_chance|; shift, each member's "
                              "loss raised by the members' measured advantage (docs/safeguards.md)"})
@@ -51,10 +52,13 @@ class DefenceConfig:
                                  "close to the original on non-member text (0: the paper's loss)"})
     answer_weight: float = field(default=1.0, metadata={"help": "weight of the membership-answer term "
                                  "(against mia-tuner)"})
-    temperature: float = 1.0
-    distance_scale: float = 10.0  # for per-text losses (nats), as MIA-Tuner's base pipeline
-    answer_distance_scale: float = 1.0  # for Yes − No logit margins
-    system_prompt: str | None = None  # of the membership question (against mia-tuner)
+    temperature: float = field(default=1.0, metadata={"help": "temperature of the contrastive similarities"})
+    distance_scale: float = field(default=10.0, metadata={"help": "scale of the distances between per-text "
+                                  "losses (nats) in the similarities, as MIA-Tuner's base pipeline"})
+    answer_distance_scale: float = field(default=1.0, metadata={"help": "scale of the distances between "
+                                         "Yes - No logit margins (against mia-tuner)"})
+    system_prompt: str | None = field(default=None, metadata={"help": "system prompt of the membership "
+                                      "question (against mia-tuner)"})
     # data: the defender's labelled texts, disjoint from the attacker's and from the test texts
     train_per_class: int = field(default=100, metadata={"help": "the defender's labelled texts per class"})
     validation_per_class: int = field(default=20, metadata={"help": "the defender's validation texts per "
@@ -67,8 +71,8 @@ class DefenceConfig:
                                         "class (what fused and MIA-Tuner learn from), disjoint from the defender's"})
     attack_epochs: int = field(default=2, metadata={"help": "epochs of the attacker's MIA-Tuner (against "
                                "mia-tuner: before the defence and, adaptive, against it)"})
-    max_tokens: int = 256
-    batch_size: int = 8  # scoring batch size
+    max_tokens: int = field(default=256, metadata={"help": "tokens of a text the defence trains on"})
+    batch_size: int = field(default=8, metadata={"help": "texts per scoring batch"})
 
     def __post_init__(self) -> None:
         if self.against not in AGAINST:

@@ -13,6 +13,8 @@ adapter can be put on top of it (an attacker's own soft prompt or LoRA, as MIA-T
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from dataclasses import replace
 
 import torch
@@ -96,6 +98,18 @@ class DefendedModel(nn.Module):
     def _with_prompt_mask(self, attention_mask: torch.Tensor) -> torch.Tensor:
         ones = attention_mask.new_ones(attention_mask.shape[0], self.n_virtual)
         return torch.cat([ones, attention_mask], dim=1)
+
+
+@contextmanager
+def undefended(model):
+    """The model without its defence inside the block: the wrapped model of a defensive prompt,
+    or a LoRA model with its adapter disabled."""
+    model = getattr(model, "module", model)  # under DDP
+    if isinstance(model, DefendedModel):
+        yield model.model
+    else:
+        with model.disable_adapter():
+            yield model
 
 
 def defended(loaded, prompt: torch.Tensor, fingerprint: str):

@@ -22,7 +22,6 @@ of the defended model); the original model runs once on the non-members, without
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -33,24 +32,13 @@ from mia_tuner.tuner.config import TunerConfig
 from mia_tuner.tuner.peft_setup import forward_logits
 from mia_tuner.tuner.pipelines import AlignedPipeline, BasePipeline, mean_nll_from_hidden, model_device
 from mia_tuner.safeguards.config import DefenceConfig
-from mia_tuner.safeguards.defended import DefendedModel
+from mia_tuner.safeguards.defended import undefended
+from mia_tuner.safeguards.utility import perplexity_and_kl
 
 
 def _gathered(sync, local: torch.Tensor) -> torch.Tensor:
     """The whole batch's values (only this process's slice carries a gradient)."""
     return local if sync is None else sync.gather(local)
-
-
-@contextmanager
-def undefended(model):
-    """The model without its defence inside the block: the wrapped model of a defensive prompt,
-    or a LoRA model with its adapter disabled."""
-    model = getattr(model, "module", model)  # under DDP
-    if isinstance(model, DefendedModel):
-        yield model.model
-    else:
-        with model.disable_adapter():
-            yield model
 
 
 def answers_membership_question(tokenizer) -> bool:
@@ -171,7 +159,6 @@ class DefencePipeline(BasePipeline):
     def mean_kl(self, model, texts: list[str]) -> float:
         """Mean KL(original ‖ defended) per next-token position over ``texts`` (the utility
         report's measure, on texts the defence did not train on: checkpoint selection's check)."""
-        from mia_tuner.safeguards.utility import perplexity_and_kl  # it imports this module
 
         was_training = model.training
         model.eval()

@@ -70,7 +70,7 @@ def _validation_kl_hook(pipeline: DefencePipeline, validation: MembershipSet | N
 def train_defence(loaded, train: MembershipSet, validation: MembershipSet | None, config: DefenceConfig,
                   out_dir, *, accelerator: Accelerator | None = None, resume: bool = True):
     """Train the defence on ``train`` (members and non-members), save it to ``out_dir`` and
-    return (the trained model, whose defence ``objective.undefended`` can switch off;
+    return (the trained model, whose defence ``defended.undefended`` can switch off;
     the TrainHistory). A LoRA defence stays unmerged here: ``apply_defence`` merges it."""
     out = Path(out_dir)
     pipeline = DefencePipeline(loaded.tokenizer, config)

@@ -27,7 +27,7 @@ from mia_tuner.models.batching import pad_batch
 from mia_tuner.training import chunked
 from mia_tuner.tuner.pipelines import mean_nll_from_hidden
 from mia_tuner.tuner.peft_setup import forward_logits
-from mia_tuner.safeguards.objective import undefended
+from mia_tuner.safeguards.defended import undefended
 
 ANSWER_TOKENS = 24  # greedy tokens compared per ordinary prompt
 

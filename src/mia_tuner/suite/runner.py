@@ -170,10 +170,8 @@ class CellRun:
     def method_key(self, method) -> str:
         """The settings a method's scores depend on (conservatively: every method setting but
         the selection and batch size; the reference only for methods that read it)."""
-        from ..references import fine_tuned_role
-
         skip = {"methods", "batch_size"} | (set() if method.needs_reference else {"reference"})
-        reads_fine_tuned = fine_tuned_role(method) is not None
+        reads_fine_tuned = method.fine_tuned_role is not None
         settings = {k: v for k, v in method_settings(self.run_config().methods, reads_fine_tuned).items()
                     if k not in skip}
         key = {"method": method.label, "settings": settings}

@@ -28,13 +28,15 @@ MODEL_DIR = "model"
 
 @dataclass
 class ControlledConfig:
-    """How a controlled-membership set is built (defaults: see docs/controlled.md)."""
+    """How a controlled-membership set is built (its defaults' reasons: BENCHMARKS.md, "The
+    offline default")."""
 
     corpus: str = option("python-docs", "python-docs (offline default) or a .txt/.jsonl file of documents")
     n_words: int = option(64, "words per passage")
     n_per_class: int = option(250, "members (= non-members) in the set")
     seed: int = option(42, "seed of the passages' choice, the member/non-member draw and the injection")
-    injection: dict = field(default_factory=dict)  # InjectionConfig fields
+    injection: dict = field(default_factory=dict, metadata={"help": "InjectionConfig fields (epochs, "
+                            "learning_rate, batch_size, max_tokens, method, lora_rank): the defaults otherwise"})
 
     def injection_config(self):
         from .injection import InjectionConfig

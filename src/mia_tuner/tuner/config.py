@@ -61,7 +61,7 @@ class TunerConfig:
     epochs: int = _opt(PRESETS["default"]["epochs"], "passes over the training texts")
     batch_per_class: int = _opt(PRESETS["default"]["batch_per_class"], "members (= non-members) per batch")
     grad_accum: int = _opt(1, "batches per optimizer update")
-    seed: int = 42
+    seed: int = _opt(42, "seed of the training's data order and of the adapter's initialisation")
     weight_decay: float = _opt(0.0, "AdamW weight decay")
     # pipeline A (aligned) loss weights
     lm_weight: float = _opt(1.0, "aligned: weight of the language-modelling term")
@@ -82,7 +82,7 @@ class TunerConfig:
                                                   "(paper-figure variant)")
     chat_template: str | None = _opt(None, "fallback template for a tokenizer that has none")
     # data
-    train_per_class: int = 80
+    train_per_class: int = _opt(80, "labelled training texts per class")
     validation_per_class: int = _opt(10, "validation texts per class, taken from the training texts "
                                          "(checkpoint selection; the untrained prompt is a candidate)")
     target_fpr: float = _opt(0.01, "the detector's threshold keeps validation FPR at or below this")

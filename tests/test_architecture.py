@@ -1,0 +1,178 @@
+"""The house rules, checked from the code: no import circles, every module of `methods/`
+imported, and a new method is one new file that every table picks up by its capabilities."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import pkgutil
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import labelled_rows, write_jsonl
+
+import mia_tuner
+from mia_tuner import methods
+from mia_tuner.cli import main
+from mia_tuner.methods.base import METHODS
+
+SRC = Path(mia_tuner.__file__).parent
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(SRC.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Every import between the package's modules, those inside functions included."""
+    modules = {module_name(p): p for p in SRC.rglob("*.py")}
+    graph = {name: set() for name in modules}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                    base = ".".join(anchor + ([node.module] if node.module else []))
+                for alias in node.names:
+                    full = f"{base}.{alias.name}"
+                    graph[name].add(full if full in modules else base)
+            elif isinstance(node, ast.Import):
+                graph[name].update(alias.name for alias in node.names)
+        graph[name] = {t for t in graph[name] if t in modules and t != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_circles():
+    graph = import_graph()
+    assert len(graph) > 50 and graph["mia_tuner.run"]  # the graph was read
+    assert cycles(graph) == []
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c"]]  # the check can fail
+
+
+def test_every_module_of_methods_is_imported():
+    for module in pkgutil.iter_modules(methods.__path__):
+        assert f"mia_tuner.methods.{module.name}" in sys.modules, module.name
+
+
+@pytest.fixture
+def dummy_method(tmp_path, monkeypatch):
+    """A method defined in a module of its own, outside the package, as a user would add one."""
+    (tmp_path / "my_attack.py").write_text('''
+import numpy as np
+from mia_tuner.methods.reference_free import StatsMethod
+from mia_tuner.methods.base import register
+
+
+@register
+class MaxLogProb(StatsMethod):
+    """The text's highest token log-probability: a new attack in one file."""
+    name = "max-logprob"
+    higher_is_member = True
+
+    def statistic(self, stats, text):
+        return float(np.max(stats.logprobs))
+''')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "modules", dict(sys.modules))  # the module is forgotten afterwards
+    monkeypatch.setattr("mia_tuner.methods.base.METHODS", dict(METHODS))
+    importlib.import_module("my_attack")
+    yield "max-logprob"
+
+
+def test_a_new_method_is_one_file_seen_by_all_the_suite_and_the_benchmark_tables(
+        dummy_method, tiny_model_dir, tmp_path, capsys):
+    from mia_tuner.methods.base import METHODS as registry
+    from mia_tuner.suite import benchmark, suite_from_dict
+
+    assert main(["methods"]) == 0 and dummy_method in capsys.readouterr().out.split()
+    data = write_jsonl(tmp_path / "set.jsonl", labelled_rows(12))
+    assert main(["scores", "--model", str(tiny_model_dir), "--data", str(data), "--device", "cpu",
+                 "--methods", "all", "--train-per-class", "8", "--test-per-class", "4",
+                 "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "run")]) == 0
+    assert dummy_method in (tmp_path / "run" / "table.md").read_text()
+    # a suite's table: a column of its own, among the reference-free methods (its capabilities)
+    suite = suite_from_dict({"name": "dummy", "models": [str(tiny_model_dir)], "methods": ["loss", dummy_method],
+                             "datasets": [{"set": str(data), "test_per_class": 4}], "train_per_class": [8]})
+    run, paths = benchmark(suite, tmp_path / "suite", cache_dir=tmp_path / "cache")
+    header = next(line for line in paths["markdown"].read_text().splitlines() if line.startswith("| mode"))
+    assert [cell.strip() for cell in header.strip("|").split("|")][2:4] == ["loss", dummy_method]
+    assert dummy_method in registry
+    # the benchmark table of detection.json rows
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from detection import markdown, rows_of
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    assert f"| {dummy_method} |" in markdown(rows_of(run.records))
+
+
+def test_every_setting_has_its_help_text():
+    """Every field of the configuration dataclasses says what it does (the CLI's help, the
+    suites' documentation): a default is written once, beside its help."""
+    import dataclasses
+
+    from mia_tuner.config import DataConfig, MethodConfig, ModelConfig, RunConfig, SplitConfig
+    from mia_tuner.safeguards.config import DefenceConfig
+    from mia_tuner.suite.config import DatasetEntry, SuiteConfig
+    from mia_tuner.training.controlled import ControlledConfig
+    from mia_tuner.training.injection_config import InjectionConfig
+    from mia_tuner.tuner.config import TunerConfig
+
+    for cls in (ModelConfig, DataConfig, SplitConfig, MethodConfig, RunConfig, TunerConfig, DefenceConfig,
+                InjectionConfig, ControlledConfig, SuiteConfig, DatasetEntry):
+        missing = [f.name for f in dataclasses.fields(cls) if not f.metadata.get("help")]
+        assert not missing, f"{cls.__name__}: {missing} have no help"
+
+
+def test_generated_options_show_the_dataclass_defaults(capsys):
+    """The options generated from a dataclass default to its fields' values, and their help
+    says so: e.g. `scores --help` and MethodConfig."""
+    import dataclasses
+
+    from mia_tuner.cli import METHOD_PREFIX, build_parser
+    from mia_tuner.config import MethodConfig
+
+    parser = build_parser()
+    scores = parser._subparsers._group_actions[0].choices["scores"]
+    actions = {a.dest: a for a in scores._actions}
+    for field in dataclasses.fields(MethodConfig):
+        action = actions[METHOD_PREFIX + field.name]
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        assert action.default == default, field.name
+        assert field.metadata["help"].replace("%", "%%") in action.help
