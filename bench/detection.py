@@ -78,17 +78,19 @@ def detection_suite(models: list[str], specs: list[str], controlled: bool) -> di
             "datasets": [{"set": set_name(spec), "paper_split": True} for spec in specs]}
 
 
-def rows_of(records: list[dict]) -> list[dict]:
-    """detection.json rows from the suite's records (every method of every cell)."""
+def rows_of(records: list[dict], source: str | None = None, leave_out=()) -> list[dict]:
+    """detection.json rows from the suite's records (every method of every cell but those in
+    ``leave_out``), each naming the suite it came from when ``source`` is given."""
     cells = {r["cell_key"]: r for r in records if r["kind"] == "cell"}
     rows = []
     for r in records:
-        if r["kind"] != "method":
+        if r["kind"] != "method" or r["method"] in leave_out:
             continue
         cell = cells[r["cell_key"]]
         m = compute_metrics(cell["labels"], r["scores"]).to_dict()
         names = cell["set"] or {"dataset": cell["dataset"], "split": ""}  # a file or hub set: its path
-        rows.append(metric_row(r["model"], names["dataset"], names["split"], r["method"], m, r.get("seconds")))
+        row = metric_row(r["model"], names["dataset"], names["split"], r["method"], m, r.get("seconds"))
+        rows.append({**row, "source": source} if source else row)
     return rows
 
 
@@ -142,14 +144,18 @@ def main():
     parser.add_argument("--cache-dir", default=str(default_cache_dir()))
     parser.add_argument("--suite", help="a suite file whose run (--run) to read into detection.json")
     parser.add_argument("--run", help="the run directory of --suite (read only: nothing is computed)")
+    parser.add_argument("--leave-out", default="", help="methods of --suite not to merge (comma-separated), "
+                        "e.g. a `fused` that read fewer features than the row it would replace")
     args = parser.parse_args()
     if args.markdown:
         print(markdown())
         return
     if args.suite:  # the records of a suite run elsewhere (bench/suites/*.yaml), merged as they are
-        run = run_suite(load_suite(args.suite), args.run, cache_dir=args.cache_dir, data_root=DATA, compute=False)
-        merge(rows_of(run.records))
-        print(f"{len(rows_of(run.records))} rows of {args.run} merged into {RESULTS.relative_to(ROOT)}")
+        suite = load_suite(args.suite)
+        run = run_suite(suite, args.run, cache_dir=args.cache_dir, data_root=DATA, compute=False)
+        rows = rows_of(run.records, source=suite.name, leave_out=[m for m in args.leave_out.split(",") if m])
+        merge(rows)
+        print(f"{len(rows)} rows of {args.run} merged into {RESULTS.relative_to(ROOT)}")
         return
     suite = suite_from_dict(detection_suite(args.models, args.sets, args.controlled))
     run = run_suite(suite, RUNS, cache_dir=args.cache_dir, data_root=DATA)

@@ -176,3 +176,48 @@ def test_generated_options_show_the_dataclass_defaults(capsys):
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
         assert action.default == default, field.name
         assert field.metadata["help"].replace("%", "%%") in action.help
+
+
+def _options(parser, path=()):
+    """(command path, action) of every option of every (sub)command."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _options(sub, (*path, name))
+        elif action.option_strings and action.dest != "help":
+            yield " ".join(path), action
+
+
+def test_every_option_of_every_command_has_help():
+    from mia_tuner.cli import build_parser
+
+    missing = [f"{command} {action.option_strings[-1]}" for command, action in _options(build_parser())
+               if not action.help]
+    assert not missing, f"options without help: {missing}"
+
+
+def test_hand_written_options_take_their_default_from_the_dataclass():
+    """Options written by hand (not generated) that stand for a configuration field: the same
+    default, read from the field, never typed twice."""
+    import inspect
+
+    from mia_tuner.cli import build_parser
+    from mia_tuner.config import ModelConfig, RunConfig
+    from mia_tuner.data.wiki import OnlinePages, WikiBuildConfig
+
+    online = inspect.signature(OnlinePages).parameters
+    expected = {
+        ("scores", "--out"): RunConfig.out,
+        ("demo", "--device"): ModelConfig.device,
+        ("data build-wiki", "--depth"): WikiBuildConfig.depth,
+        ("data build-wiki", "--lengths"): WikiBuildConfig.lengths,
+        ("data build-wiki", "--seed"): WikiBuildConfig.seed,
+        ("data build-wiki", "--language"): online["language"].default,
+        ("data build-wiki", "--min-interval"): online["min_interval"].default,
+        ("data build-wiki", "--user-agent"): online["user_agent"].default,
+    }
+    found = {(command, action.option_strings[-1]): action.default for command, action in _options(build_parser())
+             if (command, action.option_strings[-1]) in expected}
+    assert found == expected

@@ -443,3 +443,23 @@ def test_each_models_own_controlled_set_shares_one_table():
             records.append(dict(r, model=model, cell_key=model + r["cell_key"], dataset_axis="controlled:{model}:600"))
     (table,) = build_tables(records)
     assert table.dataset == "controlled:{model}:600" and [m for _, m in table.rows] == ["a", "b"]
+
+
+def test_learned_columns_ranking_validation_the_wrong_way_are_warned_about():
+    from mia_tuner.suite.tables import wrong_way_rows
+
+    base = {"kind": "method", "model": "m", "dataset": "d", "train_per_class": 80, "seed": 42}
+    card = {"fine_tuned": {"chosen": {"validation_auroc": {"ref:adapted": 0.32, "ez:adapted": 0.61}}}}
+    records = [
+        {**base, "method": "ref:adapted", "info": card},
+        {**base, "method": "ez:adapted", "info": card},
+        {**base, "method": "mia-tuner", "history": {"chosen_epoch": 0, "initial_validation_auroc": 0.45,
+                                                     "epochs": [{"epoch": 1, "validation_auroc": 0.9}]}},
+        {**base, "method": "mia-tuner:lora", "history": {"chosen_epoch": 1, "initial_validation_auroc": 0.3,
+                                                          "epochs": [{"epoch": 1, "validation_auroc": 0.7}]}},
+        {**base, "method": "loss", "info": {}},
+    ]
+    warnings = wrong_way_rows(records)
+    assert len(warnings) == 2
+    assert "`ref:adapted`" in warnings[0] and "0.320" in warnings[0]
+    assert "`mia-tuner`" in warnings[1] and "0.450" in warnings[1]

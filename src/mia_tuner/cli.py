@@ -13,7 +13,7 @@ from .cli_args import (check_out_dir, check_out_file, fraction, method_names, po
 from .cli_benchmark import add_benchmark_parser, cmd_benchmark
 from .cli_data import add_data_parser, cmd_data
 from .cli_defend import add_defence_option, add_defend_parser, cmd_defend, with_defence
-from .cli_fields import add_dataclass_options, values_from_args
+from .cli_fields import add_dataclass_options, field_help, values_from_args
 from .errors import MiaTunerError
 from .rundir import claim_run_dir, run_identity
 
@@ -26,7 +26,7 @@ def add_model_options(parser: argparse.ArgumentParser, default: str | None = Mod
                       skip=()) -> None:
     """--model (required when ``default`` is None) and every other ModelConfig field."""
     parser.add_argument("--model", default=default, required=default is None,
-                        help=ModelConfig.__dataclass_fields__["name"].metadata["help"])
+                        help=field_help(ModelConfig, "name"))
     add_dataclass_options(parser, ModelConfig, prefix="", skip=("name", *skip),
                           choices={"device": DEVICES, "dtype": DTYPES, "quantization": QUANTIZATIONS})
 
@@ -77,12 +77,13 @@ def add_cache_options(parser: argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mia-tuner", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what each step does (INFO level)")
     commands = parser.add_subparsers(dest="command")
 
     demo = commands.add_parser("demo", help="offline controlled-membership demo (the default)")
-    demo.add_argument("--out", default="runs/demo")
-    demo.add_argument("--device", default=ModelConfig.device, choices=DEVICES)
+    demo.add_argument("--out", default="runs/demo", help="the run directory")
+    demo.add_argument("--device", default=ModelConfig.device, choices=DEVICES,
+                      help=field_help(ModelConfig, "device"))
     add_cache_options(demo)
     add_overwrite_option(demo)
 
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_cache_options(scores)
     add_method_options(scores)
     scores.add_argument("--no-cache", action="store_true", help="neither read nor write scores")
-    scores.add_argument("--out", default="runs/latest")
+    scores.add_argument("--out", default=RunConfig.out, help=field_help(RunConfig, "out"))
     add_overwrite_option(scores)
     add_defence_option(scores)
 
@@ -138,7 +139,7 @@ def add_train_parser(commands) -> None:
     train.add_argument("--no-compare", action="store_true", help="train and score MIA-Tuner only")
     train.add_argument("--restart", action="store_true",
                        help="ignore the checkpoint of an interrupted run in --out and start afresh")
-    train.add_argument("--out", default="runs/mia-tuner")
+    train.add_argument("--out", default="runs/mia-tuner", help="the run directory (the detector in its detector/)")
     add_overwrite_option(train)
     add_defence_option(train)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .cli_args import at_least_two, check_out_dir, non_negative, positive_int, seed_value, word_lengths
 from .cli_fields import add_dataclass_options, values_from_args
+from .data.wiki import ONLINE_DEFAULTS, WikiBuildConfig
 from .training.controlled import ControlledConfig
 from .training.injection_config import InjectionConfig
 
@@ -26,7 +27,7 @@ def add_check_parser(commands, add_data_options) -> None:
 def add_controlled_parser(commands, add_model_options) -> None:
     controlled = commands.add_parser("controlled", help="build a controlled-membership set")
     add_model_options(controlled)
-    controlled.add_argument("--out", required=True)
+    controlled.add_argument("--out", required=True, help="folder of the built set (data.jsonl, card.json)")
     add_dataclass_options(controlled, ControlledConfig, prefix="controlled_", skip=("injection",),
                           types={"n_per_class": positive_int, "n_words": positive_int, "seed": seed_value})
     add_dataclass_options(controlled, InjectionConfig, prefix="injection_", skip=("seed",),
@@ -42,20 +43,23 @@ def add_build_wiki_parser(commands) -> None:
                     "months; non-members: the same for --non-members (after the model's cutoff).")
     build.add_argument("--members", required=True, help="month range, e.g. 2015-01:2016-12")
     build.add_argument("--non-members", required=True, help="month range, e.g. 2024-03:2024-12")
-    build.add_argument("--out", required=True)
+    build.add_argument("--out", required=True, help="folder of the built set (datasets folder, jsonl/, card.json)")
     build.add_argument("--pages", help="offline: JSONL of {title, categories, lead} (category pages included)")
-    build.add_argument("--depth", type=int, default=1, help="sub-category levels to follow")
-    build.add_argument("--lengths", type=word_lengths, default=(32, 64, 128, 256), help="word-count buckets")
+    build.add_argument("--depth", type=int, default=WikiBuildConfig.depth, help="sub-category levels to follow")
+    build.add_argument("--lengths", type=word_lengths, default=WikiBuildConfig.lengths, help="word-count buckets")
     build.add_argument("--nested", action="store_true",
                        help="WikiMIA style: a long text also feeds every shorter bucket")
     build.add_argument("--mask-dates", action="store_true", help="replace dates, years and ordinals")
     build.add_argument("--paired", action="store_true",
                        help="keep only events present in both ranges (same title once dates are masked)")
-    build.add_argument("--seed", type=seed_value, default=42)
-    build.add_argument("--user-agent", default="", help="online: 'project/1.0 (contact)', required by Wikipedia")
+    build.add_argument("--seed", type=seed_value, default=WikiBuildConfig.seed,
+                       help="seed of the per-length balancing draw")
+    build.add_argument("--user-agent", default=ONLINE_DEFAULTS["user_agent"],
+                       help="online: 'project/1.0 (contact)', required by Wikipedia")
     build.add_argument("--fetch-cache", help="online: cache of fetched pages (default: OUT/.fetch-cache)")
-    build.add_argument("--min-interval", type=non_negative, default=0.5, help="online: seconds between requests")
-    build.add_argument("--language", default="en")
+    build.add_argument("--min-interval", type=non_negative, default=ONLINE_DEFAULTS["min_interval"],
+                       help="online: seconds between requests")
+    build.add_argument("--language", default=ONLINE_DEFAULTS["language"], help="online: Wikipedia's language code")
 
 
 def add_data_parser(commands, add_data_options, add_model_options) -> None:
@@ -97,7 +101,7 @@ def cmd_check(args, data_config) -> None:
 def cmd_build_wiki(args) -> None:
     from pathlib import Path
 
-    from .data.wiki import OfflinePages, OnlinePages, WikiBuildConfig, build_wiki
+    from .data.wiki import OfflinePages, OnlinePages, build_wiki
 
     config = WikiBuildConfig(members=args.members, non_members=args.non_members, depth=args.depth,
                              lengths=args.lengths,

@@ -34,7 +34,7 @@ def add_defend_parser(commands, add_model_options, add_data_options, add_cache_o
     defend.add_argument("--reference", help="reference model for `ref`")
     defend.add_argument("--mmlu", help="MMLU-layout CSV file or folder, or a hub name (cais/mmlu)")
     defend.add_argument("--mmlu-limit", type=int, help="use the first N questions")
-    defend.add_argument("--out", default="runs/defence")
+    defend.add_argument("--out", default="runs/defence", help="the run directory (the defended model in its model/)")
     add_overwrite_option(defend)
 
 

@@ -14,6 +14,11 @@ import dataclasses
 import typing
 
 
+def field_help(cls, name: str) -> str:
+    """A dataclass field's help text, for a hand-written option that stands for the field."""
+    return cls.__dataclass_fields__[name].metadata.get("help", "")
+
+
 def _base_type(hint):
     """int, float, str or bool from a (possibly Optional) type hint."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]

@@ -122,6 +122,10 @@ class OfflinePages:
         return self._leads.get(title)
 
 
+# the client's settings a user may change (the `data build-wiki` options read these defaults)
+ONLINE_DEFAULTS = {"user_agent": "", "language": "en", "min_interval": 0.5}
+
+
 class OnlinePages:
     """Pages from the live Wikipedia API through the ``wikipedia-api`` client.
 
@@ -134,8 +138,9 @@ class OnlinePages:
 
     CATEGORY_NAMESPACE = 14
 
-    def __init__(self, cache_dir: str | Path, user_agent: str = "", language: str = "en",
-                 min_interval: float = 0.5, attempts: int = 3, client=None):
+    def __init__(self, cache_dir: str | Path, user_agent: str = ONLINE_DEFAULTS["user_agent"],
+                 language: str = ONLINE_DEFAULTS["language"], min_interval: float = ONLINE_DEFAULTS["min_interval"],
+                 attempts: int = 3, client=None):
         self.cache_dir = Path(cache_dir)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.min_interval, self.attempts = min_interval, attempts

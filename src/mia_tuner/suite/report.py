@@ -18,7 +18,8 @@ from pathlib import Path
 
 from ..reports import jsonable
 from .figures import ablation_figures, by_cell, histogram_figure, roc_figure, training_curve_figure
-from .tables import Table, axis, build_tables, paired_rows, safeguard_rows, table_markdown, table_rows
+from .tables import (Table, axis, build_tables, paired_rows, safeguard_rows, table_markdown, table_rows,
+                     wrong_way_rows)
 
 PACKAGES = ("mia-tuner", "torch", "transformers", "peft", "accelerate", "datasets", "scikit-learn", "numpy")
 CSS = """
@@ -192,6 +193,13 @@ def _skipped_html(skipped: list[str]) -> str:
     return f"<h2>Datasets not run</h2><p class=\"note\">Optional sets that could not be had:</p><ul>{items}</ul>"
 
 
+def _warnings_html(warnings: list[str]) -> str:
+    if not warnings:
+        return ""
+    items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+    return f"<h3>Learned columns that rank their validation texts the wrong way round</h3><ul>{items}</ul>"
+
+
 def _pending_html(pending: list[str]) -> str:
     if not pending:
         return ""
@@ -211,7 +219,7 @@ def write_report(suite, records: list[dict], out_dir, *, source: str, started: f
     paired = paired_rows(tables, records)
     parts = [f"<h1>mia-tuner suite “{html.escape(suite.name)}”</h1>", _pending_html(list(pending)),
              f'<p class="note">{html.escape(NOTE)}</p>', "<h2>Detection: AUROC and TPR@1%FPR</h2>", *(_table_html(t) for t in tables),
-             _paired_html(paired),
+             _paired_html(paired), _warnings_html(wrong_way_rows(records)),
              _safeguards_html(safeguard_rows(records)), _hygiene_html(_hygiene_rows(tables, records)),
              _skipped_html(list(skipped))]
     used: list[Path] = []
@@ -269,6 +277,9 @@ def report_markdown(suite, tables: list[Table], paired: list[dict], records: lis
         lines += [f"| {r['dataset']} | {r['train_per_class']} | {r['model']} | {r['seed']} | {r['comparison']} | "
                   f"{r['difference']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] |" for r in paired]
         lines.append("")
+    warnings = wrong_way_rows(records)
+    if warnings:
+        lines += ["## Warnings", "", *(f"- {w}" for w in warnings), ""]
     guards = safeguard_rows(records)
     if guards:
         lines += ["## Safeguards", "", "| model | dataset | safeguard | attack | AUROC before | AUROC after |",

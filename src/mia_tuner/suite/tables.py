@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..metrics import compute_metrics, paired_auroc_difference
+from ..metrics import compute_metrics, paired_auroc_difference, wrong_way_warning
 
 BLIND = "blind"
 MODES = ("aligned", "base")
@@ -210,6 +210,32 @@ def safeguard_rows(records: list[dict]) -> list[dict]:
         for row in r["rows"]:
             out.append({"model": r["model"], "dataset": r["dataset"], "seed": r["seed"],
                         "safeguard": r["safeguard"], **row})
+    return out
+
+
+def _validation_auroc(record: dict) -> float | None:
+    """The validation AUROC at which a learned column was kept: a fine-tuned reference or
+    target (its card), or a MIA-Tuner variant (the chosen epoch; 0 is the untrained prompt)."""
+    card = (record.get("info") or {}).get("fine_tuned") or {}
+    chosen = (card.get("chosen") or {}).get("validation_auroc") or {}
+    if record["method"] in chosen:
+        return chosen[record["method"]]
+    history = record.get("history") or {}
+    epoch = history.get("chosen_epoch")
+    if epoch == 0:
+        return history.get("initial_validation_auroc")
+    return next((e.get("validation_auroc") for e in history.get("epochs", []) if e.get("epoch") == epoch), None)
+
+
+def wrong_way_rows(records: list[dict]) -> list[str]:
+    """A warning line per learned column whose validation texts are ranked the wrong way round."""
+    out = []
+    for r in records:
+        if r.get("kind") != "method":
+            continue
+        warning = wrong_way_warning(r["method"], _validation_auroc(r))
+        if warning:
+            out.append(f"{r['model']} · {r['dataset']} · {r['train_per_class']} per class · seed {r['seed']}: {warning}")
     return out
 
 
