@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import resource
 import shutil
 import subprocess
@@ -23,12 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from blocks import write_block
 from mia_tuner.config import default_cache_dir
 from mia_tuner.methods.base import GROUPS
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = ROOT / "bench" / "results" / "demo.json"
-BLOCK = re.compile(r"<!-- demo begin.*?<!-- demo end -->", re.S)
 COMMAND = ".venv/bin/python bench/demo_timing.py"
 
 
@@ -109,13 +108,14 @@ def block(record: dict) -> str:
     return "\n".join(lines)
 
 
+def stored_block() -> str:
+    """The demo block from bench/results/demo.json (bench/check_generated.py)."""
+    return block(json.loads(RECORD.read_text(encoding="utf-8")))
+
+
 def publish(record: dict) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text(encoding="utf-8")
-    new = block(record)
-    text = BLOCK.sub(lambda _: new, text) if BLOCK.search(text) else text.rstrip() + "\n\n" + new + "\n"
-    path.write_text(text, encoding="utf-8")
-    print(new)
+    write_block("demo", block(record))
+    print(block(record))
 
 
 def main() -> None:

@@ -1,7 +1,9 @@
 """Publish a finished suite run: copy its report (Markdown, CSVs, provenance) into
-bench/results/suites/<name>/ and regenerate the block of BENCHMARKS.md that shows it, between
-``<!-- suite:<name> begin -->`` and ``<!-- suite:<name> end -->`` (added at the end of the
-file the first time). The numbers in that block are the report's, never typed by hand. With
+bench/results/suites/<name>/, with the command that made it (published.json), and regenerate
+the block of BENCHMARKS.md that shows it, between ``<!-- suite:<name> begin -->`` and
+``<!-- suite:<name> end -->`` (added at the end of the file the first time). The block is
+rendered from those stored files only (`bench/check_generated.py` renders it again): the
+numbers in it are the report's, never typed by hand. With
 --curves, a suite over several training sizes also writes MIA-Tuner's and `fused`'s test AUROC
 per size into bench/results/learning_curves.json, each row naming the suite as its "source"
 (replacing that suite's earlier rows of the same model, set, method and size).
@@ -20,16 +22,23 @@ import shutil
 import time
 from pathlib import Path
 
+from blocks import write_block
+
 ROOT = Path(__file__).resolve().parents[1]
+STORE = ROOT / "bench" / "results" / "suites"
 FILES = ("report.md", "tables.csv", "paired.csv", "provenance.json")
+PUBLISHED = "published.json"  # {"command": ...}: what the block says made the run
 CURVES = ROOT / "bench" / "results" / "learning_curves.json"
 CURVE_KEY = ("source", "model", "dataset", "split", "method", "train_per_class")
 
 
-def block(name: str, run_dir: Path, command: str | None) -> str:
-    """The BENCHMARKS.md block: provenance line, then the report's tables."""
-    prov = json.loads((run_dir / "provenance.json").read_text(encoding="utf-8"))
-    report = (run_dir / "report.md").read_text(encoding="utf-8")
+def block(name: str) -> str:
+    """The BENCHMARKS.md block of a published suite (from bench/results/suites/<name>/ only):
+    provenance line, then the report's tables."""
+    stored = STORE / name
+    prov = json.loads((stored / "provenance.json").read_text(encoding="utf-8"))
+    report = (stored / "report.md").read_text(encoding="utf-8")
+    command = json.loads((stored / PUBLISHED).read_text(encoding="utf-8"))["command"]
     body = report.split("\n## Provenance")[0].split("\n", 1)[1].strip()  # drop the title and provenance
     body = re.sub(r"^## ", "#### ", body, flags=re.MULTILINE)
     machine = prov["machine"]
@@ -73,16 +82,12 @@ def main() -> None:
     args = parser.parse_args()
     prov = json.loads((args.run_dir / "provenance.json").read_text(encoding="utf-8"))
     name = prov["suite"]["name"]
-    target = ROOT / "bench" / "results" / "suites" / name
+    target = STORE / name
     target.mkdir(parents=True, exist_ok=True)
     for file in FILES:
         shutil.copy2(args.run_dir / file, target / file)
-    benchmarks = ROOT / "BENCHMARKS.md"
-    text = benchmarks.read_text(encoding="utf-8")
-    new = block(name, args.run_dir, args.command)
-    pattern = re.compile(rf"<!-- suite:{re.escape(name)} begin.*?<!-- suite:{re.escape(name)} end -->", re.S)
-    text = pattern.sub(lambda _: new, text) if pattern.search(text) else text.rstrip() + "\n\n" + new + "\n"
-    benchmarks.write_text(text, encoding="utf-8")
+    (target / PUBLISHED).write_text(json.dumps({"command": args.command}, indent=1) + "\n", encoding="utf-8")
+    write_block(f"suite:{name}", block(name))
     print(f"published {name}: {target} and its block in BENCHMARKS.md")
     if args.curves:
         rows = curve_rows(args.run_dir, name)

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from blocks import write_block
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "wikimia24"
 RESULTS = ROOT / "bench" / "results" / "reliability.json"
@@ -145,9 +147,6 @@ def bad_input_cases() -> dict:
             "passed": sum(f["passed"] for f in files.values())}
 
 
-BLOCK = re.compile(r"<!-- reliability:bad-input begin.*?<!-- reliability:bad-input end -->", re.S)
-
-
 def bad_input_block(record: dict) -> str:
     """The BENCHMARKS.md table of the bad-input cases, from reliability.json."""
     result = record["bad-input"]
@@ -161,13 +160,14 @@ def bad_input_block(record: dict) -> str:
     return "\n".join(lines)
 
 
+def stored_block() -> str:
+    """The bad-input block from bench/results/reliability.json (bench/check_generated.py)."""
+    return bad_input_block(json.loads(RESULTS.read_text()))
+
+
 def publish(record: dict) -> None:
-    """Regenerate the bad-input block of BENCHMARKS.md (in place; it must be there already)."""
-    benchmarks = ROOT / "BENCHMARKS.md"
-    text = benchmarks.read_text(encoding="utf-8")
-    if not BLOCK.search(text):
-        raise SystemExit("BENCHMARKS.md has no <!-- reliability:bad-input begin/end --> block")
-    benchmarks.write_text(BLOCK.sub(lambda _: bad_input_block(record), text), encoding="utf-8")
+    """Regenerate the bad-input block of BENCHMARKS.md."""
+    write_block("reliability:bad-input", bad_input_block(record))
 
 
 def _brief(result: dict) -> dict:
