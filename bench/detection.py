@@ -8,7 +8,7 @@ runs/bench/suites/detection, and each method's record is merged into
 bench/results/detection.json.
 
     .venv/bin/python bench/detection.py                       # everything (hours on 2 cores)
-    .venv/bin/python bench/detection.py --models smollm2-135m-instruct --sets wikimia24:WikiMIA_length32
+    .venv/bin/python bench/detection.py --models smollm2-135m-instruct --sets wikimia24:32
     .venv/bin/python bench/detection.py --controlled           # the offline default's controlled set
     .venv/bin/python bench/detection.py --markdown             # print the tables for BENCHMARKS.md
 """
@@ -22,7 +22,6 @@ from pathlib import Path
 
 from mia_tuner.metrics import compute_metrics
 from mia_tuner.config import default_cache_dir
-from mia_tuner.demo import DEMO_SPLIT
 from mia_tuner.suite import load_suite, run_suite, suite_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,8 +30,7 @@ RESULTS = ROOT / "bench" / "results" / "detection.json"
 RUNS = ROOT / "runs" / "bench" / "suites" / "detection"
 MODELS = ["smollm2-135m-instruct", "gemma-3-270m"]
 REFERENCE = {"smollm2-135m-instruct": "gemma-3-270m", "gemma-3-270m": "smollm2-135m-instruct"}
-SETS = ["wikimia24:WikiMIA_length32", "wikimia24:WikiMIA_length128", "wikimia24:WikiMIA_length64",
-        "wikimia:32", "wikimia:64"]
+SETS = ["wikimia24:32", "wikimia24:128", "wikimia24:64", "wikimia:32", "wikimia:64"]
 KEY = ("model", "dataset", "split", "method")
 ALL_BUT_NEIGHBOR = ["loss", "zlib", "min-k%", "min-k%++", "lowercase", "ref", "recall", "con-recall",
                     "blind", "fused", "fused+ref"]
@@ -43,12 +41,6 @@ def data_config(dataset: str, split: str):
     from mia_tuner import sets
 
     return sets.wikimia_config(dataset, int(split.removeprefix("WikiMIA_length")), DATA)
-
-
-def set_name(spec: str) -> str:
-    """wikimia24:WikiMIA_length32 -> wikimia24:32 (mia_tuner.sets); wikimia:32 unchanged."""
-    dataset, split = spec.split(":")
-    return f"{dataset}:{split.removeprefix('WikiMIA_length')}"
 
 
 def metric_row(model: str, dataset: str, split: str, method: str, m: dict, seconds: float | None) -> dict:
@@ -73,9 +65,9 @@ def merge(records: list[dict], path: Path = RESULTS, key: tuple = KEY) -> None:
 def detection_suite(models: list[str], specs: list[str], controlled: bool) -> dict:
     if controlled:
         return {"name": "detection-controlled", "models": models, "methods": ALL_BUT_NEIGHBOR,
-                "datasets": [{"set": "controlled:{model}", "train_fraction": DEMO_SPLIT.train_fraction}]}
+                "datasets": ["controlled:{model}"]}
     return {"name": "detection", "models": models, "reference": REFERENCE, "methods": ["all"],
-            "datasets": [{"set": set_name(spec), "paper_split": True} for spec in specs]}
+            "datasets": list(specs)}
 
 
 def rows_of(records: list[dict], source: str | None = None, leave_out=()) -> list[dict]:

@@ -13,7 +13,7 @@ too, on the same 200 + 200 held-out texts and the attacker's 80 + 80 as `bench/s
 itself, a score of 0 for every text. No defender can release this model (it needs the model
 before training); it measures where the goals of the issue lie, not a method.
 
-    .venv/bin/python bench/safeguard_floor.py --model gemma-3-270m --set controlled:600
+    .venv/bin/python bench/safeguard_floor.py --model gemma-3-270m --set "controlled:{model}:600"
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def print_losses(labels: np.ndarray, injected: np.ndarray, pre_injection: np.nda
 def set_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options naming the controlled set and where results go (shared with safeguard_seen.py)."""
     parser.add_argument("--model", required=True, help="an offline model whose controlled set is built")
-    parser.add_argument("--set", default="controlled:600", help="controlled:<n>, the set of bench/safeguards.py")
+    parser.add_argument("--set", default="controlled:{model}:600",
+                        help="controlled:{model}:<n>, the set of bench/safeguards.py ({model}: the --model)")
     parser.add_argument("--test-per-class", type=int, default=200)
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument("--cache-dir", default=str(default_cache_dir()))
@@ -78,12 +79,12 @@ def set_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def controlled_set(parser: argparse.ArgumentParser, args):
-    """The built controlled set ``args.set`` (controlled:<n>) of ``args.model``; any other set
-    is refused (the defences' split is that of the large controlled sets)."""
-    kind, _, size = args.set.partition(":")
-    if kind != "controlled" or not size.isdigit():
-        parser.error(f"--set must be controlled:<n> (e.g. controlled:600), got {args.set!r}")
-    return sets.resolve(f"controlled:{args.model}:{size}", cache_dir=args.cache_dir, build=False)
+    """The built controlled set ``args.set`` (controlled:{model}:<n>, {model} the --model); any
+    other set is refused (the defences' split is that of the large controlled sets)."""
+    name = args.set.replace("{model}", args.model)
+    if not name.startswith("controlled:") or not sets.is_named(name):
+        parser.error(f"--set must be controlled:{{model}}:<n> (e.g. controlled:{{model}}:600), got {args.set!r}")
+    return sets.resolve(name, cache_dir=args.cache_dir, build=False)
 
 
 def main():

@@ -8,7 +8,7 @@ from the settings saved in the artefact and checked against the SHA-256 of every
 records having trained on, so a defence and a split that do not belong together are refused.
 Rows go to bench/results/safeguard_seen.json, one per (model, safeguard, part, attack).
 
-    .venv/bin/python bench/safeguard_seen.py --model smollm2-135m-instruct --set controlled:600 \
+    .venv/bin/python bench/safeguard_seen.py --model smollm2-135m-instruct --set "controlled:{model}:600" \
         --defence runs/bench/suites/safeguards/cells/<cell>/defence-shift-lora-a4/defence --safeguard defence-scores:shift-lora-a4
 """
 

@@ -9,10 +9,10 @@ controlled sets) is held out from both. Rows go to bench/results/safeguards.json
 per (model, dataset, split, safeguard, method, adaptive), replacing the previous record of the
 same key.
 
-    .venv/bin/python bench/safeguards.py --model smollm2-135m-instruct --set controlled:600 --against scores \\
+    .venv/bin/python bench/safeguards.py --model smollm2-135m-instruct --set "controlled:{model}:600" --against scores \\
         --leave-out neighbor,recall,con-recall
-    .venv/bin/python bench/safeguards.py --model smollm2-135m-instruct --set controlled:600 --against mia-tuner
-    .venv/bin/python bench/safeguards.py --model smollm2-135m-instruct --set controlled:600 --against scores \\
+    .venv/bin/python bench/safeguards.py --model smollm2-135m-instruct --set "controlled:{model}:600" --against mia-tuner
+    .venv/bin/python bench/safeguards.py --model smollm2-135m-instruct --set "controlled:{model}:600" --against scores \\
         --anchor-weight 0 --tag paper-loss
 """
 
@@ -66,7 +66,7 @@ def record_rows(guard: dict, cell: dict, safeguard: str) -> list[dict]:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
-    parser.add_argument("--set", required=True, help="controlled:600, wikimia24:WikiMIA_length32, ...")
+    parser.add_argument("--set", required=True, help="a set name: controlled:{model}:600, wikimia24:32, ... ({model}: the --model's own)")
     parser.add_argument("--methods", default="all")
     parser.add_argument("--leave-out", default="", help="methods (and fused features) left out of 'all', "
                         "e.g. neighbor (half the scoring time)")

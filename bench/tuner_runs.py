@@ -10,11 +10,11 @@ bench/results/detection.json (MIA-Tuner with "mode", "train_seconds", the paired
 differences); with --learning-curve MIA-Tuner's and `fused`'s test AUROC go to
 bench/results/learning_curves.json.
 
-    .venv/bin/python bench/tuner_runs.py --model gemma-3-270m --set controlled:600 --record
+    .venv/bin/python bench/tuner_runs.py --model gemma-3-270m --set "controlled:{model}:600" --record
     .venv/bin/python bench/tuner_runs.py --model gemma-3-270m --set wikimia24:debiased --record
-    .venv/bin/python bench/tuner_runs.py --model smollm2-135m-instruct --set controlled:600 \\
+    .venv/bin/python bench/tuner_runs.py --model smollm2-135m-instruct --set "controlled:{model}:600" \\
         --train-per-class 150 --learning-curve
-    .venv/bin/python bench/tuner_runs.py --model smollm2-135m-instruct --set wikimia24:WikiMIA_length32 \\
+    .venv/bin/python bench/tuner_runs.py --model smollm2-135m-instruct --set wikimia24:32 \\
         --lr 3e-2 --epochs 8 --peft lora --method-tag lr-sweep   # any `mia-tuner train` option
 
 (Until 2026-11-29 this script trained outside the suite runner; its --curve option, the test
@@ -30,9 +30,10 @@ import time
 import numpy as np
 
 from detection import DATA, REFERENCE, ROOT, merge, rows_of
+from mia_tuner import sets
 from mia_tuner.cli_fields import add_dataclass_options, values_from_args
 from mia_tuner.config import default_cache_dir
-from mia_tuner.demo import DEMO_SPLIT
+from mia_tuner.errors import DataError
 from mia_tuner.suite.tables import kind
 from mia_tuner.metrics import compute_metrics, paired_auroc_difference
 from mia_tuner.suite import run_suite, suite_from_dict
@@ -41,20 +42,19 @@ from mia_tuner.tuner.config import PRESETS, TunerConfig
 RUNS = ROOT / "bench" / "results" / "tuner_runs.json"
 CURVES = ROOT / "bench" / "results" / "learning_curves.json"
 SUITE_DIR = ROOT / "runs" / "bench" / "suites" / "tuner-runs"
-LARGE_TEST = 200  # test texts per class on the large controlled sets
 TUNER = "tuner_"  # dests of the options generated from TunerConfig
 
 
 def dataset_entry(spec: str) -> dict:
-    """The suite's dataset entry for a --set, with the split the BENCHMARKS rows use."""
-    if spec == "controlled":  # the demo's 250 + 250 set, the demo's split
-        return {"set": "controlled:{model}", "train_fraction": DEMO_SPLIT.train_fraction}
-    if spec.startswith("controlled:"):  # controlled:600 -> 600 + 600 passages, 200 + 200 test
-        return {"set": "controlled:{model}:" + spec.split(":")[1], "test_per_class": LARGE_TEST}
-    if spec == "wikimia24:debiased":  # pooled, paired, masked; an event's twins stay together
-        return {"set": spec, "group_by": "event", "train_fraction": 0.6}  # 172 per class: 69 + 69 test
-    dataset, split = spec.split(":")  # the official code's split on WikiMIA(-24)
-    return {"set": f"{dataset}:{split.removeprefix('WikiMIA_length')}", "paper_split": True}
+    """The suite's dataset entry for a --set: a set name (mia_tuner.sets; ``{model}`` stands
+    for --model), split by the set's recipe (the split the BENCHMARKS rows use)."""
+    try:
+        sets.split_recipe(spec.replace("{model}", "model"))  # a bad name is refused here
+    except DataError as exc:
+        raise SystemExit(f"--set: {exc}") from None
+    if not sets.is_named(spec.replace("{model}", "model")):
+        raise SystemExit(f"--set {spec!r} is not a set name; named sets: {sets.spellings()}")
+    return {"set": spec}
 
 
 def tuner_suite(args, settings: dict) -> dict:
@@ -118,8 +118,8 @@ def curve_records(args, cell: dict, scores: dict, column: str) -> list[dict]:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
-    parser.add_argument("--set", required=True, help="controlled, controlled:600, wikimia24:debiased, "
-                        "wikimia24:WikiMIA_length32, wikimia:32, ...")
+    parser.add_argument("--set", required=True, help="a set name: controlled:{model}, controlled:{model}:600, "
+                        "wikimia24:32, wikimia24:debiased, wikimia:32, ... ({model}: the --model's own)")
     parser.add_argument("--preset", default="default", choices=list(PRESETS))
     # every TunerConfig field, as `mia-tuner train` has them (seed and train_per_class below)
     add_dataclass_options(parser, TunerConfig, prefix=TUNER, skip=("seed", "train_per_class"),

@@ -11,6 +11,7 @@ import pytest
 
 import mia_tuner.demo as demo
 import mia_tuner.models as models
+import mia_tuner.training.controlled as controlled
 from mia_tuner.data import load_corpus, load_membership_set
 from mia_tuner.training.controlled import (CARD_FILE, DATA_FILE, MODEL_DIR, ControlledConfig,
                                        build_controlled, corpus_passages, is_built,
@@ -175,24 +176,24 @@ def test_build_fails_cleanly_on_a_too_small_corpus(tiny_model_dir, tmp_path):
 
 
 def test_controlled_dir_is_keyed_by_model_and_every_setting(config, tmp_path):
-    base = demo.controlled_dir("smollm2-135m-instruct", config, tmp_path)
-    assert base == demo.controlled_dir("smollm2-135m-instruct", replace(config), tmp_path)
+    base = controlled.controlled_dir("smollm2-135m-instruct", config, tmp_path)
+    assert base == controlled.controlled_dir("smollm2-135m-instruct", replace(config), tmp_path)
     assert base.parent == tmp_path / "controlled"
     assert base.name.startswith("smollm2-135m-instruct-")
     variants = [
-        demo.controlled_dir("gemma-3-270m", config, tmp_path),
-        demo.controlled_dir("smollm2-135m-instruct", replace(config, n_words=16), tmp_path),
-        demo.controlled_dir("smollm2-135m-instruct", replace(config, n_per_class=7), tmp_path),
-        demo.controlled_dir("smollm2-135m-instruct", replace(config, seed=1), tmp_path),
-        demo.controlled_dir("smollm2-135m-instruct", replace(config, corpus="python-docs"), tmp_path),
-        demo.controlled_dir("smollm2-135m-instruct",
+        controlled.controlled_dir("gemma-3-270m", config, tmp_path),
+        controlled.controlled_dir("smollm2-135m-instruct", replace(config, n_words=16), tmp_path),
+        controlled.controlled_dir("smollm2-135m-instruct", replace(config, n_per_class=7), tmp_path),
+        controlled.controlled_dir("smollm2-135m-instruct", replace(config, seed=1), tmp_path),
+        controlled.controlled_dir("smollm2-135m-instruct", replace(config, corpus="python-docs"), tmp_path),
+        controlled.controlled_dir("smollm2-135m-instruct",
                             replace(config, injection={"epochs": 2, "batch_size": 4}), tmp_path),
     ]
     assert len({base, *variants}) == len(variants) + 1
 
 
 def test_controlled_dir_of_a_path_like_model_is_one_folder(config, tmp_path):
-    folder = demo.controlled_dir("org/some-model", config, tmp_path)
+    folder = controlled.controlled_dir("org/some-model", config, tmp_path)
     assert folder.parent == tmp_path / "controlled" and folder.name.startswith("org_some-model-")
 
 
@@ -205,10 +206,10 @@ def test_ensure_controlled_builds_once(config, tmp_path, monkeypatch):
         (out / CARD_FILE).write_text("{}")
         return out
 
-    monkeypatch.setattr(demo, "build_controlled", fake_build)
-    first = demo.ensure_controlled("some-model", config, tmp_path, device="cpu")
-    second = demo.ensure_controlled("some-model", config, tmp_path, device="cpu")
-    assert first == second == demo.controlled_dir("some-model", config, tmp_path)
+    monkeypatch.setattr(controlled, "build_controlled", fake_build)
+    first = controlled.ensure_controlled("some-model", config, tmp_path, device="cpu")
+    second = controlled.ensure_controlled("some-model", config, tmp_path, device="cpu")
+    assert first == second == controlled.controlled_dir("some-model", config, tmp_path)
     assert len(calls) == 1 and calls[0][2] == config and calls[0][3] == "cpu"
 
 
@@ -233,7 +234,7 @@ def test_ensure_controlled_loads_the_base_model_from_the_given_cache(config, tmp
 
     monkeypatch.setattr(models, "load_model", fake_load)
     with pytest.raises(_Stop):
-        demo.ensure_controlled("smollm2-135m-instruct", config, tmp_path / "cache", device="cpu")
+        controlled.ensure_controlled("smollm2-135m-instruct", config, tmp_path / "cache", device="cpu")
     assert seen["cache_dir"] is not None and str(seen["cache_dir"]) == str(tmp_path / "cache")
 
 

@@ -67,13 +67,50 @@ def test_the_debiased_set_is_built_from_every_length():
 
 
 def test_a_controlled_set_not_built_is_refused_rather_than_built_when_asked(tmp_path, monkeypatch):
-    import mia_tuner.demo as demo
+    import mia_tuner.training.controlled as controlled
 
     def build(*args, **kwargs):
         raise AssertionError("built")
 
-    monkeypatch.setattr(demo, "build_controlled", build)
+    monkeypatch.setattr(controlled, "build_controlled", build)
     with pytest.raises(DataError, match="not built yet"):
         sets.resolve("controlled:smollm2-135m-instruct:40", cache_dir=tmp_path, build=False)
     with pytest.raises(AssertionError, match="built"):  # the default builds it
         sets.resolve("controlled:smollm2-135m-instruct:40", cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("name,recipe", [
+    ("wikimia24:32", {"paper_split": True}), ("wikimia:128", {"paper_split": True}),
+    ("wikimia24:debiased", {"group_by": "event", "train_fraction": 0.6}),
+    ("controlled:gemma-3-270m", {"train_fraction": 0.6}),
+    ("controlled:gemma-3-270m:600", {"test_per_class": 200}),
+    ("smoke", {}), ("some/hub-id", {}), ("data.jsonl", {})])
+def test_each_named_set_keeps_its_split_recipe(name, recipe):
+    got = sets.split_recipe(name)
+    assert {k: v for k, v in vars(got).items() if v is not None} == recipe
+
+
+def test_a_suite_entry_overrides_the_recipe_field_by_field():
+    from mia_tuner.suite.config import DatasetEntry
+
+    entry = sets.split_recipe("wikimia24:debiased").fill(DatasetEntry(set="wikimia24:debiased", train_fraction=0.5))
+    assert (entry.group_by, entry.train_fraction, entry.paper_split) == ("event", 0.5, None)
+
+
+def test_a_controlled_set_has_one_spelling_the_model_first():
+    with pytest.raises(DataError, match="name the model first"):
+        sets.resolve("controlled:600")
+    assert sets.is_named("controlled:gemma-3-270m:600")
+
+
+def test_a_new_family_of_sets_is_one_registration(monkeypatch):
+    from mia_tuner.data import registry
+
+    monkeypatch.setattr(registry, "FAMILIES", dict(registry.FAMILIES))
+
+    @registry.register_set("toy", "toy:<n>", lambda rest: registry.SplitRecipe(test_per_class=int(rest)))
+    def _toy(rest, context):
+        return registry.NamedSet(data=sets.smoke_set(), dataset="toy", split=rest)
+
+    assert sets.is_named("toy:5") and sets.resolve("toy:5").split == "5"
+    assert sets.split_recipe("toy:5").test_per_class == 5 and "toy:<n>" in sets.spellings()

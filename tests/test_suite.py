@@ -376,10 +376,23 @@ def test_paired_differences_compare_labelled_detectors_with_the_best_score_and_f
 
 
 def test_datasets_named_on_the_command_line_keep_the_suites_settings_for_them():
-    suite = load_suite("offline", {"datasets": ["controlled:{model}:600", "smoke"]})
+    suite = load_suite("offline", {"datasets": ["wikimia24:32", "smoke"]})
     first, second = suite.datasets
-    assert first.set == "controlled:{model}:600" and first.test_per_class == 200
-    assert second.set == "smoke" and second.test_per_class is None
+    assert first.set == "wikimia24:32" and first.optional  # the offline suite's entry, optional: true
+    assert second.set == "smoke" and not second.optional and second.test_per_class is None
+
+
+def test_a_suites_named_set_is_split_by_its_recipe_unless_the_entry_says_otherwise(tmp_path):
+    from mia_tuner import sets
+
+    offline = load_suite("offline")
+    controlled = next(d for d in offline.datasets if d.set == "controlled:{model}:600")
+    assert sets.split_recipe(controlled.for_model("gemma-3-270m")).fill(controlled).test_per_class == 200
+    path = tmp_path / "suite.yaml"
+    path.write_text("name: s\nmodels: [m]\ndatasets:\n  - {set: \"controlled:{model}:600\", test_per_class: 150}\n"
+                    "methods: [loss]\n")
+    entry = load_suite(str(path), {"datasets": ["controlled:{model}:600"]}).datasets[0]
+    assert sets.split_recipe(entry.for_model("m")).fill(entry).test_per_class == 150
 
 
 def test_a_cell_without_a_reference_leaves_ref_out_instead_of_failing(tiny_models, tmp_path):

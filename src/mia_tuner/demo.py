@@ -7,8 +7,6 @@ training texts as `fused` (~4 min) and caches all three; later runs reuse them.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,17 +14,15 @@ import numpy as np
 
 from .config import (DataConfig, MethodConfig, ModelConfig, RunConfig, SplitConfig,
                      default_cache_dir)
-from .training.controlled import (DATA_FILE, MODEL_DIR, ControlledConfig, build_controlled, check_built,
-                              is_built)
 from .data.types import text_hash
-from .errors import DataError
 from .integrity import content_sha256, file_sha256
+from .training.controlled import DATA_FILE, DEFAULT_TRAIN_FRACTION, MODEL_DIR, ControlledConfig, ensure_controlled
 from .tuner.config import TunerConfig
 
 DEMO_MODEL = "smollm2-135m-instruct"
-# 250 texts per class: 60% (150) form the train part (80 used, the rest for validation later),
-# 40% (100) the test part, so the demo is scored on 100 + 100 held-out texts.
-DEMO_SPLIT = SplitConfig(train_fraction=0.6)
+# the controlled set's recipe (mia_tuner.training.controlled): of 250 texts per class, 150 on
+# the train side (80 used, the rest for validation later), 100 + 100 held out
+DEMO_SPLIT = SplitConfig(train_fraction=DEFAULT_TRAIN_FRACTION)
 # `neighbor` costs five forward passes a text (half the demo's scoring time) and `fsd` a
 # fine-tuning of the target (two minutes); both are weak on these sets (Neighbor at chance, FSD
 # below Min-K%++: BENCHMARKS.md). `mia-tuner scores --methods all` on the demo's data.jsonl
@@ -36,24 +32,6 @@ DEMO_LEFT_OUT = ("neighbor", "fsd")
 # (on the controlled sets its validation AUROC does not rise after the first epochs;
 # BENCHMARKS.md, "Detectors that use labelled texts").
 DEMO_TUNER = TunerConfig(epochs=2)
-
-
-def controlled_dir(model: str, config: ControlledConfig, cache_dir: str | Path) -> Path:
-    """Cache folder of a controlled set, keyed by the model and every build setting."""
-    key = hashlib.sha256(json.dumps([model, config.resolved()], sort_keys=True).encode()).hexdigest()
-    return Path(cache_dir) / "controlled" / f"{model.replace('/', '_')}-{key[:12]}"
-
-
-def ensure_controlled(model: str, config: ControlledConfig, cache_dir: str | Path,
-                      device: str = "auto", build: bool = True) -> Path:
-    out = controlled_dir(model, config, cache_dir)
-    if not is_built(out) and not build:
-        raise DataError(f"the controlled-membership set of {model} is not built yet ({out})")
-    if not is_built(out):
-        print(f"Building the controlled-membership set in {out} (first run only) ...")
-        build_controlled(model, out, config, device=device, cache_dir=cache_dir)
-    check_built(out)
-    return out
 
 
 # The adapted reference: the fine-tuning validation chose on both offline models' 600 + 600

@@ -40,12 +40,17 @@ class DatasetEntry:
 
     set: str = field(metadata={"help": "a set name (wikimia24:32, controlled:{model}:600, ...), path or hub id"})
     split: str | None = field(default=None, metadata={"help": "split of a hub set or save_to_disk folder"})
-    test_per_class: int | None = field(default=None, metadata={"help": "held-out texts per class (default: the suite's)"})
-    group_by: str | None = field(default=None, metadata={"help": "'event': an event's texts stay on one side"})
+    # these four: unset (None), the named set's recipe (mia_tuner.data.registry) decides
+    test_per_class: int | None = field(default=None, metadata={
+        "help": "held-out texts per class (default: the set's recipe, else the suite's)"})
+    group_by: str | None = field(default=None, metadata={
+        "help": "'event': an event's texts stay on one side (default: the set's recipe)"})
     train_fraction: float | None = field(default=None, metadata={
-        "help": "share of each class on the train side where a class is too small to fill both parts"})
-    paper_split: bool = field(default=False, metadata={
-        "help": "always cut at the train fraction, as the official code (WikiMIA rows of BENCHMARKS.md)"})
+        "help": "share of each class on the train side where a class is too small to fill both parts "
+                "(default: the set's recipe)"})
+    paper_split: bool | None = field(default=None, metadata={
+        "help": "always cut at the train fraction, as the official code (default: the set's recipe; "
+                "WikiMIA(-24) by length: yes)"})
     optional: bool = field(default=False, metadata={
         "help": "skip (and say so in the report) when the set cannot be had: no local copy, no hub"})
 

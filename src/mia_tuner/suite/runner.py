@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import DataConfig, ModelConfig, RunConfig, SplitConfig, default_cache_dir, method_settings
+from ..sets import split_recipe
 from ..data.split import EvaluationSplit
 from ..reports import safe_filename
 from .config import DatasetEntry, SuiteConfig
@@ -89,12 +90,12 @@ class CellRun:
         self.compute, self.pending = compute, []  # columns not computed (compute=False)
         self.writer = shard is None or shard.rank == 0  # one process writes records
         self.resolved = resolve_data(cell, suite, cache_dir, data_root, build=compute)
+        entry = split_recipe(cell.set_name).fill(cell.dataset)  # what the entry leaves unset: the set's recipe
         self.split_config = SplitConfig(seed=cell.seed, max_train_per_class=cell.train_per_class,
-                                        max_test_per_class=cell.dataset.test_per_class or suite.test_per_class,
-                                        group_by=cell.dataset.group_by,
-                                        fill_test_first=not cell.dataset.paper_split)
-        if cell.dataset.train_fraction is not None:
-            self.split_config = replace(self.split_config, train_fraction=cell.dataset.train_fraction)
+                                        max_test_per_class=entry.test_per_class or suite.test_per_class,
+                                        group_by=entry.group_by, fill_test_first=not entry.paper_split)
+        if entry.train_fraction is not None:
+            self.split_config = replace(self.split_config, train_fraction=entry.train_fraction)
         self.split: EvaluationSplit = make_split(self.resolved.data, self.split_config)
         key = {"model": cell.model, "target": self.resolved.target, "dataset": self.resolved.label,
                "data": texts_digest(self.resolved.data.texts, self.resolved.data.labels),

@@ -7,6 +7,7 @@ model-free classifier sits at chance and whatever a detector gains comes from th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -15,15 +16,20 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import option
-from ..errors import DataError
+from ..config import DataConfig, option
+from ..data.registry import NamedSet, SetContext, SplitRecipe, register_set
 from ..data.types import MEMBER, NON_MEMBER, MembershipSet
+from ..errors import DataError
 
 log = logging.getLogger(__name__)
 
 DATA_FILE = "data.jsonl"
 CARD_FILE = "card.json"
 MODEL_DIR = "model"
+CONTROLLED_SPLIT = "python-docs-64w"  # the split name records give the default-corpus sets
+# the default set's split: 60% of each class on the train side (of 250: 80 used, the rest for
+# validation), 40% (100 + 100) held out; the demo's and the named set's recipe
+DEFAULT_TRAIN_FRACTION = 0.6
 
 
 @dataclass
@@ -141,3 +147,65 @@ def write_jsonl(path: Path, ms: MembershipSet) -> None:
     with path.open("w", encoding="utf-8") as handle:
         for text, label in zip(ms.texts, ms.labels):
             handle.write(json.dumps({"input": text, "label": label}, ensure_ascii=False) + "\n")
+
+
+# ---- the built sets in the cache, and their names (controlled:<model>[:<n>]) -----------------------
+def controlled_dir(model: str, config: ControlledConfig, cache_dir: str | Path) -> Path:
+    """Cache folder of a controlled set, keyed by the model and every build setting."""
+    key = hashlib.sha256(json.dumps([model, config.resolved()], sort_keys=True).encode()).hexdigest()
+    return Path(cache_dir) / "controlled" / f"{model.replace('/', '_')}-{key[:12]}"
+
+
+def ensure_controlled(model: str, config: ControlledConfig, cache_dir: str | Path,
+                      device: str = "auto", build: bool = True) -> Path:
+    """The built set's folder, built first if needed (DataError instead when ``build`` is False);
+    its files checked against its card."""
+    out = controlled_dir(model, config, cache_dir)
+    if not is_built(out) and not build:
+        raise DataError(f"the controlled-membership set of {model} is not built yet ({out})")
+    if not is_built(out):
+        print(f"Building the controlled-membership set in {out} (first run only) ...")
+        build_controlled(model, out, config, device=device, cache_dir=cache_dir)
+    check_built(out)
+    return out
+
+
+def controlled_set(model: str, n_per_class: int | None, cache_dir, device: str = "auto",
+                   build: bool = True) -> NamedSet:
+    """The controlled-membership set of ``model`` (built on first use unless ``build`` is
+    False: then DataError), its injected target model and the model before injection as
+    reference."""
+    from ..data import load_membership_set
+
+    config = ControlledConfig() if n_per_class is None else ControlledConfig(n_per_class=n_per_class)
+    set_dir = ensure_controlled(model, config, cache_dir, device, build)
+    split = CONTROLLED_SPLIT if n_per_class is None else f"{CONTROLLED_SPLIT}-{n_per_class}+{n_per_class}"
+    data = load_membership_set(DataConfig(path=str(set_dir / DATA_FILE)))
+    return NamedSet(data=data, dataset="controlled", split=split, model=str(set_dir / MODEL_DIR), reference=model)
+
+
+def _parse_name(rest: str) -> tuple[str, int | None]:
+    model, _, size = rest.partition(":")
+    if not model:
+        raise DataError("controlled:<model>[:<n>] names an offline model, e.g. controlled:gemma-3-270m")
+    if model.isdigit():  # one spelling: the model is always named ("controlled:{model}:600" in a suite)
+        raise DataError(f"controlled:{rest}: name the model first, controlled:<model>:{model} "
+                        f"(controlled:{{model}}:{model} in a suite or a bench script)")
+    if size and not size.isdigit():
+        raise DataError(f"controlled:{rest}: the set size must be a number of passages per class")
+    return model, int(size) if size else None
+
+
+def _controlled_recipe(rest: str) -> SplitRecipe:
+    """The default set: 60% of each class on the train side (80 of them used), 100 + 100 test
+    (the demo's split); a set of n + n: a third of each class to test (200 + 200 of 600)."""
+    _, size = _parse_name(rest)
+    return SplitRecipe(train_fraction=DEFAULT_TRAIN_FRACTION) if size is None else SplitRecipe(test_per_class=size // 3)
+
+
+@register_set("controlled", "controlled:<model>[:<n>]", _controlled_recipe)
+def _controlled_named(rest: str, context: SetContext) -> NamedSet:
+    from ..config import default_cache_dir
+
+    model, size = _parse_name(rest)
+    return controlled_set(model, size, context.cache_dir or default_cache_dir(), context.device, context.build)
