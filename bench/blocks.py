@@ -1,8 +1,10 @@
 """The generated blocks of BENCHMARKS.md: ``<!-- NAME begin ... -->`` ... ``<!-- NAME end -->``.
 
-Every block is rendered from a record stored under bench/results/ (never from a run folder,
-never typed), so it can be rendered again anywhere: `bench/check_generated.py` does, and fails
-when BENCHMARKS.md differs from what its records give. Each generator names its blocks here.
+BENCHMARKS.md is its template (bench/BENCHMARKS.template.md, the prose) with each
+``<!-- generate NAME -->`` line replaced by the block NAME, rendered from records stored under
+bench/results/ (never from a run folder, never typed), so it can be rendered again anywhere:
+`bench/check_generated.py` does, and fails when BENCHMARKS.md differs. A generator stores its
+record, then calls ``publish``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "BENCHMARKS.md"
+TEMPLATE = ROOT / "bench" / "BENCHMARKS.template.md"
 # a marker starts its line (the file's prose may quote a marker inside backquotes)
 ANY_BLOCK = re.compile(r"^<!-- (?P<name>[\w:.+-]+) begin.*?^<!-- (?P=name) end -->", re.S | re.M)
 
@@ -30,9 +33,11 @@ def current(text: str, name: str) -> str:
     return pattern(name).search(text).group(0)
 
 
-def write_block(name: str, new: str, path: Path = BENCHMARKS) -> None:
-    """Replace the block called ``name`` in place, or add it at the end the first time."""
-    text = path.read_text(encoding="utf-8")
-    found = pattern(name)
-    text = found.sub(lambda _: new, text) if found.search(text) else text.rstrip() + "\n\n" + new + "\n"
-    path.write_text(text, encoding="utf-8")
+def publish(name: str) -> None:
+    """Render BENCHMARKS.md again, now that block ``name``'s record is stored; a block the
+    template does not place is an error naming the line to add."""
+    import check_generated  # here: it imports every generator, and they import this module
+
+    if name not in check_generated.placeholders(TEMPLATE.read_text(encoding="utf-8")):
+        raise SystemExit(f"{TEMPLATE} has no line `<!-- generate {name} -->`: add one where the block belongs")
+    BENCHMARKS.write_text(check_generated.render_document(), encoding="utf-8")

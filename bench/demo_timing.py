@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from blocks import write_block
+from blocks import publish as publish_block
 from mia_tuner.config import default_cache_dir
 from mia_tuner.methods.base import GROUPS
 
@@ -113,11 +113,6 @@ def stored_block() -> str:
     return block(json.loads(RECORD.read_text(encoding="utf-8")))
 
 
-def publish(record: dict) -> None:
-    write_block("demo", block(record))
-    print(block(record))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, default=default_cache_dir() / "models",
@@ -127,7 +122,8 @@ def main() -> None:
     args = parser.parse_args()
     if not args.publish:
         RECORD.write_text(json.dumps(measure(args.models, args.keep), indent=1) + "\n", encoding="utf-8")
-    publish(json.loads(RECORD.read_text(encoding="utf-8")))
+    publish_block("demo")
+    print(stored_block())
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import shutil
 import time
 from pathlib import Path
 
-from blocks import write_block
+from blocks import publish as publish_block
 
 ROOT = Path(__file__).resolve().parents[1]
 STORE = ROOT / "bench" / "results" / "suites"
@@ -87,7 +87,7 @@ def main() -> None:
     for file in FILES:
         shutil.copy2(args.run_dir / file, target / file)
     (target / PUBLISHED).write_text(json.dumps({"command": args.command}, indent=1) + "\n", encoding="utf-8")
-    write_block(f"suite:{name}", block(name))
+    publish_block(f"suite:{name}")
     print(f"published {name}: {target} and its block in BENCHMARKS.md")
     if args.curves:
         rows = curve_rows(args.run_dir, name)

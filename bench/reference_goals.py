@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from blocks import write_block
+from blocks import publish as publish_block
 from mia_tuner.metrics import compute_metrics, paired_auroc_difference
 from mia_tuner.suite import load_suite, run_suite
 
@@ -162,7 +162,7 @@ def main() -> None:
                                     compute=False).records)
     GOALS.write_text(json.dumps(goals, indent=1) + "\n")
     COSTS.write_text(json.dumps(costs, indent=1) + "\n")
-    write_block("reference-goals", stored_block())
+    publish_block("reference-goals")
     print(stored_block())
 
 

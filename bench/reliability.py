@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from blocks import write_block
+from blocks import publish as publish_block
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "wikimia24"
@@ -165,11 +165,6 @@ def stored_block() -> str:
     return bad_input_block(json.loads(RESULTS.read_text()))
 
 
-def publish(record: dict) -> None:
-    """Regenerate the bad-input block of BENCHMARKS.md."""
-    write_block("reliability:bad-input", bad_input_block(record))
-
-
 def _brief(result: dict) -> dict:
     return {k: result[k] for k in ("rc", "seconds", "traceback", "last_line")}
 
@@ -181,11 +176,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=[*FAULTS, "bad-input"], action="append")
     parser.add_argument("--publish", action="store_true",
-                        help="only regenerate BENCHMARKS.md's bad-input table from reliability.json")
+                        help="only regenerate BENCHMARKS.md from the stored records")
     args = parser.parse_args()
     record = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     if args.publish:
-        return publish(record)
+        return publish_block("reliability:bad-input")
     chosen = args.only or [*FAULTS, "bad-input"]
     for name in chosen:
         with tempfile.TemporaryDirectory(prefix=f"reliability-{name}-") as work:
@@ -195,8 +190,7 @@ def main() -> None:
         print(json.dumps(result, indent=2)[:3000])
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(record, indent=2) + "\n")
-    if "bad-input" in chosen:
-        publish(record)
+    publish_block("reliability:interrupted" if "bad-input" not in chosen else "reliability:bad-input")
 
 
 if __name__ == "__main__":

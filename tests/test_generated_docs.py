@@ -1,4 +1,5 @@
-"""BENCHMARKS.md's generated blocks say what their stored records say (bench/check_generated.py)."""
+"""BENCHMARKS.md is generated: its template's prose and its records' tables, nothing typed
+(bench/check_generated.py renders it again and fails on any difference)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def _checker():
     return check_generated
 
 
-def test_every_generated_block_of_benchmarks_matches_its_records():
+def test_benchmarks_is_exactly_its_rendering():
     done = subprocess.run([sys.executable, str(BENCH / "check_generated.py")], capture_output=True, text=True,
                           cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -34,3 +35,32 @@ def test_a_number_edited_by_hand_in_a_block_is_caught():
     assert edited != demo
     assert list(checker.stale_blocks(text.replace(demo, edited))) == ["demo"]
     assert checker.stale_blocks(text) == {}
+    assert "first run" in checker.difference(text.replace(demo, edited))
+
+
+def test_prose_edited_outside_the_template_is_caught():
+    checker = _checker()
+    text = (ROOT / "BENCHMARKS.md").read_text(encoding="utf-8")
+    assert checker.difference(text) == ""
+    edited = text.replace("## Speed and memory\n", "## Speed and memory\n\nFast: 3 times faster.\n", 1)
+    assert edited != text
+    assert "3 times faster" in checker.difference(edited)
+
+
+# a measured number typed into prose: a decimal (0.83, 16.1) or a quantity of time or memory (the
+# template writes the machine's specification in words)
+TYPED_RESULT = re.compile(r"\d\.\d|\b\d+ ?(?:s|min|h|GB|MB)\b")
+
+
+def test_the_template_carries_no_typed_result():
+    template = (BENCH / "BENCHMARKS.template.md").read_text(encoding="utf-8")
+    assert TYPED_RESULT.findall(template) == []
+    assert TYPED_RESULT.findall("AUROC 0.834 in 16 min") == ["0.8", "16 min"]  # the pattern itself finds them
+
+
+def test_every_placeholder_of_the_template_has_a_renderer():
+    checker = _checker()
+    names = checker.placeholders((BENCH / "BENCHMARKS.template.md").read_text(encoding="utf-8"))
+    assert len(names) == len(set(names)) >= 20
+    for name in names:
+        assert checker.render(name).startswith(f"<!-- {name} begin")

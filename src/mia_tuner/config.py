@@ -100,7 +100,7 @@ class MethodConfig:
     adapt_reference: bool = option(False, "also score every reference method on the reference fine-tuned on "
                                           "the training part's non-members (rows `<method>:adapted`)")
     # On SmolLM2's controlled set every fine-tuning did best on validation after its first epoch
-    # and worse after each later one (BENCHMARKS.md): the grid reaches below one epoch at 1e-4
+    # and worse after each later one (docs/history.md): the grid reaches below one epoch at 1e-4
     # (3e-5), and a third epoch, never chosen there, is left to --adapt-epochs 3.
     adapt_grid: list[str] = option(help_text="fine-tunings tried for the adapted reference and FSD, as "
                                              "full:<lr> or lora:<lr>; the best on validation is kept",

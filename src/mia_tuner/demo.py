@@ -25,17 +25,17 @@ DEMO_MODEL = "smollm2-135m-instruct"
 DEMO_SPLIT = SplitConfig(train_fraction=DEFAULT_TRAIN_FRACTION)
 # `neighbor` costs five forward passes a text (half the demo's scoring time) and `fsd` a
 # fine-tuning of the target (two minutes); both are weak on these sets (Neighbor at chance, FSD
-# below Min-K%++: BENCHMARKS.md). `mia-tuner scores --methods all` on the demo's data.jsonl
+# below Min-K%++: BENCHMARKS.md, docs/history.md). `mia-tuner scores --methods all` on the demo's data.jsonl
 # adds them.
 DEMO_LEFT_OUT = ("neighbor", "fsd")
 # MIA-Tuner's default variant, 2 epochs instead of 5 to keep the first run near 20 minutes
 # (on the controlled sets its validation AUROC does not rise after the first epochs;
-# BENCHMARKS.md, "Detectors that use labelled texts").
+# docs/history.md, "Detectors that use labelled texts").
 DEMO_TUNER = TunerConfig(epochs=2)
 
 
 # The adapted reference: the fine-tuning validation chose on both offline models' 600 + 600
-# controlled sets among full:3e-5, full:1e-4 and lora:1e-3 (BENCHMARKS.md), its epoch (1-2)
+# controlled sets among full:3e-5, full:1e-4 and lora:1e-3 (docs/history.md), its epoch (1-2)
 # chosen on 20 + 20 validation texts; each more entry of the grid costs the first run 2 minutes.
 DEMO_ADAPT_GRID = ["full:1e-4"]
 DEMO_ADAPT_EPOCHS = 2

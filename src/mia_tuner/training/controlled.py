@@ -34,7 +34,7 @@ DEFAULT_TRAIN_FRACTION = 0.6
 
 @dataclass
 class ControlledConfig:
-    """How a controlled-membership set is built (its defaults' reasons: BENCHMARKS.md, "The
+    """How a controlled-membership set is built (its defaults' reasons: docs/history.md, "The
     offline default")."""
 
     corpus: str = option("python-docs", "python-docs (offline default) or a .txt/.jsonl file of documents")

@@ -13,7 +13,7 @@ from ..errors import DataError
 @dataclass
 class InjectionConfig:
     # One epoch at 6e-5 mimics pre-training exposure (seen once) and gives Loss AUROC ~0.62 on
-    # the offline default (BENCHMARKS.md); 2 epochs at 3e-5 gave 0.63 for twice the time.
+    # the offline default (docs/history.md); 2 epochs at 3e-5 gave 0.63 for twice the time.
     epochs: int = option(1, "passes of continued pre-training over the members")
     learning_rate: float = option(6e-5, "AdamW learning rate of the injection")
     batch_size: int = option(8, "members per injection step")

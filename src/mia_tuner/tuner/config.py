@@ -18,7 +18,7 @@ BASE_SCORES = ("raw", "calibrated")
 PRESETS: dict[str, dict] = {
     # The official experiments: AdamW 5e-4, linear decay, 50 epochs, 8 + 8 per batch.
     "paper": dict(learning_rate=5e-4, epochs=50, batch_per_class=8),
-    # Measured on the offline SmolLM2, WikiMIA-24 length 32 (BENCHMARKS.md, "MIA-Tuner"): at
+    # Measured on the offline SmolLM2, WikiMIA-24 length 32 (docs/history.md, "MIA-Tuner"): at
     # lr 1e-2 with the hybrid loss, test AUROC climbs 0.67, 0.73, 0.78, 0.80, 0.81 over
     # epochs 1-5 (validation picks epoch 5); an earlier probe at the paper's 5e-4 (plain
     # Yes/No cross-entropy) stayed at 0.43-0.47 for 6 epochs. Five epochs is what fits the 20-minute budget
