@@ -9,7 +9,9 @@ text and mean KL(injected ‖ released, i.e. before-injection) per token, measur
 `safeguards.utility.perplexity_and_kl` as every defence. The one-pass attacks are scored on it
 too, on the same 200 + 200 held-out texts and the attacker's 80 + 80 as `bench/safeguards.py`
 (its split, rebuilt here), so the rows sit beside the defences' in bench/results/safeguards.json
-(safeguard `oracle:pre-injection`). Ref is left out: its reference would be the released model
+(safeguard `oracle:pre-injection`), computed by the package's
+`safeguards.floor.perfect_defence_floor`, which `mia-tuner defend` reports on any controlled
+set beside the defence (this script records it without training one). Ref is left out: its reference would be the released model
 itself, a score of 0 for every text. No defender can release this model (it needs the model
 before training); it measures where the goals of the issue lie, not a method.
 
@@ -21,17 +23,16 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
-
 from detection import merge
 from safeguards import KEY, RESULTS
 from mia_tuner.config import MethodConfig, ModelConfig, RunConfig, SplitConfig, default_cache_dir
 from mia_tuner.data.split import EvaluationSplit
 from mia_tuner.models import load_model
 from mia_tuner.run import score_split, select_methods
-from mia_tuner.safeguards.api import defence_split, metric_row
+from mia_tuner.safeguards.api import defence_split
 from mia_tuner.safeguards.config import DefenceConfig
-from mia_tuner.safeguards.utility import general_text, greedy_agreement, ordinary_prompts, perplexity_and_kl
+from mia_tuner.safeguards.floor import perfect_defence_floor
+from mia_tuner.safeguards.report import utility_line
 from mia_tuner import sets
 
 SAFEGUARD = "oracle:pre-injection"
@@ -51,20 +52,15 @@ def attacker_split(data, defence: DefenceConfig, test_per_class: int, seed: int)
 
 
 def attack_scores(model_name: str, split: EvaluationSplit, seed: int, cache_dir: str):
-    """The one-pass attacks and `fused` over them, on ``model_name``."""
+    """The one-pass attacks and `fused` over them on ``model_name``: (its RunConfig, the loaded
+    model, the methods, their scores)."""
     methods = MethodConfig(methods=ONE_PASS + ["fused"], fused_features=ONE_PASS)
     run_config = RunConfig(model=ModelConfig(name=model_name), methods=methods, split=SplitConfig(seed=seed),
                            cache_dir=cache_dir)
     loaded = load_model(run_config.model, cache_dir=cache_dir)
-    scores, _, _ = score_split(run_config, loaded, split, select_methods(run_config))
-    return loaded, scores
-
-
-def print_losses(labels: np.ndarray, injected: np.ndarray, pre_injection: np.ndarray) -> None:
-    """Each class's mean loss on the test texts under both models (the Loss score is −loss)."""
-    for label, name in ((1, "members"), (0, "non-members")):
-        a, b = -pre_injection[labels == label].mean(), -injected[labels == label].mean()
-        print(f"{name}: mean loss {a:.3f} before injection, {b:.3f} after ({b - a:+.3f} nats per token)")
+    chosen = select_methods(run_config)
+    scores, _, _ = score_split(run_config, loaded, split, chosen)
+    return run_config, loaded, chosen, scores
 
 
 def set_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -94,33 +90,23 @@ def main():
     started = time.perf_counter()
     named = controlled_set(parser, args)
     split = attacker_split(named.data, DefenceConfig(seed=args.seed), args.test_per_class, args.seed)
-    injected, before = attack_scores(named.model, split, args.seed, args.cache_dir)
-    pre_injection, after = attack_scores(named.reference, split, args.seed, args.cache_dir)
+    run_config, injected, methods, before = attack_scores(named.model, split, args.seed, args.cache_dir)
     # "before" is the injected model (what the publisher has), "after" the one released here
-    ppl_before, ppl_after, kl, n_tokens = perplexity_and_kl(pre_injection.model, pre_injection.tokenizer,
-                                                            general_text(), original=injected.model)
-    agreement = None
-    if getattr(pre_injection.tokenizer, "chat_template", None):  # a chat model: its answers to ordinary prompts
-        agreement = greedy_agreement(pre_injection.model, pre_injection.tokenizer, ordinary_prompts(),
-                                     original=injected.model)
-    labels = np.array(split.test.labels)
-    print_losses(labels, before["loss"], after["loss"])
-    rows = [metric_row(m, labels, before[m], after[m], False) for m in ONE_PASS + ["fused"]]
-    seconds = time.perf_counter() - started
+    floor = perfect_defence_floor(run_config, injected, ModelConfig(name=named.reference), split, before, methods)
+    u, seconds = floor.utility, time.perf_counter() - started
     records = [{"model": args.model, "dataset": named.dataset, "split": named.split, "safeguard": SAFEGUARD,
                 "method": r["method"], "adaptive": False,
                 **{k: round(float(v), 4) for k, v in r.items() if k.startswith(("auroc", "tpr"))},
                 "n_member": split.test.n_member, "n_nonmember": split.test.n_nonmember,
-                "ppl_before": round(ppl_before, 4), "ppl_after": round(ppl_after, 4), "kl": round(kl, 5),
-                "greedy_agreement": agreement, "run_seconds": round(seconds, 1), "date": time.strftime("%Y-%m-%d %H:%M")}
-               for r in rows]
+                "ppl_before": round(u.ppl_before, 4), "ppl_after": round(u.ppl_after, 4), "kl": round(u.kl, 5),
+                "greedy_agreement": u.greedy_agreement, "run_seconds": round(seconds, 1),
+                "date": time.strftime("%Y-%m-%d %H:%M")} for r in floor.rows]
     for r in records:
         print(f"{r['method']}: AUROC {r['auroc_before']:.3f} -> {r['auroc_after']:.3f} "
               f"[{r['auroc_after_low']:.3f}, {r['auroc_after_high']:.3f}]; TPR@1%FPR "
               f"{r['tpr_at_1_fpr_before']:.3f} -> {r['tpr_at_1_fpr_after']:.3f}")
-    print(f"perplexity {ppl_before:.2f} -> {ppl_after:.2f} ({ppl_after / ppl_before - 1:+.1%}), "
-          f"KL {kl:.4f} nats per token over {n_tokens} positions"
-          + ("" if agreement is None else f", identical greedy answers {agreement:.0%}") + f"; {seconds:.0f} s")
+    print(f"{utility_line('perplexity', u)}" + ("" if u.greedy_agreement is None else
+          f", identical greedy answers {u.greedy_agreement:.0%}") + f"; {seconds:.0f} s")
     if not args.no_record:
         merge(records, RESULTS, KEY)
 

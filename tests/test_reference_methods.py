@@ -69,7 +69,7 @@ def test_token_reference_methods_by_hand():
     target = stats(ids, [-1.0, -2.0, -0.5, -3.0], top1=[1, 9, 3, 9], mean=[-1, -1, -1, -1], std=[1, 1, 0.5, 2])
     reference = stats(ids, [-1.5, -2.5, -0.2, -2.0], mean=[-2, -2, -2, -2], std=[1, 1, 1, 1])
     ctx = context({text: target}, {text: reference}, k=0.5)
-    d = np.array([0.5, 0.5, -0.3, -1.0])
+    # d = target - reference log-probability per position: (0.5, 0.5, -0.3, -1.0)
     # EZ on the errors (positions 1 and 3): P = 0.5, N = 1.0
     assert score("ez", ctx, [text])[0] == pytest.approx(math.log(0.5 / 1.0))
     # Ref-Min-K% with k = 0.5: the two lowest of d: -1.0, -0.3

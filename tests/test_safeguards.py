@@ -527,6 +527,46 @@ def test_defend_reports_every_attack_before_and_after_on_held_out_texts(tmp_path
     assert "Perplexity on general text" in result.table and "greedy answers" in result.table
 
 
+def test_defend_reports_the_defenders_own_texts_and_the_perfect_defence(tmp_path):
+    """Beside the held-out rows: the same attacks on the defender's training texts, and the
+    model before injection released. Released as the very model that was attacked, the floor
+    is the "before" column again, at no utility cost."""
+    from helpers import make_tiny_model_dir
+    from mia_tuner.config import ModelConfig
+    from mia_tuner.metrics import compute_metrics
+    from mia_tuner.run import score_split, select_methods
+    from mia_tuner.safeguards.api import defence_split
+    from mia_tuner.config import RunConfig
+
+    loaded = tiny_loaded(chat=False)
+    same_weights = make_tiny_model_dir(tmp_path / "before-injection")  # seed 0: tiny_loaded's weights
+    config = DefenceConfig(epochs=1, batch_per_class=2, train_per_class=4, validation_per_class=2,
+                           attack_train_per_class=4)
+    methods = MethodConfig(methods=["loss", "zlib", "ref"], reference=str(same_weights))
+    result = defend(loaded, toy_set(20), config, tmp_path / "out", split_config=SplitConfig(max_test_per_class=5),
+                    methods=methods, cache_dir=tmp_path / "cache",
+                    before_injection=ModelConfig(name=str(same_weights)))
+    # the defender's own texts: every attack, before and after, on its 4 + 4 training texts
+    _, _, defender, _, attacker = defence_split(toy_set(20), config, SplitConfig(max_test_per_class=5))
+    run = RunConfig(model=ModelConfig(name="tiny"), methods=MethodConfig(methods=["loss"]), cache_dir=str(tmp_path / "c2"))
+    plain, _, _ = score_split(run, loaded, type(attacker)(train=attacker.train, test=defender), select_methods(run))
+    seen = {r["method"]: r for r in result.seen_rows}
+    assert list(seen) == ["loss", "zlib", "ref"]
+    assert seen["loss"]["auroc_before"] == pytest.approx(compute_metrics(np.array(defender.labels), plain["loss"]).auroc)
+    # the floor: no `ref` (its reference would be the released model), the same AUROC as before, KL 0
+    floor = {r["method"]: r for r in result.floor.rows}
+    assert list(floor) == ["loss", "zlib"]
+    held_out = {r["method"]: r for r in result.rows}
+    for method, row in floor.items():
+        assert row["auroc_after"] == pytest.approx(held_out[method]["auroc_before"])
+    assert result.floor.utility.kl == pytest.approx(0.0, abs=1e-6)
+    assert result.floor.utility.ppl_after == pytest.approx(result.floor.utility.ppl_before)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["seen"]["n_member"] == 4 and len(report["seen"]["rows"]) == 3
+    assert report["floor"]["model"] == str(same_weights)
+    assert "defender's own texts" in result.table and "perfect defence" in result.table
+
+
 def test_cli_defend_then_scores_against_the_defended_model(tmp_path, capsys):
     from helpers import make_tiny_model_dir
 

@@ -413,6 +413,9 @@ def test_a_suite_runs_a_safeguard_and_reports_every_attack_before_and_after(tiny
     assert len(guard) == 1 and [row["method"] for row in guard[0]["rows"]] == ["loss", "zlib"]
     assert guard[0]["n_test"] == 10 and guard[0]["utility"]["kl"] >= 0
     assert "Safeguards: every attack before and after" in paths["html"].read_text()
+    # the defender's own texts (4 + 4) attacked alike, a column of the report
+    assert [row["method"] for row in guard[0]["seen_rows"]] == ["loss", "zlib"] and guard[0]["floor"] is None
+    assert "defender's own texts" in paths["markdown"].read_text()
     again, _ = benchmark(suite, tmp_path / "out", cache_dir=tmp_path / "cache")  # kept, not retrained
     assert [r["sha256"] for r in again.records if r["kind"] == "safeguard"] == [guard[0]["sha256"]]
 

@@ -73,11 +73,13 @@ def cmd_defend(args, model_config, data_config, split_config, named_set, with_na
     identity = run_identity(defence=config, model=models.model, split=split, methods=methods,
                             reference=models.methods.reference, data=data.fingerprint(),
                             mmlu=[args.mmlu, args.mmlu_limit])
+    # a controlled set brings the model before injection: releasing it is the perfect defence
+    before_injection = replace(models.model, name=named.reference) if named and named.model else None
     with claim_run_dir(args.out, "defend", identity, args.overwrite):
         loaded = load_model(models.model, cache_dir=args.cache_dir)
         result = defend(loaded, data, config, args.out, split_config=split, methods=methods,
                         reference=models.methods.reference, cache_dir=args.cache_dir, questions=questions,
-                        model_config=models.model)
+                        model_config=models.model, before_injection=before_injection)
     print(f"Defence against {config.against} ({config.peft}); attacks on {result.n_member} + "
           f"{result.n_nonmember} held-out texts (members + non-members)\n")
     print(result.table)

@@ -10,7 +10,11 @@ from). The test part is held out from both. Then:
 4. the same attacks on the defended model; the non-adaptive detector is run on it unchanged,
    and the attacker trains MIA-Tuner anew against the defended model (adaptive).
 
-The report holds AUROC and TPR@1%FPR before and after with intervals, for every attack.
+The report holds AUROC and TPR@1%FPR before and after with intervals, for every attack, and
+two columns beside them: the same attacks before and after on the defender's own training texts
+(a defence that hides only the texts it trained on shows there), and, on a controlled set whose
+model before injection is given, that model's AUROC: the perfect defence's floor
+(``safeguards.floor``).
 Under several processes (``accelerate launch`` / ``torchrun``) the attacks' scoring is split
 between them, the defence and the attacker's MIA-Tuner train on a slice of each batch each,
 and the first process writes the report.
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +34,13 @@ from mia_tuner.data.split import EvaluationSplit, carve_validation, make_split
 from mia_tuner.data.types import MembershipSet
 from mia_tuner.data.validation import drop_unscorable
 from mia_tuner.errors import DataError, MethodError
-from mia_tuner.metrics import compute_metrics, sample_size_warning
+from mia_tuner.metrics import sample_size_warning
 from mia_tuner.reports import _write_json
 from mia_tuner.scoring import process_shard
 from mia_tuner.safeguards.artefact import apply_defence, read_defence_info, text_sha256
 from mia_tuner.safeguards.config import DefenceConfig
+from mia_tuner.safeguards.floor import Floor, perfect_defence_floor
+from mia_tuner.safeguards.report import metric_row, report_table
 from mia_tuner.safeguards.train import train_defence
 from mia_tuner.safeguards.utility import Utility, measure_utility
 from mia_tuner.tuner.config import TunerConfig
@@ -52,6 +58,8 @@ class DefenceResult:
     table: str
     n_member: int
     n_nonmember: int
+    seen_rows: list[dict] = field(default_factory=list)  # the attacks on the defender's own training texts
+    floor: Floor | None = None  # the model before injection released (a controlled set's perfect defence)
 
 
 def first_per_class(part: MembershipSet, n: int) -> MembershipSet:
@@ -122,48 +130,34 @@ def _reapplied(detector, defended_loaded, attack: TunerConfig, texts: list[str])
     return make_pipeline(defended_loaded, attack).score(model, texts)  # no memo of the undefended model
 
 
-def metric_row(method: str, labels, before, after, adaptive: bool) -> dict:
-    b, a = compute_metrics(labels, before), compute_metrics(labels, after)
-    return {"method": method, "adaptive": adaptive,
-            "auroc_before": b.auroc, "auroc_before_low": b.auroc_low, "auroc_before_high": b.auroc_high,
-            "auroc_after": a.auroc, "auroc_after_low": a.auroc_low, "auroc_after_high": a.auroc_high,
-            "tpr_at_1_fpr_before": b.tpr_at_fpr[0.01], "tpr_at_1_fpr_after": a.tpr_at_fpr[0.01]}
+def _attacks(run_config: RunConfig) -> list:
+    from mia_tuner.run import select_methods
 
-
-def report_table(rows: list[dict], utility: Utility) -> str:
-    """The before/after table a person reads, with the utility lines under it."""
-    lines = ["| attack | AUROC before | AUROC after | TPR@1%FPR before | after |",
-             "|---|---|---|---|---|"]
-    for r in rows:
-        name = r["method"] + (" (adaptive)" if r["adaptive"] else "")
-        lines.append(f"| {name} | {r['auroc_before']:.3f} [{r['auroc_before_low']:.3f}, "
-                     f"{r['auroc_before_high']:.3f}] | {r['auroc_after']:.3f} [{r['auroc_after_low']:.3f}, "
-                     f"{r['auroc_after_high']:.3f}] | {r['tpr_at_1_fpr_before']:.3f} | "
-                     f"{r['tpr_at_1_fpr_after']:.3f} |")
-    u = utility
-    lines += ["", f"Perplexity on general text: {u.ppl_before:.2f} -> {u.ppl_after:.2f} "
-              f"({100 * u.ppl_change:+.1f}%); mean KL {u.kl:.4f} nats/token over {u.n_tokens} positions"]
-    if u.greedy_agreement is not None:
-        lines.append(f"Identical greedy answers to {u.n_prompts} ordinary prompts: {100 * u.greedy_agreement:.0f}%")
-    if u.mmlu_before is not None:
-        lines.append(f"Multiple-choice accuracy ({u.n_questions} questions): {u.mmlu_before:.3f} -> {u.mmlu_after:.3f}")
-    return "\n".join(lines)
+    # the same attacks before and after: FSD, which fine-tunes the target, cannot run on the defended model
+    return select_methods(run_config, defended=True)
 
 
 def _score_attacks(run_config: RunConfig, loaded, split: EvaluationSplit, shard=None) -> dict:
-    from mia_tuner.run import score_split, select_methods
+    from mia_tuner.run import score_split
 
-    # the same attacks before and after: FSD, which fine-tunes the target, cannot run on the defended model
-    scores, _, _ = score_split(run_config, loaded, split, select_methods(run_config, defended=True), shard)
+    scores, _, _ = score_split(run_config, loaded, split, _attacks(run_config), shard)
     return scores
+
+
+def _seen_rows(defender: MembershipSet, before: dict, after: dict) -> list[dict]:
+    labels = np.array(defender.labels)
+    return [metric_row(m, labels, before[m], after[m], False) for m in before]
 
 
 def defend(loaded, data: MembershipSet, config: DefenceConfig, out_dir, *,
            split_config: SplitConfig | None = None, methods: MethodConfig | None = None,
            reference: str | None = None, cache_dir=None, attack: TunerConfig | None = None,
-           questions=None, model_config: ModelConfig | None = None) -> DefenceResult:
+           questions=None, model_config: ModelConfig | None = None,
+           before_injection: ModelConfig | None = None) -> DefenceResult:
     """Train a defence for ``loaded`` on ``data`` and measure every attack before and after it
-    (module docstring). Writes ``out_dir/defence`` (the artefact) and ``out_dir/report.json``."""
+    (module docstring). ``before_injection``: on a controlled set, the model before its members
+    were injected, reported as the perfect defence. Writes ``out_dir/defence`` (the artefact),
+    ``out_dir/report.json`` and ``out_dir/report.md``."""
     out = Path(out_dir)
     data = drop_unscorable(data, loaded.tokenizer, max_tokens=loaded.max_tokens)
     split_config, split, defender, validation, attack_split = defence_split(data, config, split_config)
@@ -177,6 +171,13 @@ def defend(loaded, data: MembershipSet, config: DefenceConfig, out_dir, *,
     labels = np.array(split.test.labels)
     shard = process_shard(cpu=loaded.device.type == "cpu")
     before = _score_attacks(run_config, loaded, attack_split, shard)
+    seen_split = EvaluationSplit(train=attacker, test=defender)  # the defender's own texts, attacked alike
+    before_seen = _score_attacks(run_config, loaded, seen_split, shard)
+    floor = None
+    if before_injection is not None:
+        floor = perfect_defence_floor(run_config, loaded, before_injection, attack_split, before,
+                                      _attacks(run_config), shard=shard, questions=questions,
+                                      max_tokens=config.max_tokens)
     against_tuner = config.against == TUNER
     attack_config = _attack_config(config, attack)
     detector = None
@@ -190,6 +191,7 @@ def defend(loaded, data: MembershipSet, config: DefenceConfig, out_dir, *,
         loaded = replace(loaded, model=copy.deepcopy(loaded.model))
     defended_loaded = apply_defence(out / "defence", loaded)
     after = _score_attacks(run_config, defended_loaded, attack_split, shard)
+    seen_rows = _seen_rows(defender, before_seen, _score_attacks(run_config, defended_loaded, seen_split, shard))
     rows = [metric_row(m, labels, before[m], after[m], False) for m in before if m != TUNER]
     if against_tuner:
         rows.append(metric_row(TUNER, labels, before[TUNER], _reapplied(detector, defended_loaded, attack_config,
@@ -201,9 +203,10 @@ def defend(loaded, data: MembershipSet, config: DefenceConfig, out_dir, *,
     if held_out:
         raise DataError(f"{len(held_out)} test text(s) were in the defence's training texts")
     warnings = [w for w in [sample_size_warning(labels)] if w]
-    table = "\n\n".join([report_table(rows, utility), *warnings])
+    table = "\n\n".join([report_table(rows, utility, seen_rows, floor), *warnings])
     result = DefenceResult(out_dir=out, defence_dir=out / "defence", rows=rows, utility=utility, table=table,
-                           n_member=split.test.n_member, n_nonmember=split.test.n_nonmember)
+                           n_member=split.test.n_member, n_nonmember=split.test.n_nonmember,
+                           seen_rows=seen_rows, floor=floor)
     if shard is not None and shard.rank != 0:  # the first process writes the report
         return result
     _write_json(out / "report.json", {
@@ -213,6 +216,8 @@ def defend(loaded, data: MembershipSet, config: DefenceConfig, out_dir, *,
         "defender_texts": {"train": defender.n_member + defender.n_nonmember,
                            "validation": 0 if validation is None else validation.n_member + validation.n_nonmember},
         "attacker_texts": attacker.n_member + attacker.n_nonmember,
-        "rows": rows, "utility": utility.to_dict(), "history": history.summary(), "warnings": warnings})
+        "rows": rows, "utility": utility.to_dict(), "history": history.summary(), "warnings": warnings,
+        "seen": {"n_member": defender.n_member, "n_nonmember": defender.n_nonmember, "rows": seen_rows},
+        "floor": floor.to_dict() if floor else None})
     (out / "report.md").write_text(table + "\n", encoding="utf-8")
     return result

@@ -149,22 +149,24 @@ def greedy_agreement(model, tokenizer, prompts: list[str], original=None) -> flo
 
 
 def measure_utility(model, tokenizer, *, texts: list[str] | None = None, prompts: list[str] | None = None,
-                    questions=None, max_tokens: int = 256) -> Utility:
+                    questions=None, max_tokens: int = 256, original=None) -> Utility:
     """Every utility measure of ``model`` (a defended model whose defence ``undefended`` can
-    switch off). Greedy agreement only where the tokenizer has a chat template; MMLU only when
+    switch off), or of ``model`` against ``original``, another model of the same vocabulary
+    (the perfect defence's floor: the model before injection against the injected one).
+    Greedy agreement only where the tokenizer has a chat template; MMLU only when
     ``questions`` are given (``mmlu.load_questions``)."""
     from mia_tuner.safeguards import mmlu
 
     texts = texts or general_text()
-    ppl_before, ppl_after, kl, n = perplexity_and_kl(model, tokenizer, texts, max_tokens)
+    ppl_before, ppl_after, kl, n = perplexity_and_kl(model, tokenizer, texts, max_tokens, original=original)
     utility = Utility(ppl_before=ppl_before, ppl_after=ppl_after, kl=kl, n_tokens=n)
     if getattr(tokenizer, "chat_template", None):
         prompts = prompts or ordinary_prompts()
-        utility.greedy_agreement = greedy_agreement(model, tokenizer, prompts)
+        utility.greedy_agreement = greedy_agreement(model, tokenizer, prompts, original=original)
         utility.n_prompts = len(prompts)
     if questions:
         utility.mmlu_after = mmlu.accuracy(model, tokenizer, questions)
-        with undefended(model) as original:
-            utility.mmlu_before = mmlu.accuracy(original, tokenizer, questions)
+        with _original_of(model, original) as before:
+            utility.mmlu_before = mmlu.accuracy(before, tokenizer, questions)
         utility.n_questions = len(questions)
     return utility

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from ..reports import jsonable
 from .figures import ablation_figures, by_cell, histogram_figure, roc_figure, training_curve_figure
-from .tables import (Table, axis, build_tables, paired_rows, safeguard_rows, table_markdown, table_rows,
-                     wrong_way_rows)
+from .tables import (Table, axis, build_tables, paired_rows, safeguard_extra_columns, safeguard_rows,
+                     table_markdown, table_rows, wrong_way_rows)
 
 PACKAGES = ("mia-tuner", "torch", "transformers", "peft", "accelerate", "datasets", "scikit-learn", "numpy")
 CSS = """
@@ -131,12 +131,15 @@ def _paired_html(rows: list[dict]) -> str:
 def _safeguards_html(rows: list[dict]) -> str:
     if not rows:
         return ""
+    extra = safeguard_extra_columns(rows)
     table = _html_table(
-        ["model", "dataset", "safeguard", "attack", "AUROC before", "AUROC after", "TPR@1%FPR before", "after"],
+        ["model", "dataset", "safeguard", "attack", "AUROC before", "AUROC after", "TPR@1%FPR before", "after",
+         *extra],
         [[r["model"], r["dataset"], r["safeguard"], r["method"] + (" (adaptive)" if r["adaptive"] else ""),
           _interval(r["auroc_before"], r["auroc_before_low"], r["auroc_before_high"]),
           _interval(r["auroc_after"], r["auroc_after_low"], r["auroc_after_high"]),
-          f"{r['tpr_at_1_fpr_before']:.3f}", f"{r['tpr_at_1_fpr_after']:.3f}"] for r in rows])
+          f"{r['tpr_at_1_fpr_before']:.3f}", f"{r['tpr_at_1_fpr_after']:.3f}",
+          *(cell(r) for cell in extra.values())] for r in rows])
     return "<h2>Safeguards: every attack before and after</h2>" + table
 
 
@@ -282,11 +285,13 @@ def report_markdown(suite, tables: list[Table], paired: list[dict], records: lis
         lines += ["## Warnings", "", *(f"- {w}" for w in warnings), ""]
     guards = safeguard_rows(records)
     if guards:
-        lines += ["## Safeguards", "", "| model | dataset | safeguard | attack | AUROC before | AUROC after |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| {r['model']} | {r['dataset']} | {r['safeguard']} | {r['method']}"
-                  f"{' (adaptive)' if r['adaptive'] else ''} | {r['auroc_before']:.3f} | {r['auroc_after']:.3f} |"
-                  for r in guards]
+        extra = safeguard_extra_columns(guards)
+        headers = ["model", "dataset", "safeguard", "attack", "AUROC before", "AUROC after", *extra]
+        lines += ["## Safeguards", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        lines += ["| " + " | ".join([r["model"], r["dataset"], r["safeguard"],
+                                     r["method"] + (" (adaptive)" if r["adaptive"] else ""),
+                                     f"{r['auroc_before']:.3f}", f"{r['auroc_after']:.3f}",
+                                     *(cell(r) for cell in extra.values())]) + " |" for r in guards]
         lines.append("")
     lines += ["## Provenance", "", f"- commit: {prov['git_commit']}", f"- finished: {prov['finished']}",
               f"- machine: {prov['machine']}", f"- versions: {prov['versions']}",

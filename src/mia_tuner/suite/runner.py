@@ -56,6 +56,7 @@ class ResolvedData:
     target: str  # the model to load (a controlled set's injected model)
     reference: str | None
     names: dict | None = None  # a named set's dataset and split, as records name them (sets.NamedSet)
+    before_injection: str | None = None  # a controlled set's model before injection (the perfect defence)
 
 
 def resolve_data(cell: Cell, suite: SuiteConfig, cache_dir, data_root, build: bool = True) -> ResolvedData:
@@ -68,7 +69,8 @@ def resolve_data(cell: Cell, suite: SuiteConfig, cache_dir, data_root, build: bo
         # a controlled set's own reference (the model before injection) comes first
         return ResolvedData(named.data, name, named.model or cell.model,
                             named.reference or suite.reference_for(cell.model),
-                            {"dataset": named.dataset, "split": named.split})
+                            {"dataset": named.dataset, "split": named.split},
+                            named.reference if named.model else None)
     data = load_membership_set(DataConfig(path=name, split=cell.dataset.split))
     label = name if not cell.dataset.split else f"{name}:{cell.dataset.split}"
     return ResolvedData(data, label, cell.model, suite.reference_for(cell.model))
@@ -250,13 +252,20 @@ class CellRun:
                         self.store.directory / f"defence-{safe_filename(guard.tag)}",
                         split_config=self.split_config,
                         methods=run_config.methods, reference=self.resolved.reference,
-                        cache_dir=self.cache_dir, model_config=self.model_config())
+                        cache_dir=self.cache_dir, model_config=self.model_config(),
+                        before_injection=self.before_injection())
         self._loaded = None
         return self.save(column, key, {
             **self.base(), "kind": "safeguard", "safeguard": guard.tag, "against": config.against,
             "rows": result.rows, "utility": result.utility.to_dict(),
             "n_test": result.n_member + result.n_nonmember, "n_member": result.n_member,
-            "n_nonmember": result.n_nonmember, "seconds": time.perf_counter() - started})
+            "n_nonmember": result.n_nonmember, "seen_rows": result.seen_rows,
+            "floor": result.floor.to_dict() if result.floor else None, "seconds": time.perf_counter() - started})
+
+    def before_injection(self) -> ModelConfig | None:
+        """A controlled set's model before injection, loaded as the target is."""
+        name = self.resolved.before_injection
+        return replace(self.model_config(), name=name) if name else None
 
 
 def pending_name(cell: Cell) -> str:
