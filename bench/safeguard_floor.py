@@ -25,7 +25,7 @@ import time
 
 from detection import merge
 from safeguards import KEY, RESULTS
-from mia_tuner.config import MethodConfig, ModelConfig, RunConfig, SplitConfig, default_cache_dir
+from mia_tuner.config import DEFAULT_SEED, MethodConfig, ModelConfig, RunConfig, SplitConfig, default_cache_dir
 from mia_tuner.data.split import EvaluationSplit
 from mia_tuner.models import load_model
 from mia_tuner.run import score_split, select_methods
@@ -55,8 +55,8 @@ def attack_scores(model_name: str, split: EvaluationSplit, seed: int, cache_dir:
     """The one-pass attacks and `fused` over them on ``model_name``: (its RunConfig, the loaded
     model, the methods, their scores)."""
     methods = MethodConfig(methods=ONE_PASS + ["fused"], fused_features=ONE_PASS)
-    run_config = RunConfig(model=ModelConfig(name=model_name), methods=methods, split=SplitConfig(seed=seed),
-                           cache_dir=cache_dir)
+    run_config = RunConfig.compose(ModelConfig(name=model_name), methods=methods, split=SplitConfig(seed=seed),
+                                   cache_dir=cache_dir)
     loaded = load_model(run_config.model, cache_dir=cache_dir)
     chosen = select_methods(run_config)
     scores, _, _ = score_split(run_config, loaded, split, chosen)
@@ -85,7 +85,7 @@ def controlled_set(parser: argparse.ArgumentParser, args):
 
 def main():
     parser = set_arguments(argparse.ArgumentParser())
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     args = parser.parse_args()
     started = time.perf_counter()
     named = controlled_set(parser, args)

@@ -55,8 +55,8 @@ def defence_parts(data, info: dict, test_per_class: int) -> dict:
 
 def one_pass_scores(loaded, part, train_part, seed: int, cache_dir: str) -> dict:
     """The one-pass attacks on ``part`` (through the score cache, keyed by the model's fingerprint)."""
-    config = RunConfig(model=ModelConfig(name=loaded.name), methods=MethodConfig(methods=ONE_PASS),
-                       split=SplitConfig(seed=seed), cache_dir=cache_dir)
+    config = RunConfig.compose(ModelConfig(name=loaded.name), methods=MethodConfig(methods=ONE_PASS),
+                               split=SplitConfig(seed=seed), cache_dir=cache_dir)
     scores, _, _ = score_split(config, loaded, EvaluationSplit(train=train_part, test=part), select_methods(config))
     return scores
 

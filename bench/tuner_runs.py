@@ -32,7 +32,7 @@ import numpy as np
 from detection import DATA, REFERENCE, ROOT, merge, rows_of
 from mia_tuner import sets
 from mia_tuner.cli_fields import add_dataclass_options, values_from_args
-from mia_tuner.config import default_cache_dir
+from mia_tuner.config import DEFAULT_SEED, default_cache_dir
 from mia_tuner.errors import DataError
 from mia_tuner.suite.tables import kind
 from mia_tuner.metrics import compute_metrics, paired_auroc_difference
@@ -124,7 +124,7 @@ def main():
     # every TunerConfig field, as `mia-tuner train` has them (seed and train_per_class below)
     add_dataclass_options(parser, TunerConfig, prefix=TUNER, skip=("seed", "train_per_class"),
                           rename={"learning_rate": "--lr"}, unset=tuple(PRESETS["default"]))
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--train-per-class", type=int, default=80)
     parser.add_argument("--method-tag", default="", help="record MIA-Tuner as mia-tuner:<tag>")
     parser.add_argument("--learning-curve", action="store_true",

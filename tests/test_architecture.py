@@ -206,10 +206,12 @@ def test_hand_written_options_take_their_default_from_the_dataclass():
     from mia_tuner.cli import build_parser
     from mia_tuner.config import ModelConfig, RunConfig
     from mia_tuner.data.wiki import OnlinePages, WikiBuildConfig
+    from mia_tuner.safeguards.config import TEST_PER_CLASS
 
     online = inspect.signature(OnlinePages).parameters
     expected = {
         ("scores", "--out"): RunConfig.out,
+        ("defend", "--test-per-class"): TEST_PER_CLASS,
         ("demo", "--device"): ModelConfig.device,
         ("data build-wiki", "--depth"): WikiBuildConfig.depth,
         ("data build-wiki", "--lengths"): WikiBuildConfig.lengths,
@@ -221,3 +223,33 @@ def test_hand_written_options_take_their_default_from_the_dataclass():
     found = {(command, action.option_strings[-1]): action.default for command, action in _options(build_parser())
              if (command, action.option_strings[-1]) in expected}
     assert found == expected
+
+
+def test_a_runs_configuration_is_put_together_in_one_place():
+    """RunConfig is built by RunConfig.compose only: every entry point composes it alike."""
+    from mia_tuner.config import RunConfig
+
+    builders = [f"{path.relative_to(SRC)}:{node.lineno}" for path in SRC.rglob("*.py")
+                for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "RunConfig"]
+    assert builders == []
+    assert RunConfig.compose(RunConfig().model, reference="ref").methods.reference == "ref"
+
+
+def test_every_seed_defaults_to_the_one_default_seed():
+    import dataclasses
+
+    from mia_tuner.config import DEFAULT_SEED, SplitConfig
+    from mia_tuner.data.wiki import WikiBuildConfig
+    from mia_tuner.methods.base import ScoringContext
+    from mia_tuner.safeguards.config import DefenceConfig
+    from mia_tuner.suite.config import SuiteConfig
+    from mia_tuner.training.controlled import ControlledConfig
+    from mia_tuner.training.injection_config import InjectionConfig
+    from mia_tuner.training.trainer import TrainerConfig
+    from mia_tuner.tuner.config import TunerConfig
+
+    for config in (SplitConfig, WikiBuildConfig, ScoringContext, DefenceConfig, ControlledConfig, InjectionConfig,
+                   TrainerConfig, TunerConfig):
+        assert {f.name: f.default for f in dataclasses.fields(config)}["seed"] == DEFAULT_SEED, config
+    assert {f.name: f for f in dataclasses.fields(SuiteConfig)}["seeds"].default_factory() == [DEFAULT_SEED]

@@ -176,9 +176,9 @@ def split_config(args) -> SplitConfig:
 
 
 def scores_config(args) -> RunConfig:
-    return RunConfig(model=model_config(args), data=data_config(args), split=split_config(args),
-                     methods=MethodConfig(**values_from_args(MethodConfig, args, prefix=METHOD_PREFIX)),
-                     out=args.out, cache_dir=args.cache_dir, use_cache=not args.no_cache)
+    return RunConfig.compose(model_config(args), data=data_config(args), split=split_config(args),
+                             methods=MethodConfig(**values_from_args(MethodConfig, args, prefix=METHOD_PREFIX)),
+                             out=args.out, cache_dir=args.cache_dir, use_cache=not args.no_cache)
 
 
 def named_set(args):
@@ -194,14 +194,22 @@ def named_set(args):
     return named
 
 
-def with_named(config: RunConfig, named) -> RunConfig:
-    """``config`` for a named set: its target model and reference where the set implies them."""
+def named_target(model: ModelConfig, reference: str | None, named) -> tuple[ModelConfig, str | None]:
+    """(target, reference) for a named set: its injected model and the model before injection
+    where the set implies them (a reference given by the user stays)."""
     from dataclasses import replace
 
     if named is None or not named.model:
-        return config
-    methods = config.methods if config.methods.reference else replace(config.methods, reference=named.reference)
-    return replace(config, model=replace(config.model, name=named.model), methods=methods)
+        return model, reference
+    return replace(model, name=named.model), reference or named.reference
+
+
+def with_named(config: RunConfig, named) -> RunConfig:
+    """``config`` for a named set (named_target)."""
+    from dataclasses import replace
+
+    model, reference = named_target(config.model, config.methods.reference, named)
+    return replace(config, model=model, methods=replace(config.methods, reference=reference))
 
 
 def print_skipped(data) -> None:
@@ -267,18 +275,18 @@ def cmd_train(args) -> None:
     named = named_set(args)
     data = named.data if named else load_membership_set(data_config(args))
     print_skipped(data)
-    models = with_named(RunConfig(model=model_config(args), methods=MethodConfig(reference=args.reference)), named)
+    model, reference = named_target(model_config(args), args.reference, named)
     methods = MethodConfig(methods=method_names(args.methods))
-    identity = run_identity(tuner=config, model=models.model, split=split_config(args), methods=methods,
-                            reference=models.methods.reference, compare=not args.no_compare,
+    identity = run_identity(tuner=config, model=model, split=split_config(args), methods=methods,
+                            reference=reference, compare=not args.no_compare,
                             data=data.fingerprint(), defence=args.defence)
     with claim_run_dir(args.out, "train", identity, args.overwrite):
-        loaded = with_defence(args, load_model(models.model, cache_dir=args.cache_dir))
+        loaded = with_defence(args, load_model(model, cache_dir=args.cache_dir))
         result = train_detector(
             loaded, data, config, out_dir=args.out, compare_methods=not args.no_compare,
-            model_config=models.model,
+            model_config=model,
             split_config=split_config(args),
-            reference=models.methods.reference, cache_dir=args.cache_dir,
+            reference=reference, cache_dir=args.cache_dir,
             methods=methods, resume=not args.restart)
     h = result.history
     print(f"Trained {config.peft} ({result.detector.pipeline.mode} pipeline) in {h.seconds:.1f} s; "
@@ -374,7 +382,7 @@ def dispatch(args) -> None:
     elif args.command == "detect":
         cmd_detect(args)
     elif args.command == "defend":
-        cmd_defend(args, model_config, data_config, split_config, named_set, with_named)
+        cmd_defend(args, model_config, data_config, split_config, named_set, named_target)
     elif args.command == "benchmark":
         cmd_benchmark(args)
     elif args.command == "methods":

@@ -10,7 +10,7 @@ import argparse
 
 from .cli_fields import add_dataclass_options, values_from_args
 from .rundir import claim_run_dir, run_identity
-from .safeguards.config import AGAINST, DEFENCE_PEFT, MEMBER_TERMS, DefenceConfig
+from .safeguards.config import AGAINST, DEFENCE_PEFT, MEMBER_TERMS, TEST_PER_CLASS, DefenceConfig
 
 PREFIX = "defence_"  # dests of the generated options (the split has its own --seed)
 RENAMED = {"learning_rate": "--lr", "train_per_class": "--defender-per-class", "seed": "--defence-seed"}
@@ -26,8 +26,8 @@ def add_defend_parser(commands, add_model_options, add_data_options, add_cache_o
         add(defend)
     # the split's train part holds the defender's and the attacker's texts (sized from them)
     add_split_options(defend, skip=("max_train_per_class", "max_test_per_class"))
-    defend.add_argument("--test-per-class", type=positive_int, default=200,
-                        help="held-out texts per class, seen by neither defender nor attacker (default: 200)")
+    defend.add_argument("--test-per-class", type=positive_int, default=TEST_PER_CLASS,
+                        help=f"held-out texts per class, seen by neither defender nor attacker (default: {TEST_PER_CLASS})")
     add_dataclass_options(defend, DefenceConfig, prefix=PREFIX, skip=("batch_size",), rename=RENAMED,
                           choices={"against": AGAINST, "peft": DEFENCE_PEFT, "member_term": MEMBER_TERMS})
     defend.add_argument("--methods", default="all", help="score-based attacks to measure, or all")
@@ -52,11 +52,11 @@ def with_defence(args, loaded):
     return apply_defence(args.defence, loaded)
 
 
-def cmd_defend(args, model_config, data_config, split_config, named_set, with_named) -> None:
+def cmd_defend(args, model_config, data_config, split_config, named_set, named_target) -> None:
     from .cli_args import check_out_dir, method_names
     from dataclasses import replace
 
-    from .config import MethodConfig, RunConfig
+    from .config import MethodConfig
     from .data import load_membership_set
     from .models import load_model
     from .safeguards import mmlu
@@ -67,19 +67,19 @@ def cmd_defend(args, model_config, data_config, split_config, named_set, with_na
     questions = mmlu.load_questions(args.mmlu, args.mmlu_limit) if args.mmlu else None
     named = named_set(args)
     data = named.data if named else load_membership_set(data_config(args))
-    models = with_named(RunConfig(model=model_config(args), methods=MethodConfig(reference=args.reference)), named)
+    model, reference = named_target(model_config(args), args.reference, named)
     split = replace(split_config(args), max_test_per_class=args.test_per_class)
     methods = MethodConfig(methods=method_names(args.methods))
-    identity = run_identity(defence=config, model=models.model, split=split, methods=methods,
-                            reference=models.methods.reference, data=data.fingerprint(),
+    identity = run_identity(defence=config, model=model, split=split, methods=methods,
+                            reference=reference, data=data.fingerprint(),
                             mmlu=[args.mmlu, args.mmlu_limit])
     # a controlled set brings the model before injection: releasing it is the perfect defence
-    before_injection = replace(models.model, name=named.reference) if named and named.model else None
+    before_injection = replace(model, name=named.reference) if named and named.model else None
     with claim_run_dir(args.out, "defend", identity, args.overwrite):
-        loaded = load_model(models.model, cache_dir=args.cache_dir)
+        loaded = load_model(model, cache_dir=args.cache_dir)
         result = defend(loaded, data, config, args.out, split_config=split, methods=methods,
-                        reference=models.methods.reference, cache_dir=args.cache_dir, questions=questions,
-                        model_config=models.model, before_injection=before_injection)
+                        reference=reference, cache_dir=args.cache_dir, questions=questions,
+                        model_config=model, before_injection=before_injection)
     print(f"Defence against {config.against} ({config.peft}); attacks on {result.n_member} + "
           f"{result.n_nonmember} held-out texts (members + non-members)\n")
     print(result.table)

@@ -34,6 +34,10 @@ def option(default=dataclasses.MISSING, help_text: str = "", *, factory=None):
     return field(default=default, metadata={"help": help_text})
 
 
+# the seed of every random choice a run makes unless told otherwise (split, training order,
+# initialisation, the controlled set's draw): one value, so that the entry points agree
+DEFAULT_SEED = 42
+
 @dataclass
 class ModelConfig:
     """Which model to load and how."""
@@ -64,7 +68,7 @@ class DataConfig:
 class SplitConfig:
     """The evaluation split shared by every method (train part for learned detectors)."""
 
-    seed: int = option(42, "seed of the evaluation split")
+    seed: int = option(DEFAULT_SEED, "seed of the evaluation split")
     train_fraction: float = option(0.8, "share of each class on the train side of the cut")
     max_train_per_class: int = option(80, "training texts per class (learned detectors, ReCaLL shots)")
     max_test_per_class: int = option(100, "held-out test texts per class")
@@ -171,6 +175,20 @@ class RunConfig:
     cache_dir: str = option(help_text="models, built sets and score cache (env MIA_TUNER_CACHE)",
                             factory=lambda: str(default_cache_dir()))
     use_cache: bool = option(True, "read and write the score cache")
+
+    @classmethod
+    def compose(cls, model: ModelConfig, *, methods: MethodConfig | None = None, reference: str | None = None,
+                split: SplitConfig | None = None, data: DataConfig | None = None, out: str | None = None,
+                cache_dir=None, use_cache: bool = True) -> "RunConfig":
+        """The one place a run's configuration is put together, whatever the entry point (the
+        CLI, the suite runner, MIA-Tuner's baselines, a defence's attacks, the demo): parts not
+        given take their dataclass defaults; ``reference``, where given, is the methods'."""
+        methods = methods or MethodConfig()
+        if reference:
+            methods = dataclasses.replace(methods, reference=reference)
+        return cls(model=model, data=data or DataConfig(), split=split or SplitConfig(), methods=methods,
+                   out=cls.out if out is None else str(out),
+                   cache_dir=str(cache_dir) if cache_dir else str(default_cache_dir()), use_cache=use_cache)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

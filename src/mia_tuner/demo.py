@@ -61,13 +61,10 @@ def demo_config(set_dir: Path, model: str, out: str, cache_dir: str, device: str
                 methods: MethodConfig | None = None) -> RunConfig:
     """Score the injected model with ``methods`` (default: all); `ref` uses the model before
     injection."""
-    methods = methods or MethodConfig(methods=["all"])
-    return RunConfig(
-        model=ModelConfig(name=str(set_dir / MODEL_DIR), device=device),
-        data=DataConfig(path=str(set_dir / DATA_FILE)),
-        split=DEMO_SPLIT,
-        methods=replace(methods, reference=model),
-        out=out, cache_dir=str(cache_dir))
+    return RunConfig.compose(ModelConfig(name=str(set_dir / MODEL_DIR), device=device),
+                             data=DataConfig(path=str(set_dir / DATA_FILE)), split=DEMO_SPLIT,
+                             methods=methods or MethodConfig(methods=["all"]), reference=model,
+                             out=out, cache_dir=cache_dir)
 
 
 def detector_dir(set_dir: Path, config: RunConfig, tuner: TunerConfig) -> Path:

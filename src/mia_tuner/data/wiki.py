@@ -25,6 +25,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ..config import DEFAULT_SEED
 from ..errors import DataError
 from .hygiene import deduplicate
 from .loading import read_text_file
@@ -49,7 +50,7 @@ class WikiBuildConfig:
     nested: bool = False  # WikiMIA style: a long text also feeds every shorter bucket
     mask_dates: bool = False
     paired: bool = False
-    seed: int = 42
+    seed: int = DEFAULT_SEED
     category_format: str = "{month} {year} events by country"
 
     def __post_init__(self) -> None:

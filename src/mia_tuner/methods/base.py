@@ -13,7 +13,7 @@ from typing import Callable, ClassVar
 
 import numpy as np
 
-from ..config import MethodConfig
+from ..config import DEFAULT_SEED, MethodConfig
 from ..errors import MethodError
 
 
@@ -39,7 +39,7 @@ class ScoringContext:
     same_tokenizer: bool | None = None  # the reference's tokenizer is the target's (None: unknown)
     train_texts: tuple[str, ...] = ()
     train_labels: tuple[int, ...] = ()
-    seed: int = 42
+    seed: int = DEFAULT_SEED
     # scores of another method on other texts (the training part, for `fused`), through the
     # score cache when the engine provides it: (method, texts) -> scores
     score_cached: Callable | None = None

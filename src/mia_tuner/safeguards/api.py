@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mia_tuner.config import MethodConfig, ModelConfig, RunConfig, SplitConfig, default_cache_dir
+from mia_tuner.config import MethodConfig, ModelConfig, RunConfig, SplitConfig
 from mia_tuner.data.split import EvaluationSplit, carve_validation, make_split
 from mia_tuner.data.types import MembershipSet
 from mia_tuner.data.validation import drop_unscorable
@@ -38,7 +38,7 @@ from mia_tuner.metrics import sample_size_warning
 from mia_tuner.reports import _write_json
 from mia_tuner.scoring import process_shard
 from mia_tuner.safeguards.artefact import apply_defence, read_defence_info, text_sha256
-from mia_tuner.safeguards.config import DefenceConfig
+from mia_tuner.safeguards.config import TEST_PER_CLASS, DefenceConfig
 from mia_tuner.safeguards.floor import Floor, perfect_defence_floor
 from mia_tuner.safeguards.report import metric_row, report_table
 from mia_tuner.safeguards.train import train_defence
@@ -95,7 +95,7 @@ def defence_split(data: MembershipSet, config: DefenceConfig, split_config: Spli
     or None, the attacker's split: the attacker's texts and the held-out test part). The train
     part holds exactly the defender's and the attacker's texts."""
     needed = config.train_per_class + config.validation_per_class + config.attack_train_per_class
-    split_config = replace(split_config or SplitConfig(), max_train_per_class=needed)
+    split_config = replace(split_config or SplitConfig(max_test_per_class=TEST_PER_CLASS), max_train_per_class=needed)
     split = make_split(data, split_config)
     defender, validation, attacker = disjoint_parts(split.train, config)
     return split_config, split, defender, validation, EvaluationSplit(train=attacker, test=split.test,
@@ -162,12 +162,9 @@ def defend(loaded, data: MembershipSet, config: DefenceConfig, out_dir, *,
     data = drop_unscorable(data, loaded.tokenizer, max_tokens=loaded.max_tokens)
     split_config, split, defender, validation, attack_split = defence_split(data, config, split_config)
     attacker = attack_split.train
-    methods = methods or MethodConfig(batch_size=config.batch_size)
-    if reference:
-        methods = replace(methods, reference=reference)
-    run_config = RunConfig(model=model_config or ModelConfig(name=loaded.name, device=loaded.device.type),
-                           split=split_config, methods=methods, out=str(out / "runs"),
-                           cache_dir=str(cache_dir or default_cache_dir()))
+    run_config = RunConfig.compose(model_config or ModelConfig(name=loaded.name, device=loaded.device.type),
+                                   split=split_config, methods=methods or MethodConfig(batch_size=config.batch_size),
+                                   reference=reference, out=out / "runs", cache_dir=cache_dir)
     labels = np.array(split.test.labels)
     shard = process_shard(cpu=loaded.device.type == "cpu")
     before = _score_attacks(run_config, loaded, attack_split, shard)

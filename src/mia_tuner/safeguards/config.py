@@ -6,6 +6,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+from mia_tuner.config import DEFAULT_SEED
 from mia_tuner.errors import MethodError
 
 AGAINST = ("scores", "mia-tuner")
@@ -14,6 +15,10 @@ MEMBER_TERMS = ("contrastive", "shift")
 # fields added after defences were first trained and keyed: at these values they are left out
 # of a key, so that the defences and records made before them stay valid
 LATER_DEFAULTS = {"member_term": "contrastive", "selection_max_kl": None}
+# held-out test texts per class of a defence's evaluation (`defend`, the API and the CLI alike):
+# more than a scoring run's SplitConfig default, since a defence is judged by how close to 0.5 an
+# AUROC gets, and 200 + 200 texts halve the interval that 50 + 50 leave
+TEST_PER_CLASS = 200
 
 
 @dataclass
@@ -40,7 +45,7 @@ class DefenceConfig:
     learning_rate: float = field(default=1e-2, metadata={"help": "AdamW learning rate of the defence"})
     epochs: int = field(default=3, metadata={"help": "epochs of the defence's training"})
     batch_per_class: int = field(default=8, metadata={"help": "members (= non-members) per training batch"})
-    seed: int = field(default=42, metadata={"help": "seed of the defence's data order and of the "
+    seed: int = field(default=DEFAULT_SEED, metadata={"help": "seed of the defence's data order and of the "
                       "defender / attacker parts"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     member_term: str = field(default="contrastive", metadata={"help": "the term that hides members' "

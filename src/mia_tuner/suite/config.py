@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from ..config import MethodConfig
+from ..config import DEFAULT_SEED, MethodConfig
 from ..errors import ConfigError
 
 SHIPPED = ("offline", "paper", "smoke")  # suites in mia_tuner/suites/*.yaml
@@ -112,7 +112,7 @@ class SuiteConfig:
     reference: str | dict | None = field(default=None, metadata={
         "help": "reference model for `ref`, or {model: reference} (a controlled set brings its own: the "
                 "model before injection)"})
-    seeds: list[int] = field(default_factory=lambda: [42], metadata={"help": "split and training seeds"})
+    seeds: list[int] = field(default_factory=lambda: [DEFAULT_SEED], metadata={"help": "split and training seeds"})
     train_per_class: list[int] = field(default_factory=lambda: [80],
                                        metadata={"help": "training texts per class (an ablation axis)"})
     test_per_class: int = field(default=100, metadata={"help": "held-out texts per class"})

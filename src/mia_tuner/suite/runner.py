@@ -167,8 +167,8 @@ class CellRun:
     # ---- score-based methods ------------------------------------------------------------
     def run_config(self) -> RunConfig:
         methods = replace(self.suite.method_config(), reference=self.resolved.reference)
-        return RunConfig(model=self.model_config(), split=self.split_config, methods=methods,
-                         out=str(self.store.directory / "scores"), cache_dir=self.cache_dir)
+        return RunConfig.compose(self.model_config(), split=self.split_config, methods=methods,
+                                 out=self.store.directory / "scores", cache_dir=self.cache_dir)
 
     def method_key(self, method) -> str:
         """The settings a method's scores depend on (conservatively: every method setting but

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import DataConfig, option
+from ..config import DEFAULT_SEED, DataConfig, option
 from ..data.registry import NamedSet, SetContext, SplitRecipe, register_set
 from ..data.types import MEMBER, NON_MEMBER, MembershipSet
 from ..errors import DataError
@@ -40,7 +40,7 @@ class ControlledConfig:
     corpus: str = option("python-docs", "python-docs (offline default) or a .txt/.jsonl file of documents")
     n_words: int = option(64, "words per passage")
     n_per_class: int = option(250, "members (= non-members) in the set")
-    seed: int = option(42, "seed of the passages' choice, the member/non-member draw and the injection")
+    seed: int = option(DEFAULT_SEED, "seed of the passages' choice, the member/non-member draw and the injection")
     injection: dict = field(default_factory=dict, metadata={"help": "InjectionConfig fields (epochs, "
                             "learning_rate, batch_size, max_tokens, method, lora_rank): the defaults otherwise"})
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..config import option
+from ..config import DEFAULT_SEED, option
 from ..errors import DataError
 
 
@@ -20,7 +20,7 @@ class InjectionConfig:
     max_tokens: int = option(256, "tokens of a member the injection trains on")
     method: str = option("full", "full fine-tuning, or a LoRA adapter merged afterwards")
     lora_rank: int = option(16, "LoRA rank (--method lora)")
-    seed: int = option(42, "seed of the injection's data order")
+    seed: int = option(DEFAULT_SEED, "seed of the injection's data order")
 
     def __post_init__(self) -> None:
         if self.method not in ("full", "lora"):

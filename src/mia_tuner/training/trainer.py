@@ -31,6 +31,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from ..config import DEFAULT_SEED
 from ..data.types import MEMBER, NON_MEMBER, MembershipSet
 from ..errors import DataError, Interrupted
 from ..metrics import compute_metrics
@@ -50,7 +51,7 @@ class TrainerConfig:
     epochs: int
     batch_per_class: int
     grad_accum: int = 1
-    seed: int = 42
+    seed: int = DEFAULT_SEED
     weight_decay: float = 0.0
     objective: str = "max"  # checkpoint selection: max (validation AUROC) | chance (closest to 0.5)
     initial_candidate: bool = True  # the untrained state (epoch 0) may be the one kept

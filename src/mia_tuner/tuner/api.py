@@ -9,7 +9,7 @@ directory with every row (MIA-Tuner's is "mia-tuner").
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -17,7 +17,7 @@ import numpy as np
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from mia_tuner.config import MethodConfig, ModelConfig, RunConfig, SplitConfig, default_cache_dir
+from mia_tuner.config import MethodConfig, ModelConfig, RunConfig, SplitConfig
 from mia_tuner.data.split import EvaluationSplit, carve_validation, make_split
 from mia_tuner.data.types import MembershipSet
 from mia_tuner.data.validation import drop_unscorable
@@ -65,12 +65,9 @@ def _run_config(loaded, config: TunerConfig, split_config: SplitConfig, out_dir,
     (so their scores are shared through the cache with plain scoring runs; texts are cut at the
     model's context, where MIA-Tuner cuts them at ``config.max_tokens``). The reference model
     is loaded as ``model_config`` says (device, dtype, quantization), under its own name."""
-    methods = methods or MethodConfig(batch_size=config.batch_size)
-    if reference:
-        methods = replace(methods, reference=reference)
     model = model_config or ModelConfig(name=loaded.name, device=loaded.device.type)
-    return RunConfig(model=model, split=split_config, methods=methods,
-                     out=str(out_dir), cache_dir=str(cache_dir or default_cache_dir()))
+    return RunConfig.compose(model, split=split_config, methods=methods or MethodConfig(batch_size=config.batch_size),
+                             reference=reference, out=out_dir, cache_dir=cache_dir)
 
 
 def score_baselines(run_config: RunConfig, loaded, split: EvaluationSplit) -> tuple[dict, dict]:

@@ -6,7 +6,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from mia_tuner.config import option
+from mia_tuner.config import DEFAULT_SEED, option
 from mia_tuner.errors import MethodError
 from mia_tuner.tuner import prompts
 
@@ -61,7 +61,7 @@ class TunerConfig:
     epochs: int = _opt(PRESETS["default"]["epochs"], "passes over the training texts")
     batch_per_class: int = _opt(PRESETS["default"]["batch_per_class"], "members (= non-members) per batch")
     grad_accum: int = _opt(1, "batches per optimizer update")
-    seed: int = _opt(42, "seed of the training's data order and of the adapter's initialisation")
+    seed: int = _opt(DEFAULT_SEED, "seed of the training's data order and of the adapter's initialisation")
     weight_decay: float = _opt(0.0, "AdamW weight decay")
     # pipeline A (aligned) loss weights
     lm_weight: float = _opt(1.0, "aligned: weight of the language-modelling term")
