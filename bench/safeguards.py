@@ -23,8 +23,8 @@ import time
 
 from detection import DATA, REFERENCE, ROOT, merge
 from tuner_runs import dataset_entry
-from mia_tuner.cli_defend import PREFIX, RENAMED
-from mia_tuner.cli_fields import add_dataclass_options, values_from_args
+from mia_tuner.cli.defend import PREFIX, RENAMED
+from mia_tuner.cli.fields import add_dataclass_options, values_from_args
 from mia_tuner.config import MethodConfig, default_cache_dir
 from mia_tuner.demo import demo_methods
 from mia_tuner.safeguards.config import AGAINST, DEFENCE_PEFT, MEMBER_TERMS, DefenceConfig

@@ -31,7 +31,7 @@ import numpy as np
 
 from detection import DATA, REFERENCE, ROOT, merge, rows_of
 from mia_tuner import sets
-from mia_tuner.cli_fields import add_dataclass_options, values_from_args
+from mia_tuner.cli.fields import add_dataclass_options, values_from_args
 from mia_tuner.config import DEFAULT_SEED, default_cache_dir
 from mia_tuner.errors import DataError
 from mia_tuner.suite.tables import kind

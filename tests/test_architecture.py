@@ -165,7 +165,8 @@ def test_generated_options_show_the_dataclass_defaults(capsys):
     says so: e.g. `scores --help` and MethodConfig."""
     import dataclasses
 
-    from mia_tuner.cli import METHOD_PREFIX, build_parser
+    from mia_tuner.cli import build_parser
+    from mia_tuner.cli.options import METHOD_PREFIX
     from mia_tuner.config import MethodConfig
 
     parser = build_parser()

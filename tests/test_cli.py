@@ -10,7 +10,8 @@ import json
 import pytest
 from helpers import labelled_rows, write_jsonl
 
-from mia_tuner.cli import build_parser, main, scores_config
+from mia_tuner.cli import build_parser, main
+from mia_tuner.cli.scores import scores_config
 from mia_tuner.config import default_cache_dir
 from mia_tuner.methods import available_methods
 from mia_tuner.models import offline

@@ -27,7 +27,7 @@ QUANTIZATIONS = ("8bit", "4bit")
 
 
 def option(default=dataclasses.MISSING, help_text: str = "", *, factory=None):
-    """A field with its command-line help: ``mia_tuner.cli_fields`` generates the option from
+    """A field with its command-line help: ``mia_tuner.cli.fields`` generates the option from
     the field (name, type, default, help), so a default is written once, here."""
     if factory is not None:
         return field(default_factory=factory, metadata={"help": help_text})

@@ -1,25 +1,23 @@
-"""`mia-tuner defend` and the `--defence DIR` option of `scores`, `train` and `detect`.
+"""`mia-tuner defend`: a safeguard trained, and every attack measured before and after it.
 
-The options of `defend` are generated from ``DefenceConfig``'s fields (``cli_fields``: names,
-types, defaults and help are read from the dataclass, never written twice).
+The options of `defend` are generated from ``DefenceConfig``'s fields (``cli.fields``: names,
+types, defaults and help are read from the dataclass, never written twice). The `--defence DIR`
+option of `scores`, `train` and `detect` is in ``cli.options``.
 """
 
 from __future__ import annotations
 
-import argparse
-
-from .cli_fields import add_dataclass_options, values_from_args
-from .rundir import claim_run_dir, run_identity
-from .safeguards.config import AGAINST, DEFENCE_PEFT, MEMBER_TERMS, TEST_PER_CLASS, DefenceConfig
+from ..safeguards.config import AGAINST, DEFENCE_PEFT, MEMBER_TERMS, TEST_PER_CLASS, DefenceConfig
+from .args import positive_int
+from .fields import add_dataclass_options, values_from_args
+from .options import (add_cache_options, add_data_options, add_model_options, add_overwrite_option,
+                      add_split_options, labelled_set, model_config, named_set, named_target, split_config)
 
 PREFIX = "defence_"  # dests of the generated options (the split has its own --seed)
 RENAMED = {"learning_rate": "--lr", "train_per_class": "--defender-per-class", "seed": "--defence-seed"}
 
 
-def add_defend_parser(commands, add_model_options, add_data_options, add_cache_options, add_split_options,
-                      add_overwrite_option):
-    from .cli_args import positive_int
-
+def add_parser(commands) -> None:
     defend = commands.add_parser(
         "defend", help="train a safeguard and measure every attack before and after it")
     for add in (add_model_options, add_data_options, add_cache_options):
@@ -27,7 +25,8 @@ def add_defend_parser(commands, add_model_options, add_data_options, add_cache_o
     # the split's train part holds the defender's and the attacker's texts (sized from them)
     add_split_options(defend, skip=("max_train_per_class", "max_test_per_class"))
     defend.add_argument("--test-per-class", type=positive_int, default=TEST_PER_CLASS,
-                        help=f"held-out texts per class, seen by neither defender nor attacker (default: {TEST_PER_CLASS})")
+                        help=f"held-out texts per class, seen by neither defender nor attacker (default: "
+                             f"{TEST_PER_CLASS})")
     add_dataclass_options(defend, DefenceConfig, prefix=PREFIX, skip=("batch_size",), rename=RENAMED,
                           choices={"against": AGAINST, "peft": DEFENCE_PEFT, "member_term": MEMBER_TERMS})
     defend.add_argument("--methods", default="all", help="score-based attacks to measure, or all")
@@ -38,35 +37,21 @@ def add_defend_parser(commands, add_model_options, add_data_options, add_cache_o
     add_overwrite_option(defend)
 
 
-def add_defence_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--defence", help="a defence directory written by `defend`: run against the "
-                                          "defended model")
-
-
-def with_defence(args, loaded):
-    """``loaded`` with the defence of ``--defence`` applied (unchanged without it)."""
-    if not getattr(args, "defence", None):
-        return loaded
-    from .safeguards.artefact import apply_defence
-
-    return apply_defence(args.defence, loaded)
-
-
-def cmd_defend(args, model_config, data_config, split_config, named_set, named_target) -> None:
-    from .cli_args import check_out_dir, method_names
+def run(args) -> None:
     from dataclasses import replace
 
-    from .config import MethodConfig
-    from .data import load_membership_set
-    from .models import load_model
-    from .safeguards import mmlu
-    from .safeguards.api import defend
+    from ..config import MethodConfig
+    from ..models import load_model
+    from ..rundir import claim_run_dir, run_identity
+    from ..safeguards import mmlu
+    from ..safeguards.api import defend
+    from .args import check_out_dir, method_names
 
     config = DefenceConfig(**values_from_args(DefenceConfig, args, prefix=PREFIX))
     check_out_dir(args.out)
     questions = mmlu.load_questions(args.mmlu, args.mmlu_limit) if args.mmlu else None
     named = named_set(args)
-    data = named.data if named else load_membership_set(data_config(args))
+    data = labelled_set(args, named)
     model, reference = named_target(model_config(args), args.reference, named)
     split = replace(split_config(args), max_test_per_class=args.test_per_class)
     methods = MethodConfig(methods=method_names(args.methods))

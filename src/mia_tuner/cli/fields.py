@@ -27,7 +27,7 @@ def _base_type(hint):
 
 def _item_parser(item_type):
     """The argparse type of one value: floats must be finite (``nan`` is refused while parsing)."""
-    from .cli_args import finite_float
+    from .args import finite_float
 
     return finite_float if item_type is float else item_type
 
@@ -51,7 +51,7 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls, *, prefix: str, 
                           types: dict | None = None, unset=(), unset_text: str = "the preset's") -> None:
     """Add one option per field of ``cls`` (dest ``prefix + name``). Fields in ``unset``
     default to None (resolved later, e.g. by a preset); ``rename`` maps field -> flag;
-    ``types`` gives a field an argument type of ``cli_args`` that refuses bad values while
+    ``types`` gives a field an argument type of ``cli.args`` that refuses bad values while
     parsing (others are checked when the dataclass is built). ``list[...]`` fields take
     comma-separated values; ``unset_text`` says where an unset field's value comes from."""
     rename, choices, types = rename or {}, choices or {}, types or {}

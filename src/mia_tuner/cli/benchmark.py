@@ -1,20 +1,21 @@
 """`mia-tuner benchmark SUITE`: run (or continue) a suite and write its report.
 
-The overrides are generated from ``SuiteConfig``'s fields (``cli_fields``): every top-level
+The overrides are generated from ``SuiteConfig``'s fields (``cli.fields``): every top-level
 field a suite file sets can be set here (lists comma-separated); nested ones (MIA-Tuner
 variants, safeguards, method settings) live in the suite file.
 """
 
 from __future__ import annotations
 
-from .cli_fields import add_dataclass_options, values_from_args
-from .suite.config import SHIPPED, SuiteConfig
+from .fields import add_dataclass_options, values_from_args
+from ..suite.config import SHIPPED, SuiteConfig
+from .options import add_cache_options
 
 PREFIX = "suite_"
 NESTED = ("datasets", "tuner", "safeguards", "method_settings")
 
 
-def add_benchmark_parser(commands, add_cache_options) -> None:
+def add_parser(commands) -> None:
     bench = commands.add_parser(
         "benchmark", help="run a whole study (a suite) and write one report: HTML, Markdown, CSV")
     bench.add_argument("suite", help=f"a suite YAML file or a shipped suite: {', '.join(SHIPPED)}")
@@ -28,9 +29,9 @@ def add_benchmark_parser(commands, add_cache_options) -> None:
     add_cache_options(bench)
 
 
-def cmd_benchmark(args) -> None:
-    from .scoring import process_shard
-    from .suite import benchmark
+def run(args) -> None:
+    from ..scoring import process_shard
+    from ..suite import benchmark
 
     overrides = {k: v for k, v in values_from_args(SuiteConfig, args, prefix=PREFIX).items() if v is not None}
     if args.datasets:

@@ -7,7 +7,7 @@ import argparse
 import math
 from pathlib import Path
 
-from .errors import DataError, MethodError
+from ..errors import DataError, MethodError
 
 
 def _checked(text: str, convert, accept, requirement: str):

@@ -3,18 +3,19 @@ build a WikiMIA-24-style set."""
 
 from __future__ import annotations
 
-from .cli_args import at_least_two, check_out_dir, non_negative, positive_int, seed_value, word_lengths
-from .cli_fields import add_dataclass_options, values_from_args
-from .data.wiki import ONLINE_DEFAULTS, WikiBuildConfig
-from .training.controlled import ControlledConfig
-from .training.injection_config import InjectionConfig
+from .args import at_least_two, check_out_dir, non_negative, positive_int, seed_value, word_lengths
+from .fields import add_dataclass_options, values_from_args
+from ..data.wiki import ONLINE_DEFAULTS, WikiBuildConfig
+from ..training.controlled import ControlledConfig
+from ..training.injection_config import InjectionConfig
+from .options import add_data_options, add_model_options, data_config
 
 CHECK_EPILOG = """A DIR with several splits (a build-wiki output, WikiMIA-24) is checked split by split.
 Shift: the blind baseline's cross-validated AUROC and the year-only heuristic's AUROC; 0.5 means
 a model-free classifier finds nothing, near 1 means the set can be solved without the model."""
 
 
-def add_check_parser(commands, add_data_options) -> None:
+def add_check_parser(commands) -> None:
     check = commands.add_parser("check", help="hygiene report and shift measures of a labelled set",
                                 epilog=CHECK_EPILOG)
     check.add_argument("source", nargs="?", help="same as --data")
@@ -24,7 +25,7 @@ def add_check_parser(commands, add_data_options) -> None:
     check.add_argument("--folds", type=at_least_two, default=5, help="cross-validation folds of the blind baseline")
 
 
-def add_controlled_parser(commands, add_model_options) -> None:
+def add_controlled_parser(commands) -> None:
     controlled = commands.add_parser("controlled", help="build a controlled-membership set")
     add_model_options(controlled)
     controlled.add_argument("--out", required=True, help="folder of the built set (data.jsonl, card.json)")
@@ -62,20 +63,20 @@ def add_build_wiki_parser(commands) -> None:
     build.add_argument("--language", default=ONLINE_DEFAULTS["language"], help="online: Wikipedia's language code")
 
 
-def add_data_parser(commands, add_data_options, add_model_options) -> None:
+def add_parser(commands) -> None:
     data = commands.add_parser("data", help="data sets: check, controlled, build-wiki")
     data_commands = data.add_subparsers(dest="data_command", required=True)
-    add_check_parser(data_commands, add_data_options)
-    add_controlled_parser(data_commands, add_model_options)
+    add_check_parser(data_commands)
+    add_controlled_parser(data_commands)
     add_build_wiki_parser(data_commands)
 
 
-def cmd_check(args, data_config) -> None:
-    from . import sets
-    from .data import deduplicate, format_hygiene, hygiene_report, load_membership_set
-    from .data.loading import available_splits
-    from .data.shift import debias, format_shift, shift_report
-    from .errors import DataError
+def cmd_check(args) -> None:
+    from .. import sets
+    from ..data import deduplicate, format_hygiene, hygiene_report, load_membership_set
+    from ..data.loading import available_splits
+    from ..data.shift import debias, format_shift, shift_report
+    from ..errors import DataError
 
     args.data = args.data or args.source
     if not args.data:
@@ -101,7 +102,7 @@ def cmd_check(args, data_config) -> None:
 def cmd_build_wiki(args) -> None:
     from pathlib import Path
 
-    from .data.wiki import OfflinePages, OnlinePages, build_wiki
+    from ..data.wiki import OfflinePages, OnlinePages, build_wiki
 
     config = WikiBuildConfig(members=args.members, non_members=args.non_members, depth=args.depth,
                              lengths=args.lengths,
@@ -119,14 +120,14 @@ def cmd_build_wiki(args) -> None:
     print(f"Saved to {args.out} (datasets folder, jsonl/, card.json)")
 
 
-def cmd_data(args, data_config) -> None:
+def run(args) -> None:
     if args.data_command == "check":
-        cmd_check(args, data_config)
+        cmd_check(args)
         return
     if args.data_command == "build-wiki":
         cmd_build_wiki(args)
         return
-    from .training.controlled import build_controlled
+    from ..training.controlled import build_controlled
 
     config = ControlledConfig(**values_from_args(ControlledConfig, args, prefix="controlled_"),
                               injection=values_from_args(InjectionConfig, args, prefix="injection_"))

@@ -1,0 +1,66 @@
+"""`mia-tuner train`: a MIA-Tuner detector trained on a labelled set, compared with every
+baseline on the same test texts."""
+
+from __future__ import annotations
+
+from ..config import MethodConfig
+from .args import check_out_dir, method_names, positive_int, token_budget
+from .fields import add_dataclass_options, values_from_args
+from .options import (add_defence_option, add_overwrite_option, add_set_options, labelled_set, model_config,
+                      named_set, named_target, print_skipped, split_config, with_defence)
+
+TUNER_PREFIX = "tuner_"  # dests of the options generated from TunerConfig
+
+
+def add_parser(commands) -> None:
+    from ..tuner.config import BASE_SCORES, MODES, PEFT_KINDS, PRESETS, TunerConfig
+    from ..tuner.prompts import FALLBACK_TEMPLATES
+
+    train = commands.add_parser("train", help="train a MIA-Tuner detector and compare it with the baselines")
+    add_set_options(train)
+    train.add_argument("--preset", default="default", choices=list(PRESETS),
+                       help="optimisation settings (--lr, --epochs, --batch-per-class) unless given")
+    # every TunerConfig field but the two the split options set (--seed, --train-per-class)
+    add_dataclass_options(train, TunerConfig, prefix=TUNER_PREFIX, skip=("seed", "train_per_class"),
+                          rename={"learning_rate": "--lr"}, unset=tuple(PRESETS["default"]),
+                          types={"epochs": positive_int, "batch_per_class": positive_int,
+                                 "num_virtual_tokens": positive_int, "max_tokens": token_budget},
+                          choices={"mode": MODES, "peft": PEFT_KINDS, "base_score": BASE_SCORES,
+                                   "chat_template": sorted(FALLBACK_TEMPLATES)})
+    train.add_argument("--methods", default="all", help="baselines to compare with, or all")
+    train.add_argument("--reference", help="reference model for `ref`")
+    train.add_argument("--no-compare", action="store_true", help="train and score MIA-Tuner only")
+    train.add_argument("--restart", action="store_true",
+                       help="ignore the checkpoint of an interrupted run in --out and start afresh")
+    train.add_argument("--out", default="runs/mia-tuner", help="the run directory (the detector in its detector/)")
+    add_overwrite_option(train)
+    add_defence_option(train)
+
+
+def run(args) -> None:
+    from ..models import load_model
+    from ..rundir import claim_run_dir, run_identity
+    from ..tuner.api import train_detector
+    from ..tuner.config import TunerConfig
+
+    config = TunerConfig.from_preset(args.preset, **values_from_args(TunerConfig, args, prefix=TUNER_PREFIX),
+                                     train_per_class=args.split_max_train_per_class, seed=args.split_seed)
+    check_out_dir(args.out)
+    named = named_set(args)
+    data = labelled_set(args, named)
+    print_skipped(data)
+    model, reference = named_target(model_config(args), args.reference, named)
+    methods = MethodConfig(methods=method_names(args.methods))
+    identity = run_identity(tuner=config, model=model, split=split_config(args), methods=methods,
+                            reference=reference, compare=not args.no_compare,
+                            data=data.fingerprint(), defence=args.defence)
+    with claim_run_dir(args.out, "train", identity, args.overwrite):
+        loaded = with_defence(args, load_model(model, cache_dir=args.cache_dir))
+        result = train_detector(loaded, data, config, out_dir=args.out, compare_methods=not args.no_compare,
+                                model_config=model, split_config=split_config(args), reference=reference,
+                                cache_dir=args.cache_dir, methods=methods, resume=not args.restart)
+    h = result.history
+    print(f"Trained {config.peft} ({result.detector.pipeline.mode} pipeline) in {h.seconds:.1f} s; "
+          f"kept epoch {h.chosen_epoch} of {config.epochs} ({h.selection})\n")
+    print(result.table)
+    print(f"\nDetector: {result.detector_dir}\nRun directory: {result.out_dir}")
