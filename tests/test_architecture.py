@@ -254,3 +254,21 @@ def test_every_seed_defaults_to_the_one_default_seed():
                    TrainerConfig, TunerConfig):
         assert {f.name: f.default for f in dataclasses.fields(config)}["seed"] == DEFAULT_SEED, config
     assert {f.name: f for f in dataclasses.fields(SuiteConfig)}["seeds"].default_factory() == [DEFAULT_SEED]
+
+
+def test_a_suites_model_and_split_settings_are_the_dataclasses_own():
+    """SuiteConfig's fields that stand for ModelConfig's and SplitConfig's: the same default
+    and help, read from there."""
+    import dataclasses
+
+    from mia_tuner.config import ModelConfig, SplitConfig
+    from mia_tuner.suite.config import SuiteConfig
+
+    suite = {f.name: f for f in dataclasses.fields(SuiteConfig)}
+    for name, (cls, field_name) in {"device": (ModelConfig, "device"), "dtype": (ModelConfig, "dtype"),
+                                    "device_map": (ModelConfig, "device_map"),
+                                    "quantization": (ModelConfig, "quantization"),
+                                    "test_per_class": (SplitConfig, "max_test_per_class")}.items():
+        source = cls.__dataclass_fields__[field_name]
+        assert (suite[name].default, suite[name].metadata["help"]) == (source.default, source.metadata["help"])
+    assert suite["train_per_class"].default_factory() == [SplitConfig.max_train_per_class]

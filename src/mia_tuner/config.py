@@ -34,6 +34,17 @@ def option(default=dataclasses.MISSING, help_text: str = "", *, factory=None):
     return field(default=default, metadata={"help": help_text})
 
 
+
+def same_as(cls, name: str, *, as_list: bool = False, help_text: str | None = None):
+    """A field that stands for ``cls``'s field ``name`` in another configuration (a suite's
+    model or split settings): its default and help read from there, never written again
+    (``as_list``: a list holding that default, for an axis of several values)."""
+    source = cls.__dataclass_fields__[name]
+    help_text = help_text or source.metadata.get("help", "")
+    if as_list:
+        return field(default_factory=lambda: [source.default], metadata={"help": help_text})
+    return field(default=source.default, metadata={"help": help_text})
+
 # the seed of every random choice a run makes unless told otherwise (split, training order,
 # initialisation, the controlled set's draw): one value, so that the entry points agree
 DEFAULT_SEED = 42

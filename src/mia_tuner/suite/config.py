@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from ..config import DEFAULT_SEED, MethodConfig
+from ..config import DEFAULT_SEED, MethodConfig, ModelConfig, SplitConfig, same_as
 from ..errors import ConfigError
 
 SHIPPED = ("offline", "paper", "smoke")  # suites in mia_tuner/suites/*.yaml
@@ -113,16 +113,16 @@ class SuiteConfig:
         "help": "reference model for `ref`, or {model: reference} (a controlled set brings its own: the "
                 "model before injection)"})
     seeds: list[int] = field(default_factory=lambda: [DEFAULT_SEED], metadata={"help": "split and training seeds"})
-    train_per_class: list[int] = field(default_factory=lambda: [80],
-                                       metadata={"help": "training texts per class (an ablation axis)"})
-    test_per_class: int = field(default=100, metadata={"help": "held-out texts per class"})
+    train_per_class: list[int] = same_as(SplitConfig, "max_train_per_class", as_list=True,
+                                         help_text="training texts per class (an ablation axis)")
+    test_per_class: int = same_as(SplitConfig, "max_test_per_class")
     tuner: list[TunerVariant] = field(default_factory=list, metadata={"help": "MIA-Tuner variants"})
     safeguards: list[SafeguardEntry] = field(default_factory=list, metadata={"help": "safeguards"})
-    device: str = field(default="auto", metadata={"help": "cpu | cuda | auto"})
-    dtype: str = field(default="float32", metadata={"help": "float32 | bfloat16 | float16"})
-    device_map: str | None = field(default=None, metadata={
-        "help": '"auto": spread each model over every GPU (one process; models too large for one)'})
-    quantization: str | None = field(default=None, metadata={"help": "8bit | 4bit (bitsandbytes)"})
+    # how every model is loaded: ModelConfig's fields, their defaults and help read from there
+    device: str = same_as(ModelConfig, "device")
+    dtype: str = same_as(ModelConfig, "dtype")
+    device_map: str | None = same_as(ModelConfig, "device_map")
+    quantization: str | None = same_as(ModelConfig, "quantization")
 
     def __post_init__(self) -> None:
         for name in ("models", "datasets", "seeds", "train_per_class"):
