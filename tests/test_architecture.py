@@ -272,3 +272,29 @@ def test_a_suites_model_and_split_settings_are_the_dataclasses_own():
         source = cls.__dataclass_fields__[field_name]
         assert (suite[name].default, suite[name].metadata["help"]) == (source.default, source.metadata["help"])
     assert suite["train_per_class"].default_factory() == [SplitConfig.max_train_per_class]
+
+
+def test_the_values_a_field_accepts_are_declared_on_its_dataclass():
+    """CHOICES and VALUES name real fields and known kinds of value; the command line reads
+    them from there (no call site repeats them)."""
+    import dataclasses
+
+    from mia_tuner.cli.fields import value_types
+    from mia_tuner.config import MethodConfig, ModelConfig, SplitConfig
+    from mia_tuner.safeguards.config import DefenceConfig
+    from mia_tuner.suite.config import SuiteConfig
+    from mia_tuner.training.controlled import ControlledConfig
+    from mia_tuner.training.injection_config import InjectionConfig
+    from mia_tuner.tuner.config import TunerConfig
+
+    for cls in (ModelConfig, SplitConfig, MethodConfig, TunerConfig, DefenceConfig, ControlledConfig,
+                InjectionConfig, SuiteConfig):
+        names = {f.name for f in dataclasses.fields(cls)}
+        declared = {**getattr(cls, "CHOICES", {}), **getattr(cls, "VALUES", {})}
+        assert declared and set(declared) <= names, cls
+        assert set(getattr(cls, "VALUES", {}).values()) <= set(value_types()), cls
+        for name, allowed in getattr(cls, "CHOICES", {}).items():
+            default = cls.__dataclass_fields__[name].default
+            assert default is None or default in allowed, (cls, name)
+    cli_sources = "\n".join(p.read_text(encoding="utf-8") for p in (SRC / "cli").glob("*.py"))
+    assert "types=" not in cli_sources

@@ -6,6 +6,7 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
+from typing import ClassVar
 from pathlib import Path
 
 
@@ -53,6 +54,9 @@ DEFAULT_SEED = 42
 class ModelConfig:
     """Which model to load and how."""
 
+    # the values a field accepts (the command line refuses others while parsing)
+    CHOICES: ClassVar[dict] = {"device": DEVICES, "dtype": DTYPES, "quantization": QUANTIZATIONS}
+
     name: str = option("smollm2-135m-instruct", "offline short name, local directory, .gguf file or hub id")
     device: str = option("auto", "cpu | cuda | auto")
     dtype: str = option("float32", "weights' precision")
@@ -79,6 +83,10 @@ class DataConfig:
 class SplitConfig:
     """The evaluation split shared by every method (train part for learned detectors)."""
 
+    VALUES: ClassVar[dict] = {"seed": "seed", "train_fraction": "fraction", "max_train_per_class": "positive",
+                              "max_test_per_class": "positive"}  # kinds of value (cli.fields.VALUE_TYPES)
+    CHOICES: ClassVar[dict] = {"group_by": ("event",)}
+
     seed: int = option(DEFAULT_SEED, "seed of the evaluation split")
     train_fraction: float = option(0.8, "share of each class on the train side of the cut")
     max_train_per_class: int = option(80, "training texts per class (learned detectors, ReCaLL shots)")
@@ -96,6 +104,10 @@ class SplitConfig:
 @dataclass
 class MethodConfig:
     """Settings of the score-based methods."""
+
+    VALUES: ClassVar[dict] = {"k": "share", "k_sweep": "shares", "num_neighbors": "positive",
+                              "neighbor_fraction": "share", "recall_shots": "positive", "batch_size": "positive",
+                              "max_tokens": "tokens", "fused_k": "shares"}
 
     methods: list[str] = option(help_text="comma-separated method names, or all", factory=lambda: ["all"])
     k: float = option(0.2, "Min-K% / Min-K%++ share of tokens")

@@ -3,7 +3,7 @@ build a WikiMIA-24-style set."""
 
 from __future__ import annotations
 
-from .args import at_least_two, check_out_dir, non_negative, positive_int, seed_value, word_lengths
+from .args import at_least_two, check_out_dir, non_negative, seed_value, word_lengths
 from .fields import add_dataclass_options, values_from_args
 from ..data.wiki import ONLINE_DEFAULTS, WikiBuildConfig
 from ..training.controlled import ControlledConfig
@@ -29,12 +29,9 @@ def add_controlled_parser(commands) -> None:
     controlled = commands.add_parser("controlled", help="build a controlled-membership set")
     add_model_options(controlled)
     controlled.add_argument("--out", required=True, help="folder of the built set (data.jsonl, card.json)")
-    add_dataclass_options(controlled, ControlledConfig, prefix="controlled_", skip=("injection",),
-                          types={"n_per_class": positive_int, "n_words": positive_int, "seed": seed_value})
+    add_dataclass_options(controlled, ControlledConfig, prefix="controlled_", skip=("injection",))
     add_dataclass_options(controlled, InjectionConfig, prefix="injection_", skip=("seed",),
-                          rename={"learning_rate": "--lr"}, choices={"method": ["full", "lora"]},
-                          types={"epochs": positive_int, "batch_size": positive_int, "max_tokens": positive_int,
-                                 "lora_rank": positive_int})
+                          rename={"learning_rate": "--lr"})
 
 
 def add_build_wiki_parser(commands) -> None:

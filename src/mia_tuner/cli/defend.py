@@ -7,7 +7,7 @@ option of `scores`, `train` and `detect` is in ``cli.options``.
 
 from __future__ import annotations
 
-from ..safeguards.config import AGAINST, DEFENCE_PEFT, MEMBER_TERMS, TEST_PER_CLASS, DefenceConfig
+from ..safeguards.config import TEST_PER_CLASS, DefenceConfig
 from .args import positive_int
 from .fields import add_dataclass_options, values_from_args
 from .options import (add_cache_options, add_data_options, add_model_options, add_overwrite_option,
@@ -27,8 +27,7 @@ def add_parser(commands) -> None:
     defend.add_argument("--test-per-class", type=positive_int, default=TEST_PER_CLASS,
                         help=f"held-out texts per class, seen by neither defender nor attacker (default: "
                              f"{TEST_PER_CLASS})")
-    add_dataclass_options(defend, DefenceConfig, prefix=PREFIX, skip=("batch_size",), rename=RENAMED,
-                          choices={"against": AGAINST, "peft": DEFENCE_PEFT, "member_term": MEMBER_TERMS})
+    add_dataclass_options(defend, DefenceConfig, prefix=PREFIX, skip=("batch_size",), rename=RENAMED)
     defend.add_argument("--methods", default="all", help="score-based attacks to measure, or all")
     defend.add_argument("--reference", help="reference model for `ref`")
     defend.add_argument("--mmlu", help="MMLU-layout CSV file or folder, or a hub name (cais/mmlu)")

@@ -3,7 +3,7 @@ at the detector's saved threshold."""
 
 from __future__ import annotations
 
-from ..config import DEVICES, DTYPES, DataConfig, ModelConfig
+from ..config import DataConfig, ModelConfig
 from .args import check_out_file
 from .fields import add_dataclass_options
 from .options import add_cache_options, add_defence_option, with_defence
@@ -21,8 +21,7 @@ def add_parser(commands) -> None:
     source.add_argument("--file", help=".jsonl/.json/.csv/.parquet file of texts")
     add_dataclass_options(detect, DataConfig, prefix="", skip=("path", "split", "label_column", "dedupe"))
     detect.add_argument("--model", help="the base model (default: the name the detector records)")
-    add_dataclass_options(detect, ModelConfig, prefix="", skip=("name", "device_map", "quantization", "gguf_file"),
-                          choices={"device": DEVICES, "dtype": DTYPES})
+    add_dataclass_options(detect, ModelConfig, prefix="", skip=("name", "device_map", "quantization", "gguf_file"))
     detect.add_argument("--out", help="write one JSON line per text here")
     add_defence_option(detect)
     add_cache_options(detect)

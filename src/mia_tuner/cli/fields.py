@@ -46,15 +46,29 @@ def _comma_list(item_type):
     return parse
 
 
+def value_types() -> dict:
+    """The argument type of each kind of value a dataclass names in its ``VALUES``: refused
+    while parsing, with a message naming the option."""
+    from . import args
+
+    return {"positive": args.positive_int, "non-negative": args.non_negative, "seed": args.seed_value,
+            "share": args.share, "shares": args.shares, "fraction": args.fraction, "tokens": args.token_budget}
+
+
 def add_dataclass_options(parser: argparse.ArgumentParser, cls, *, prefix: str, skip=(),
                           rename: dict | None = None, choices: dict | None = None,
-                          types: dict | None = None, unset=(), unset_text: str = "the preset's") -> None:
+                          unset=(), unset_text: str = "the preset's") -> None:
     """Add one option per field of ``cls`` (dest ``prefix + name``). Fields in ``unset``
-    default to None (resolved later, e.g. by a preset); ``rename`` maps field -> flag;
-    ``types`` gives a field an argument type of ``cli.args`` that refuses bad values while
-    parsing (others are checked when the dataclass is built). ``list[...]`` fields take
-    comma-separated values; ``unset_text`` says where an unset field's value comes from."""
-    rename, choices, types = rename or {}, choices or {}, types or {}
+    default to None (resolved later, e.g. by a preset); ``rename`` maps field -> flag. The
+    values a field accepts come from the dataclass: ``cls.CHOICES`` (field -> allowed values)
+    and ``cls.VALUES`` (field -> a kind of value of ``value_types``, refused while parsing;
+    other fields are checked when the dataclass is built); ``choices`` adds choices the
+    dataclass cannot know (the chat templates a tokenizer module ships). ``list[...]`` fields
+    take comma-separated values; ``unset_text`` says where an unset field's value comes from."""
+    rename = rename or {}
+    choices = {**getattr(cls, "CHOICES", {}), **(choices or {})}
+    kinds = value_types()
+    types = {name: kinds[kind] for name, kind in getattr(cls, "VALUES", {}).items()}
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
         if field.name in skip:

@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import DEVICES, DTYPES, QUANTIZATIONS, DataConfig, MethodConfig, ModelConfig, SplitConfig, default_cache_dir
-from .args import fraction, positive_int, seed_value, share, shares, token_budget
+from ..config import DataConfig, MethodConfig, ModelConfig, SplitConfig, default_cache_dir
 from .fields import add_dataclass_options, field_help, values_from_args
 
 SPLIT_PREFIX = "split_"
 METHOD_PREFIX = "method_"
-SPLIT_TYPES = {"seed": seed_value, "train_fraction": fraction, "max_train_per_class": positive_int,
-               "max_test_per_class": positive_int}
 SPLIT_FLAGS = {"max_train_per_class": "--train-per-class", "max_test_per_class": "--test-per-class"}
 
 
@@ -22,8 +19,7 @@ def add_model_options(parser: argparse.ArgumentParser, default: str | None = Mod
     """--model (required when ``default`` is None) and every other ModelConfig field."""
     parser.add_argument("--model", default=default, required=default is None,
                         help=field_help(ModelConfig, "name"))
-    add_dataclass_options(parser, ModelConfig, prefix="", skip=("name", *skip),
-                          choices={"device": DEVICES, "dtype": DTYPES, "quantization": QUANTIZATIONS})
+    add_dataclass_options(parser, ModelConfig, prefix="", skip=("name", *skip))
 
 
 def add_data_options(parser: argparse.ArgumentParser, required: bool = True):
@@ -38,8 +34,7 @@ def add_data_options(parser: argparse.ArgumentParser, required: bool = True):
 
 def add_split_options(parser: argparse.ArgumentParser, skip=()):
     """SplitConfig's fields; ``--paper-split`` is ``--no-fill-test-first``."""
-    add_dataclass_options(parser, SplitConfig, prefix=SPLIT_PREFIX, skip=skip, rename=SPLIT_FLAGS,
-                          types=SPLIT_TYPES, choices={"group_by": ["event"]})
+    add_dataclass_options(parser, SplitConfig, prefix=SPLIT_PREFIX, skip=skip, rename=SPLIT_FLAGS)
     if "fill_test_first" not in skip:
         parser.add_argument("--paper-split", dest=SPLIT_PREFIX + "fill_test_first", action="store_false",
                             help="always cut at --train-fraction, as the official code does, even when a "
@@ -48,10 +43,7 @@ def add_split_options(parser: argparse.ArgumentParser, skip=()):
 
 def add_method_options(parser: argparse.ArgumentParser) -> None:
     """Every MethodConfig field (score-based methods' settings)."""
-    add_dataclass_options(parser, MethodConfig, prefix=METHOD_PREFIX, types={
-        "k": share, "k_sweep": shares, "num_neighbors": positive_int, "neighbor_fraction": share,
-        "recall_shots": positive_int, "batch_size": positive_int, "max_tokens": token_budget,
-        "fused_k": shares})
+    add_dataclass_options(parser, MethodConfig, prefix=METHOD_PREFIX)
 
 
 def add_overwrite_option(parser: argparse.ArgumentParser) -> None:

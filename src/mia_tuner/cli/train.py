@@ -4,7 +4,7 @@ baseline on the same test texts."""
 from __future__ import annotations
 
 from ..config import MethodConfig
-from .args import check_out_dir, method_names, positive_int, token_budget
+from .args import check_out_dir, method_names
 from .fields import add_dataclass_options, values_from_args
 from .options import (add_defence_option, add_overwrite_option, add_set_options, labelled_set, model_config,
                       named_set, named_target, print_skipped, split_config, with_defence)
@@ -13,7 +13,7 @@ TUNER_PREFIX = "tuner_"  # dests of the options generated from TunerConfig
 
 
 def add_parser(commands) -> None:
-    from ..tuner.config import BASE_SCORES, MODES, PEFT_KINDS, PRESETS, TunerConfig
+    from ..tuner.config import PRESETS, TunerConfig
     from ..tuner.prompts import FALLBACK_TEMPLATES
 
     train = commands.add_parser("train", help="train a MIA-Tuner detector and compare it with the baselines")
@@ -23,10 +23,7 @@ def add_parser(commands) -> None:
     # every TunerConfig field but the two the split options set (--seed, --train-per-class)
     add_dataclass_options(train, TunerConfig, prefix=TUNER_PREFIX, skip=("seed", "train_per_class"),
                           rename={"learning_rate": "--lr"}, unset=tuple(PRESETS["default"]),
-                          types={"epochs": positive_int, "batch_per_class": positive_int,
-                                 "num_virtual_tokens": positive_int, "max_tokens": token_budget},
-                          choices={"mode": MODES, "peft": PEFT_KINDS, "base_score": BASE_SCORES,
-                                   "chat_template": sorted(FALLBACK_TEMPLATES)})
+                          choices={"chat_template": sorted(FALLBACK_TEMPLATES)})
     train.add_argument("--methods", default="all", help="baselines to compare with, or all")
     train.add_argument("--reference", help="reference model for `ref`")
     train.add_argument("--no-compare", action="store_true", help="train and score MIA-Tuner only")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from mia_tuner.config import DEFAULT_SEED
 from mia_tuner.errors import MethodError
@@ -33,6 +34,8 @@ class DefenceConfig:
     adds the same indistinguishability term on the model's answer to the membership question
     (the Yes − No logit margin), weighted by ``answer_weight`` (docs/safeguards.md).
     """
+
+    CHOICES: ClassVar[dict] = {"against": AGAINST, "peft": DEFENCE_PEFT, "member_term": MEMBER_TERMS}
 
     against: str = field(default="scores", metadata={"help": "scores: hide members from score-based "
                          "attacks; mia-tuner: also make the membership question's answer uninformative"})

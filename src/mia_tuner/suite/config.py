@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import ClassVar
 from importlib import resources
 from pathlib import Path
 
@@ -102,6 +103,8 @@ class SafeguardEntry:
 class SuiteConfig:
     """The matrix: models x datasets x (methods, MIA-Tuner variants, safeguards) x seeds x
     training texts per class."""
+
+    CHOICES: ClassVar[dict] = ModelConfig.CHOICES  # the loading settings' (device, dtype, quantization)
 
     name: str = field(metadata={"help": "the suite's name (report title, default output folder)"})
     models: list[str] = field(metadata={"help": "offline short names, local folders or hub ids"})

@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,8 @@ DEFAULT_TRAIN_FRACTION = 0.6
 class ControlledConfig:
     """How a controlled-membership set is built (its defaults' reasons: docs/history.md, "The
     offline default")."""
+
+    VALUES: ClassVar[dict] = {"n_per_class": "positive", "n_words": "positive", "seed": "seed"}
 
     corpus: str = option("python-docs", "python-docs (offline default) or a .txt/.jsonl file of documents")
     n_words: int = option(64, "words per passage")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 from mia_tuner.config import DEFAULT_SEED, option
 from mia_tuner.errors import MethodError
@@ -44,6 +45,10 @@ class TunerConfig:
 
     The dataclass defaults are the ``"default"`` preset; ``from_preset`` picks another.
     """
+
+    VALUES: ClassVar[dict] = {"epochs": "positive", "batch_per_class": "positive", "num_virtual_tokens": "positive",
+                              "max_tokens": "tokens"}
+    CHOICES: ClassVar[dict] = {"mode": MODES, "peft": PEFT_KINDS, "base_score": BASE_SCORES}
 
     mode: str = _opt("auto", "auto: aligned iff the tokenizer has a chat template (or --chat-template "
                      "names one); aligned: Yes/No answers; base: contrastive loss on per-text losses")
