@@ -3,8 +3,8 @@
 BENCHMARKS.md is its template (bench/BENCHMARKS.template.md, the prose) with each
 ``<!-- generate NAME -->`` line replaced by the block NAME, rendered from records stored under
 bench/results/ (never from a run folder, never typed), so it can be rendered again anywhere:
-`bench/check_generated.py` does, and fails when BENCHMARKS.md differs. A generator stores its
-record, then calls ``publish``.
+`bench/check_generated.py` does, and fails when BENCHMARKS.md differs. A script stores its
+record, then calls ``publish(name)`` (its block must have a placeholder) or ``refresh()``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,13 @@ def current(text: str, name: str) -> str:
     return pattern(name).search(text).group(0)
 
 
+def refresh() -> None:
+    """Render BENCHMARKS.md again from its template and every stored record."""
+    import check_generated  # here: it imports every generator, and they import this module
+
+    BENCHMARKS.write_text(check_generated.render_document(), encoding="utf-8")
+
+
 def publish(name: str) -> None:
     """Render BENCHMARKS.md again, now that block ``name``'s record is stored; a block the
     template does not place is an error naming the line to add."""
@@ -40,4 +47,4 @@ def publish(name: str) -> None:
 
     if name not in check_generated.placeholders(TEMPLATE.read_text(encoding="utf-8")):
         raise SystemExit(f"{TEMPLATE} has no line `<!-- generate {name} -->`: add one where the block belongs")
-    BENCHMARKS.write_text(check_generated.render_document(), encoding="utf-8")
+    refresh()

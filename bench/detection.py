@@ -23,6 +23,7 @@ from pathlib import Path
 from mia_tuner.metrics import compute_metrics
 from mia_tuner.config import default_cache_dir
 from mia_tuner.suite import load_suite, run_suite, suite_from_dict
+from blocks import refresh
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -60,6 +61,7 @@ def merge(records: list[dict], path: Path = RESULTS, key: tuple = KEY) -> None:
     kept = [r for r in existing if tuple(r[k] for k in key) not in new_keys]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(kept + records, indent=1) + "\n")
+    refresh()  # the tables of BENCHMARKS.md that read the file
 
 
 def detection_suite(models: list[str], specs: list[str], controlled: bool) -> dict:

@@ -126,6 +126,8 @@ def main():
             records.append(record)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(records, indent=1) + "\n")
+    # run on a lent machine: copy the record to bench/results/ here, then render BENCHMARKS.md
+    # again with `python bench/check_generated.py --write`
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Publish a finished suite run: copy its report (Markdown, CSVs, provenance) into
 bench/results/suites/<name>/, with the command that made it (published.json), and regenerate
-the block of BENCHMARKS.md that shows it, between ``<!-- suite:<name> begin -->`` and
-``<!-- suite:<name> end -->`` (added at the end of the file the first time). The block is
+BENCHMARKS.md, whose block between ``<!-- suite:<name> begin -->`` and
+``<!-- suite:<name> end -->`` shows it (bench/BENCHMARKS.template.md must place it: a line
+``<!-- generate suite:<name> -->``). The block is
 rendered from those stored files only (`bench/check_generated.py` renders it again): the
 numbers in it are the report's, never typed by hand. With
 --curves, a suite over several training sizes also writes MIA-Tuner's and `fused`'s test AUROC
@@ -87,12 +88,12 @@ def main() -> None:
     for file in FILES:
         shutil.copy2(args.run_dir / file, target / file)
     (target / PUBLISHED).write_text(json.dumps({"command": args.command}, indent=1) + "\n", encoding="utf-8")
-    publish_block(f"suite:{name}")
-    print(f"published {name}: {target} and its block in BENCHMARKS.md")
-    if args.curves:
+    if args.curves:  # before the file is rendered: the learning-curves block reads them
         rows = curve_rows(args.run_dir, name)
         write_curves(rows)
         print(f"{len(rows)} rows into {CURVES.relative_to(ROOT)}")
+    publish_block(f"suite:{name}")
+    print(f"published {name}: {target} and its block in BENCHMARKS.md")
 
 
 if __name__ == "__main__":

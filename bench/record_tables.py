@@ -1,6 +1,7 @@
 """BENCHMARKS.md's tables of the bench scripts' JSON records (bench/results/*.json): one
 renderer per record file, each returning its block's body (the command that wrote the record,
-its dates and machine, then the table). Reads JSON only: no model, no torch, no run folder.
+its dates and machine, then the table). Reads JSON only: no model and no run folder (the
+detection table is detection.py's renderer, which imports the package).
 bench/check_generated.py wraps each body in its block markers.
 """
 

@@ -29,6 +29,7 @@ from mia_tuner.config import DataConfig, SplitConfig
 from mia_tuner.methods import ScoringContext, StatsProvider, build_methods
 from mia_tuner.models.batching import pad_batch
 from mia_tuner.models import load_model
+from blocks import refresh
 
 METHODS = ["loss", "zlib", "min-k%", "min-k%++"]
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikimia24"
@@ -124,6 +125,7 @@ def main():
               "date": time.strftime("%Y-%m-%d")}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+    refresh()
     print(json.dumps(record, indent=2))
 
 

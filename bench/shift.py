@@ -25,6 +25,7 @@ from mia_tuner.data.types import MembershipSet
 
 from detection import DATA, ROOT, data_config
 from mia_tuner import sets
+from blocks import refresh
 
 RESULTS = ROOT / "bench" / "results" / "shift.json"
 DETECTION = ROOT / "bench" / "results" / "detection.json"
@@ -82,6 +83,7 @@ def main():
         print(f"{dataset:9} {split:18} {variant:9} n={report['n_member']}+{report['n_nonmember']:<4} "
               f"blind {report['blind_auroc']:.3f}  year {report['year_auroc']:.3f}", flush=True)
     RESULTS.write_text(json.dumps(records, indent=1) + "\n")
+    refresh()
 
 
 if __name__ == "__main__":

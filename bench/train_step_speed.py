@@ -45,6 +45,7 @@ from mia_tuner.training.trainer import Trainer, TrainerConfig, epoch_batches
 from mia_tuner.tuner.config import TunerConfig
 from mia_tuner.tuner.peft_setup import wrap_model
 from mia_tuner.tuner.pipelines import make_pipeline
+from blocks import refresh
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikimia24"
 RESULTS = Path(__file__).resolve().parent / "results" / "train_step_speed.json"
@@ -214,6 +215,7 @@ def main():
         kept = [r for r in json.loads(RESULTS.read_text())
                 if (r["model"], r.get("variant"), r.get("chunk_positions")) not in new] if RESULTS.exists() else []
         RESULTS.write_text(json.dumps(kept + rows, indent=1) + "\n")
+        refresh()
         return
     records = []
     for name in args.models:
@@ -222,6 +224,7 @@ def main():
         records.append(record)
     memory = [r for r in json.loads(RESULTS.read_text()) if "peak_rss_gb" in r] if RESULTS.exists() else []
     RESULTS.write_text(json.dumps(records + memory, indent=1) + "\n")
+    refresh()
 
 
 if __name__ == "__main__":

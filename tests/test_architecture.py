@@ -267,11 +267,11 @@ def test_a_suites_model_and_split_settings_are_the_dataclasses_own():
     suite = {f.name: f for f in dataclasses.fields(SuiteConfig)}
     for name, (cls, field_name) in {"device": (ModelConfig, "device"), "dtype": (ModelConfig, "dtype"),
                                     "device_map": (ModelConfig, "device_map"),
-                                    "quantization": (ModelConfig, "quantization"),
-                                    "test_per_class": (SplitConfig, "max_test_per_class")}.items():
+                                    "quantization": (ModelConfig, "quantization")}.items():
         source = cls.__dataclass_fields__[field_name]
         assert (suite[name].default, suite[name].metadata["help"]) == (source.default, source.metadata["help"])
     assert suite["train_per_class"].default_factory() == [SplitConfig.max_train_per_class]
+    assert suite["test_per_class"].default == SplitConfig.max_test_per_class
 
 
 def test_the_values_a_field_accepts_are_declared_on_its_dataclass():

@@ -567,6 +567,16 @@ def test_defend_reports_the_defenders_own_texts_and_the_perfect_defence(tmp_path
     assert "defender's own texts" in result.table and "perfect defence" in result.table
 
 
+def test_the_floor_drops_the_reference_attacks_only_when_their_reference_is_the_released_model():
+    from mia_tuner.config import MethodConfig
+    from mia_tuner.methods import build_methods
+    from mia_tuner.safeguards.floor import floor_methods
+
+    methods = build_methods(["loss", "ref"], MethodConfig(reference="before"))
+    assert [m.name for m in floor_methods(methods, "before", "before")] == ["loss"]
+    assert [m.name for m in floor_methods(methods, "another", "before")] == ["loss", "ref"]
+
+
 def test_cli_defend_then_scores_against_the_defended_model(tmp_path, capsys):
     from helpers import make_tiny_model_dir
 

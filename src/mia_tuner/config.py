@@ -84,7 +84,7 @@ class SplitConfig:
     """The evaluation split shared by every method (train part for learned detectors)."""
 
     VALUES: ClassVar[dict] = {"seed": "seed", "train_fraction": "fraction", "max_train_per_class": "positive",
-                              "max_test_per_class": "positive"}  # kinds of value (cli.fields.VALUE_TYPES)
+                              "max_test_per_class": "positive"}  # kinds of value (cli.fields.value_types)
     CHOICES: ClassVar[dict] = {"group_by": ("event",)}
 
     seed: int = option(DEFAULT_SEED, "seed of the evaluation split")

@@ -30,9 +30,11 @@ class Floor:
         return {"model": self.model, "rows": self.rows, "utility": self.utility.to_dict()}
 
 
-def floor_methods(methods: list) -> list:
-    """The attacks that mean something on the model before injection: not those that read a
-    reference (it would be the released model itself, a score of 0 for every text)."""
+def floor_methods(methods: list, reference: str | None, released: str) -> list:
+    """The attacks that mean something on the released model: not those that read a reference
+    when the reference is the released model itself (a score of 0 for every text)."""
+    if reference != released:
+        return list(methods)
     return [m for m in methods if not m.needs_reference]
 
 
@@ -45,7 +47,7 @@ def perfect_defence_floor(run_config: RunConfig, injected, before_injection: Mod
     from mia_tuner.run import score_split
 
     released = load_model(before_injection, cache_dir=run_config.cache_dir)
-    methods = floor_methods(methods)
+    methods = floor_methods(methods, run_config.methods.reference, before_injection.name)
     after, _, _ = score_split(replace(run_config, model=before_injection), released, split, methods, shard)
     labels = np.array(split.test.labels)
     rows = [metric_row(m.label, labels, before[m.label], after[m.label], False) for m in methods]

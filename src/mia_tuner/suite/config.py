@@ -118,7 +118,9 @@ class SuiteConfig:
     seeds: list[int] = field(default_factory=lambda: [DEFAULT_SEED], metadata={"help": "split and training seeds"})
     train_per_class: list[int] = same_as(SplitConfig, "max_train_per_class", as_list=True,
                                          help_text="training texts per class (an ablation axis)")
-    test_per_class: int = same_as(SplitConfig, "max_test_per_class")
+    test_per_class: int = same_as(SplitConfig, "max_test_per_class", help_text=(
+        "held-out test texts per class, for the sets whose split recipe does not fix its own "
+        "(controlled:<model>:<n> holds n // 3 per class out; a dataset entry's test_per_class wins)"))
     tuner: list[TunerVariant] = field(default_factory=list, metadata={"help": "MIA-Tuner variants"})
     safeguards: list[SafeguardEntry] = field(default_factory=list, metadata={"help": "safeguards"})
     # how every model is loaded: ModelConfig's fields, their defaults and help read from there

@@ -14,7 +14,7 @@ from ..errors import DataError
 @dataclass
 class InjectionConfig:
     VALUES: ClassVar[dict] = {"epochs": "positive", "batch_size": "positive", "max_tokens": "positive",
-                              "lora_rank": "positive"}  # kinds of value (cli.fields.VALUE_TYPES)
+                              "lora_rank": "positive"}  # kinds of value (cli.fields.value_types)
     CHOICES: ClassVar[dict] = {"method": ("full", "lora")}
     # One epoch at 6e-5 mimics pre-training exposure (seen once) and gives Loss AUROC ~0.62 on
     # the offline default (docs/history.md); 2 epochs at 3e-5 gave 0.63 for twice the time.
