@@ -577,6 +577,33 @@ def test_the_floor_drops_the_reference_attacks_only_when_their_reference_is_the_
     assert [m.name for m in floor_methods(methods, "another", "before")] == ["loss", "ref"]
 
 
+def test_cli_defend_on_a_set_that_brings_its_model_before_injection_reports_the_floor(tmp_path, monkeypatch):
+    """A named set that brings an injected model and the model before it (as controlled sets
+    do): `defend` attacks the injected one and releases the other as the perfect defence."""
+    from helpers import make_tiny_model_dir
+    from mia_tuner import sets
+    from mia_tuner.data import registry
+
+    injected, before = make_tiny_model_dir(tmp_path / "injected"), make_tiny_model_dir(tmp_path / "before", seed=3)
+    monkeypatch.setattr(registry, "FAMILIES", dict(registry.FAMILIES))
+
+    @registry.register_set("toyinjected", "toyinjected:<n>")
+    def _toy(rest, context):
+        return registry.NamedSet(data=toy_set(20), dataset="toy", split=rest, model=str(injected),
+                                 reference=str(before))
+
+    assert sets.is_named("toyinjected:1")
+    assert main(["defend", "--data", "toyinjected:1", "--cache-dir", str(tmp_path / "cache"), "--methods", "loss",
+                 "--epochs", "1", "--defender-per-class", "4", "--validation-per-class", "2",
+                 "--attack-train-per-class", "3", "--batch-per-class", "2", "--test-per-class", "5",
+                 "--out", str(tmp_path / "def")]) == 0
+    report = json.loads((tmp_path / "def" / "report.json").read_text())
+    assert report["model"]["name"].endswith("injected") and report["floor"]["model"] == str(before)
+    assert [r["method"] for r in report["floor"]["rows"]] == ["loss"]
+    assert report["floor"]["utility"]["kl"] > 0  # two different models
+    assert [r["method"] for r in report["seen"]["rows"]] == ["loss"] and report["seen"]["n_member"] == 4
+
+
 def test_cli_defend_then_scores_against_the_defended_model(tmp_path, capsys):
     from helpers import make_tiny_model_dir
 

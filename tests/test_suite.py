@@ -420,6 +420,29 @@ def test_a_suite_runs_a_safeguard_and_reports_every_attack_before_and_after(tiny
     assert [r["sha256"] for r in again.records if r["kind"] == "safeguard"] == [guard[0]["sha256"]]
 
 
+def test_a_suites_safeguard_on_a_set_with_its_model_before_injection_records_the_floor(tmp_path, monkeypatch):
+    from mia_tuner import sets
+    from mia_tuner.data import registry
+
+    injected = str(make_tiny_model_dir(tmp_path / "injected", seed=2))
+    before = str(make_tiny_model_dir(tmp_path / "before", seed=5))
+    monkeypatch.setattr(registry, "FAMILIES", dict(registry.FAMILIES))
+
+    @registry.register_set("toyinjected", "toyinjected:<n>")
+    def _toy(rest, context):
+        return registry.NamedSet(data=sets.smoke_set(), dataset="toy", split=rest, model=injected, reference=before)
+
+    suite = suite_from_dict({
+        **MINIMAL, "models": ["any"], "datasets": ["toyinjected:1"], "methods": ["loss"], "train_per_class": [10],
+        "test_per_class": 5, "safeguards": [{"tag": "scores", "against": "scores", "epochs": 1,
+                                             "batch_per_class": 2, "train_per_class": 4,
+                                             "validation_per_class": 2, "attack_train_per_class": 4}]})
+    run, paths = benchmark(suite, tmp_path / "out", cache_dir=tmp_path / "cache")
+    guard = next(r for r in run.records if r["kind"] == "safeguard")
+    assert guard["floor"]["model"] == before and [r["method"] for r in guard["floor"]["rows"]] == ["loss"]
+    assert "perfect defence" in paths["markdown"].read_text()
+
+
 def test_a_variant_limited_to_some_datasets_runs_only_on_them(tiny_models, tmp_path, monkeypatch):
     from importlib import resources
 
