@@ -23,14 +23,15 @@ from pathlib import Path
 from mia_tuner.metrics import compute_metrics
 from mia_tuner.config import default_cache_dir
 from mia_tuner.suite import load_suite, run_suite, suite_from_dict
-from blocks import refresh
+import records as records_module
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "bench" / "results" / "detection.json"
 RUNS = ROOT / "runs" / "bench" / "suites" / "detection"
 MODELS = ["smollm2-135m-instruct", "gemma-3-270m"]
-REFERENCE = {"smollm2-135m-instruct": "gemma-3-270m", "gemma-3-270m": "smollm2-135m-instruct"}
+# each offline model the other's reference on WikiMIA(-24): the shipped offline suite's map
+REFERENCE = load_suite("offline").reference
 SETS = ["wikimia24:32", "wikimia24:128", "wikimia24:64", "wikimia:32", "wikimia:64"]
 KEY = ("model", "dataset", "split", "method")
 ALL_BUT_NEIGHBOR = ["loss", "zlib", "min-k%", "min-k%++", "lowercase", "ref", "recall", "con-recall",
@@ -55,13 +56,8 @@ def metric_row(model: str, dataset: str, split: str, method: str, m: dict, secon
 
 
 def merge(records: list[dict], path: Path = RESULTS, key: tuple = KEY) -> None:
-    """Write ``records`` into the JSON list at ``path``, replacing those with the same ``key``."""
-    existing = json.loads(path.read_text()) if path.exists() else []
-    new_keys = {tuple(r[k] for k in key) for r in records}
-    kept = [r for r in existing if tuple(r[k] for k in key) not in new_keys]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(kept + records, indent=1) + "\n")
-    refresh()  # the tables of BENCHMARKS.md that read the file
+    """detection.json's rows replaced by ``records`` (records.merge)."""
+    records_module.merge(records, path, key)
 
 
 def detection_suite(models: list[str], specs: list[str], controlled: bool) -> dict:

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from blocks import publish as publish_block
+from records import merge
 
 ROOT = Path(__file__).resolve().parents[1]
 STORE = ROOT / "bench" / "results" / "suites"
@@ -69,10 +70,7 @@ def curve_rows(run_dir: Path, source: str) -> list[dict]:
 
 def write_curves(rows: list[dict]) -> None:
     """Replace the rows of learning_curves.json that share a key with the new ones."""
-    old = json.loads(CURVES.read_text(encoding="utf-8")) if CURVES.exists() else []
-    new_keys = {tuple(r[k] for k in CURVE_KEY) for r in rows}
-    kept = [r for r in old if tuple(r.get(k) for k in CURVE_KEY) not in new_keys]
-    CURVES.write_text(json.dumps(kept + rows, indent=1) + "\n", encoding="utf-8")
+    merge(rows, CURVES, CURVE_KEY)
 
 
 def main() -> None:

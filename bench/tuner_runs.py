@@ -38,7 +38,7 @@ from mia_tuner.suite.tables import kind
 from mia_tuner.metrics import compute_metrics, paired_auroc_difference
 from mia_tuner.suite import run_suite, suite_from_dict
 from mia_tuner.tuner.config import PRESETS, TunerConfig
-from blocks import refresh
+import records as records_module
 
 RUNS = ROOT / "bench" / "results" / "tuner_runs.json"
 CURVES = ROOT / "bench" / "results" / "learning_curves.json"
@@ -99,9 +99,7 @@ def run_record(args, cell: dict, tuner: dict, metrics, differences: dict) -> dic
 
 
 def append(path, records: list[dict]) -> None:
-    old = json.loads(path.read_text()) if path.exists() else []
-    path.write_text(json.dumps(old + records, indent=1) + "\n")
-    refresh()
+    records_module.append(records, path)
 
 
 def curve_records(args, cell: dict, scores: dict, column: str) -> list[dict]:
