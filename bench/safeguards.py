@@ -23,11 +23,10 @@ import time
 
 from detection import DATA, REFERENCE, ROOT, merge
 from tuner_runs import dataset_entry
-from mia_tuner.cli.defend import PREFIX, RENAMED
-from mia_tuner.cli.fields import add_dataclass_options, values_from_args
+from mia_tuner.cli.defend import add_defence_settings, defence_settings
 from mia_tuner.config import MethodConfig, default_cache_dir
+from mia_tuner.safeguards.config import TEST_PER_CLASS
 from mia_tuner.demo import demo_methods
-from mia_tuner.safeguards.config import AGAINST, DEFENCE_PEFT, MEMBER_TERMS, DefenceConfig
 from mia_tuner.suite import run_suite, suite_from_dict
 
 RESULTS = ROOT / "bench" / "results" / "safeguards.json"
@@ -71,13 +70,12 @@ def main():
     parser.add_argument("--leave-out", default="", help="methods (and fused features) left out of 'all', "
                         "e.g. neighbor (half the scoring time)")
     parser.add_argument("--tag", default="", help="recorded as safeguard defence-<against>:<tag>")
-    parser.add_argument("--test-per-class", type=int, default=200)
+    parser.add_argument("--test-per-class", type=int, default=TEST_PER_CLASS)
     parser.add_argument("--no-record", action="store_true")
     parser.add_argument("--cache-dir", default=str(default_cache_dir()))
-    add_dataclass_options(parser, DefenceConfig, prefix=PREFIX, rename=RENAMED,
-                          choices={"against": AGAINST, "peft": DEFENCE_PEFT, "member_term": MEMBER_TERMS})
+    add_defence_settings(parser, skip=())
     args = parser.parse_args()
-    settings = values_from_args(DefenceConfig, args, prefix=PREFIX)
+    settings = defence_settings(args)
     safeguard = f"defence-{settings['against']}" + (f":{args.tag}" if args.tag else "")
     suite = suite_from_dict(safeguard_suite(args, settings, args.tag or settings["against"]))
     records = run_suite(suite, SUITE_DIR, cache_dir=args.cache_dir, data_root=DATA).records

@@ -31,19 +31,17 @@ import numpy as np
 
 from detection import DATA, REFERENCE, ROOT, merge, rows_of
 from mia_tuner import sets
-from mia_tuner.cli.fields import add_dataclass_options, values_from_args
-from mia_tuner.config import DEFAULT_SEED, default_cache_dir
+from mia_tuner.cli.train import add_tuner_settings, tuner_settings
+from mia_tuner.config import DEFAULT_SEED, SplitConfig, default_cache_dir
 from mia_tuner.errors import DataError
 from mia_tuner.suite.tables import kind
 from mia_tuner.metrics import compute_metrics, paired_auroc_difference
 from mia_tuner.suite import run_suite, suite_from_dict
-from mia_tuner.tuner.config import PRESETS, TunerConfig
 import records as records_module
 
 RUNS = ROOT / "bench" / "results" / "tuner_runs.json"
 CURVES = ROOT / "bench" / "results" / "learning_curves.json"
 SUITE_DIR = ROOT / "runs" / "bench" / "suites" / "tuner-runs"
-TUNER = "tuner_"  # dests of the options generated from TunerConfig
 
 
 def dataset_entry(spec: str) -> dict:
@@ -120,12 +118,9 @@ def main():
     parser.add_argument("--model", required=True)
     parser.add_argument("--set", required=True, help="a set name: controlled:{model}, controlled:{model}:600, "
                         "wikimia24:32, wikimia24:debiased, wikimia:32, ... ({model}: the --model's own)")
-    parser.add_argument("--preset", default="default", choices=list(PRESETS))
-    # every TunerConfig field, as `mia-tuner train` has them (seed and train_per_class below)
-    add_dataclass_options(parser, TunerConfig, prefix=TUNER, skip=("seed", "train_per_class"),
-                          rename={"learning_rate": "--lr"}, unset=tuple(PRESETS["default"]))
+    add_tuner_settings(parser)  # --preset and every TunerConfig field, as `mia-tuner train` has them
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--train-per-class", type=int, default=80)
+    parser.add_argument("--train-per-class", type=int, default=SplitConfig.max_train_per_class)
     parser.add_argument("--method-tag", default="", help="record MIA-Tuner as mia-tuner:<tag>")
     parser.add_argument("--learning-curve", action="store_true",
                         help="append MIA-Tuner's and fused's test AUROC to learning_curves.json")
@@ -139,7 +134,7 @@ def main():
     parser.add_argument("--cache-dir", default=str(default_cache_dir()))
     args = parser.parse_args()
 
-    settings = {k: v for k, v in values_from_args(TunerConfig, args, prefix=TUNER).items() if v is not None}
+    settings = {k: v for k, v in tuner_settings(args).items() if v is not None}
     suite = suite_from_dict(tuner_suite(args, settings))
     column = suite.tuner[0].column
     records = run_suite(suite, SUITE_DIR, cache_dir=args.cache_dir, data_root=DATA).records

@@ -27,13 +27,23 @@ def add_parser(commands) -> None:
     defend.add_argument("--test-per-class", type=positive_int, default=TEST_PER_CLASS,
                         help=f"held-out texts per class, seen by neither defender nor attacker (default: "
                              f"{TEST_PER_CLASS})")
-    add_dataclass_options(defend, DefenceConfig, prefix=PREFIX, skip=("batch_size",), rename=RENAMED)
+    add_defence_settings(defend)
     defend.add_argument("--methods", default="all", help="score-based attacks to measure, or all")
     defend.add_argument("--reference", help="reference model for `ref`")
     defend.add_argument("--mmlu", help="MMLU-layout CSV file or folder, or a hub name (cais/mmlu)")
     defend.add_argument("--mmlu-limit", type=int, help="use the first N questions")
     defend.add_argument("--out", default="runs/defence", help="the run directory (the defended model in its model/)")
     add_overwrite_option(defend)
+
+
+def add_defence_settings(parser, skip=("batch_size",)) -> None:
+    """Every DefenceConfig field as an option, as `defend` has them (bench/safeguards.py too)."""
+    add_dataclass_options(parser, DefenceConfig, prefix=PREFIX, skip=skip, rename=RENAMED)
+
+
+def defence_settings(args) -> dict:
+    """The DefenceConfig fields ``add_defence_settings`` read."""
+    return values_from_args(DefenceConfig, args, prefix=PREFIX)
 
 
 def run(args) -> None:
@@ -46,7 +56,7 @@ def run(args) -> None:
     from ..safeguards.api import defend
     from .args import check_out_dir, method_names
 
-    config = DefenceConfig(**values_from_args(DefenceConfig, args, prefix=PREFIX))
+    config = DefenceConfig(**defence_settings(args))
     check_out_dir(args.out)
     questions = mmlu.load_questions(args.mmlu, args.mmlu_limit) if args.mmlu else None
     named = named_set(args)

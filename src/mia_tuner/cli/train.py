@@ -12,18 +12,30 @@ from .options import (add_defence_option, add_overwrite_option, add_set_options,
 TUNER_PREFIX = "tuner_"  # dests of the options generated from TunerConfig
 
 
-def add_parser(commands) -> None:
+def add_tuner_settings(parser) -> None:
+    """--preset and every TunerConfig field but the two the split options set (--seed,
+    --train-per-class), as `train` has them (bench/tuner_runs.py too)."""
     from ..tuner.config import PRESETS, TunerConfig
     from ..tuner.prompts import FALLBACK_TEMPLATES
 
-    train = commands.add_parser("train", help="train a MIA-Tuner detector and compare it with the baselines")
-    add_set_options(train)
-    train.add_argument("--preset", default="default", choices=list(PRESETS),
-                       help="optimisation settings (--lr, --epochs, --batch-per-class) unless given")
-    # every TunerConfig field but the two the split options set (--seed, --train-per-class)
-    add_dataclass_options(train, TunerConfig, prefix=TUNER_PREFIX, skip=("seed", "train_per_class"),
+    parser.add_argument("--preset", default="default", choices=list(PRESETS),
+                        help="optimisation settings (--lr, --epochs, --batch-per-class) unless given")
+    add_dataclass_options(parser, TunerConfig, prefix=TUNER_PREFIX, skip=("seed", "train_per_class"),
                           rename={"learning_rate": "--lr"}, unset=tuple(PRESETS["default"]),
                           choices={"chat_template": sorted(FALLBACK_TEMPLATES)})
+
+
+def tuner_settings(args) -> dict:
+    """The TunerConfig fields ``add_tuner_settings`` read (None: the preset's)."""
+    from ..tuner.config import TunerConfig
+
+    return values_from_args(TunerConfig, args, prefix=TUNER_PREFIX)
+
+
+def add_parser(commands) -> None:
+    train = commands.add_parser("train", help="train a MIA-Tuner detector and compare it with the baselines")
+    add_set_options(train)
+    add_tuner_settings(train)
     train.add_argument("--methods", default="all", help="baselines to compare with, or all")
     train.add_argument("--reference", help="reference model for `ref`")
     train.add_argument("--no-compare", action="store_true", help="train and score MIA-Tuner only")
@@ -40,7 +52,7 @@ def run(args) -> None:
     from ..tuner.api import train_detector
     from ..tuner.config import TunerConfig
 
-    config = TunerConfig.from_preset(args.preset, **values_from_args(TunerConfig, args, prefix=TUNER_PREFIX),
+    config = TunerConfig.from_preset(args.preset, **tuner_settings(args),
                                      train_per_class=args.split_max_train_per_class, seed=args.split_seed)
     check_out_dir(args.out)
     named = named_set(args)
