@@ -203,9 +203,9 @@ def _killed(r: dict) -> str:
 def interrupted_runs() -> str:
     record = load("reliability")
     s, t, c = record["scores"], record["train"], record["controlled"]
+    computed = ", ".join(map(str, sorted(set(s["texts_computed_by_rerun"].values()))))
     rows = [[s["fault"], _killed(s), f"{s['texts_finished_before_kill']} of {s['texts_total']} texts kept; the "
-             f"re-run computed {', '.join(map(str, sorted(set(s['texts_computed_by_rerun'].values()))))} per method: **{s['texts_redone']} "
-             "texts redone**"],
+             f"re-run computed {computed} per method: **{s['texts_redone']} texts redone**"],
             [t["fault"], _killed(t), f"resumed at epoch {t['rerun_resumed_at']['epoch']}, step "
              f"{t['rerun_resumed_at']['step']} of {t['steps_per_epoch']} (steps done before the kill: epoch "
              f"{t['stopped_in_epoch']}, step {t['steps_done_in_that_epoch']})"],

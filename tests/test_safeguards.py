@@ -537,6 +537,7 @@ def test_defend_reports_the_defenders_own_texts_and_the_perfect_defence(tmp_path
     from mia_tuner.run import score_split, select_methods
     from mia_tuner.safeguards.api import defence_split
     from mia_tuner.config import RunConfig
+    from mia_tuner.data.split import EvaluationSplit
 
     loaded = tiny_loaded(chat=False)
     same_weights = make_tiny_model_dir(tmp_path / "before-injection")  # seed 0: tiny_loaded's weights
@@ -548,11 +549,13 @@ def test_defend_reports_the_defenders_own_texts_and_the_perfect_defence(tmp_path
                     before_injection=ModelConfig(name=str(same_weights)))
     # the defender's own texts: every attack, before and after, on its 4 + 4 training texts
     _, _, defender, _, attacker = defence_split(toy_set(20), config, SplitConfig(max_test_per_class=5))
-    run = RunConfig(model=ModelConfig(name="tiny"), methods=MethodConfig(methods=["loss"]), cache_dir=str(tmp_path / "c2"))
-    plain, _, _ = score_split(run, loaded, type(attacker)(train=attacker.train, test=defender), select_methods(run))
+    run = RunConfig.compose(ModelConfig(name="tiny"), methods=MethodConfig(methods=["loss"]), cache_dir=tmp_path / "c2")
+    own_texts = EvaluationSplit(train=attacker.train, test=defender)
+    plain, _, _ = score_split(run, loaded, own_texts, select_methods(run))
     seen = {r["method"]: r for r in result.seen_rows}
     assert list(seen) == ["loss", "zlib", "ref"]
-    assert seen["loss"]["auroc_before"] == pytest.approx(compute_metrics(np.array(defender.labels), plain["loss"]).auroc)
+    by_hand = compute_metrics(np.array(defender.labels), plain["loss"]).auroc
+    assert seen["loss"]["auroc_before"] == pytest.approx(by_hand)
     # the floor: no `ref` (its reference would be the released model), the same AUROC as before, KL 0
     floor = {r["method"]: r for r in result.floor.rows}
     assert list(floor) == ["loss", "zlib"]
