@@ -205,7 +205,7 @@ def test_hand_written_options_take_their_default_from_the_dataclass():
     import inspect
 
     from mia_tuner.cli import build_parser
-    from mia_tuner.config import ModelConfig, RunConfig
+    from mia_tuner.config import MethodConfig, ModelConfig, RunConfig
     from mia_tuner.data.wiki import OnlinePages, WikiBuildConfig
     from mia_tuner.safeguards.config import TEST_PER_CLASS
 
@@ -213,6 +213,10 @@ def test_hand_written_options_take_their_default_from_the_dataclass():
     expected = {
         ("scores", "--out"): RunConfig.out,
         ("defend", "--test-per-class"): TEST_PER_CLASS,
+        ("train", "--methods"): ",".join(MethodConfig().methods),
+        ("defend", "--methods"): ",".join(MethodConfig().methods),
+        ("train", "--reference"): MethodConfig.reference,
+        ("defend", "--reference"): MethodConfig.reference,
         ("demo", "--device"): ModelConfig.device,
         ("data build-wiki", "--depth"): WikiBuildConfig.depth,
         ("data build-wiki", "--lengths"): WikiBuildConfig.lengths,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..safeguards.config import TEST_PER_CLASS, DefenceConfig
 from .args import positive_int
 from .fields import add_dataclass_options, values_from_args
-from .options import (add_cache_options, add_data_options, add_model_options, add_overwrite_option,
+from .options import (add_attack_options, add_cache_options, add_data_options, add_model_options, add_overwrite_option,
                       add_split_options, labelled_set, model_config, named_set, named_target, split_config)
 
 PREFIX = "defence_"  # dests of the generated options (the split has its own --seed)
@@ -28,8 +28,7 @@ def add_parser(commands) -> None:
                         help=f"held-out texts per class, seen by neither defender nor attacker (default: "
                              f"{TEST_PER_CLASS})")
     add_defence_settings(defend)
-    defend.add_argument("--methods", default="all", help="score-based attacks to measure, or all")
-    defend.add_argument("--reference", help="reference model for `ref`")
+    add_attack_options(defend, "the score-based attacks measured before and after")
     defend.add_argument("--mmlu", help="MMLU-layout CSV file or folder, or a hub name (cais/mmlu)")
     defend.add_argument("--mmlu-limit", type=int, help="use the first N questions")
     defend.add_argument("--out", default="runs/defence", help="the run directory (the defended model in its model/)")

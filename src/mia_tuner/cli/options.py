@@ -46,6 +46,14 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
     add_dataclass_options(parser, MethodConfig, prefix=METHOD_PREFIX)
 
 
+def add_attack_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """--methods and --reference of a command that scores methods beside what it trains
+    (`train`'s baselines, `defend`'s attacks): MethodConfig's defaults and help."""
+    parser.add_argument("--methods", default=",".join(MethodConfig().methods),
+                        help=f"{what}: {field_help(MethodConfig, 'methods')}")
+    parser.add_argument("--reference", default=MethodConfig.reference, help=field_help(MethodConfig, "reference"))
+
+
 def add_overwrite_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the results of another configuration found in --out (without it, "

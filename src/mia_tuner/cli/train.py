@@ -6,8 +6,8 @@ from __future__ import annotations
 from ..config import MethodConfig
 from .args import check_out_dir, method_names
 from .fields import add_dataclass_options, values_from_args
-from .options import (add_defence_option, add_overwrite_option, add_set_options, labelled_set, model_config,
-                      named_set, named_target, print_skipped, split_config, with_defence)
+from .options import (add_attack_options, add_defence_option, add_overwrite_option, add_set_options, labelled_set,
+                      model_config, named_set, named_target, print_skipped, split_config, with_defence)
 
 TUNER_PREFIX = "tuner_"  # dests of the options generated from TunerConfig
 
@@ -36,8 +36,7 @@ def add_parser(commands) -> None:
     train = commands.add_parser("train", help="train a MIA-Tuner detector and compare it with the baselines")
     add_set_options(train)
     add_tuner_settings(train)
-    train.add_argument("--methods", default="all", help="baselines to compare with, or all")
-    train.add_argument("--reference", help="reference model for `ref`")
+    add_attack_options(train, "the baselines compared with MIA-Tuner")
     train.add_argument("--no-compare", action="store_true", help="train and score MIA-Tuner only")
     train.add_argument("--restart", action="store_true",
                        help="ignore the checkpoint of an interrupted run in --out and start afresh")
