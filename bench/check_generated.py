@@ -63,9 +63,10 @@ def stale_blocks(text: str) -> dict[str, str]:
     return out
 
 
-def difference(text: str) -> str:
-    """A unified diff from ``text`` to the rendering (empty when they agree)."""
-    return "\n".join(difflib.unified_diff(text.splitlines(), render_document().splitlines(), "BENCHMARKS.md",
+def difference(text: str, rendered: str | None = None) -> str:
+    """A unified diff from ``text`` to ``rendered`` (default: the rendering); empty when they agree."""
+    rendered = render_document() if rendered is None else rendered
+    return "\n".join(difflib.unified_diff(text.splitlines(), rendered.splitlines(), "BENCHMARKS.md",
                                           "rendered", lineterm="", n=1))
 
 
@@ -74,9 +75,10 @@ def main() -> int:
     parser.add_argument("--write", action="store_true", help="write the rendering into BENCHMARKS.md")
     args = parser.parse_args()
     have = BENCHMARKS.read_text(encoding="utf-8") if BENCHMARKS.is_file() else ""
-    diff = difference(have)
+    rendered = render_document()
+    diff = difference(have, rendered)
     if args.write:
-        BENCHMARKS.write_text(render_document(), encoding="utf-8")
+        BENCHMARKS.write_text(rendered, encoding="utf-8")
     if diff:
         print(f"{'rewrote' if args.write else 'differs from its rendering'}: BENCHMARKS.md\n{diff[:6000]}")
     names = placeholders(TEMPLATE.read_text(encoding="utf-8"))

@@ -46,6 +46,7 @@ from mia_tuner.tuner.config import TunerConfig
 from mia_tuner.tuner.peft_setup import wrap_model
 from mia_tuner.tuner.pipelines import make_pipeline
 from blocks import refresh
+from records import merge
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikimia24"
 RESULTS = Path(__file__).resolve().parent / "results" / "train_step_speed.json"
@@ -211,11 +212,7 @@ def main():
         return
     if args.memory:  # new rows replace those of the same model, variant and chunk size
         rows = memory_rows(args.models, args.steps, args.batch_per_class, args.variants, args.chunk)
-        new = {(r["model"], r["variant"], r.get("chunk_positions")) for r in rows}
-        kept = [r for r in json.loads(RESULTS.read_text())
-                if (r["model"], r.get("variant"), r.get("chunk_positions")) not in new] if RESULTS.exists() else []
-        RESULTS.write_text(json.dumps(kept + rows, indent=1) + "\n")
-        refresh()
+        merge(rows, RESULTS, ("model", "variant", "chunk_positions"))
         return
     records = []
     for name in args.models:

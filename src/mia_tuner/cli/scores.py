@@ -6,16 +6,16 @@ from dataclasses import replace
 
 from ..config import RunConfig
 from .args import check_out_dir
-from .options import (add_cache_options, add_data_options, add_defence_option, add_method_options,
-                      add_model_options, add_overwrite_option, add_split_options, data_config, labelled_set,
-                      method_config, model_config, named_set, named_target, print_result, split_config)
+from .options import (add_defence_option, add_method_options, add_overwrite_option, add_set_options, data_config,
+                      labelled_set, method_config, model_config, named_set, named_target, print_result,
+                      split_config)
 from .fields import field_help
 
 
 def add_parser(commands) -> None:
     scores = commands.add_parser("scores", help="run score-based methods on a labelled set")
-    for add in (add_model_options, add_data_options, add_split_options, add_cache_options, add_method_options):
-        add(scores)
+    add_set_options(scores)
+    add_method_options(scores)
     scores.add_argument("--no-cache", action="store_true", help="neither read nor write scores")
     scores.add_argument("--out", default=RunConfig.out, help=field_help(RunConfig, "out"))
     add_overwrite_option(scores)

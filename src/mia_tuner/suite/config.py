@@ -138,12 +138,11 @@ class SuiteConfig:
         tags = [v.tag for v in self.tuner] + [s.tag for s in self.safeguards]
         if len(set(tags)) != len(tags):
             raise ConfigError(f"suite {self.name!r}: two variants share a tag ({tags})")
-        from ..config import DEVICES, DTYPES, QUANTIZATIONS
         from ..methods import build_methods
 
-        for name, value, allowed in (("device", self.device, DEVICES), ("dtype", self.dtype, DTYPES),
-                                     ("quantization", self.quantization, (None, *QUANTIZATIONS))):
-            if value not in allowed:
+        for name, allowed in self.CHOICES.items():  # a field that may be unset (None) may stay so
+            value = getattr(self, name)
+            if value not in allowed and not (value is None and self.__dataclass_fields__[name].default is None):
                 raise ConfigError(f"suite {self.name!r}: {name} {value!r}; choose one of "
                                   f"{', '.join(str(a) for a in allowed)}")
         build_methods(self.methods, self.method_config())  # unknown names and settings fail here
