@@ -24,12 +24,29 @@ def _with_ci(row: dict, when: str) -> str:
             f"{row[f'auroc_{when}_high']:.3f}]")
 
 
-def _moved(row: dict | None) -> str:
-    return DASH if row is None else f"{row['auroc_before']:.3f} → {row['auroc_after']:.3f}"
+def beside(rows: list[dict], seen_rows: list[dict] | None, floor_rows: list[dict] | None) -> list[dict]:
+    """``rows`` with, for each non-adaptive attack, its AUROC before and after on the defender's
+    own texts (``seen_before``, ``seen_after``) and on the model before injection (``floor``)."""
+    seen = {r["method"]: r for r in seen_rows or []}
+    floor = {r["method"]: r for r in floor_rows or []}
+    out = []
+    for row in rows:
+        own = None if row["adaptive"] else row["method"]
+        extra = {}
+        if own in seen:
+            extra.update(seen_before=seen[own]["auroc_before"], seen_after=seen[own]["auroc_after"])
+        if own in floor:
+            extra["floor"] = floor[own]["auroc_after"]
+        out.append({**row, **extra})
+    return out
 
 
-def _by_method(rows: list[dict] | None) -> dict:
-    return {r["method"]: r for r in rows or [] if not r["adaptive"]}
+def seen_cell(row: dict) -> str:
+    return f"{row['seen_before']:.3f} → {row['seen_after']:.3f}" if "seen_before" in row else DASH
+
+
+def floor_cell(row: dict) -> str:
+    return f"{row['floor']:.3f}" if "floor" in row else DASH
 
 
 def report_table(rows: list[dict], utility: Utility, seen_rows: list[dict] | None = None,
@@ -37,17 +54,15 @@ def report_table(rows: list[dict], utility: Utility, seen_rows: list[dict] | Non
     """The before/after table a person reads: a column for the defender's own texts where
     ``seen_rows`` are given, one for the perfect defence where ``floor`` is (safeguards.floor),
     the utility lines under it."""
-    seen, floored = _by_method(seen_rows), _by_method(floor.rows if floor else None)
     headers = ["attack", "AUROC before", "AUROC after", "TPR@1%FPR before", "after"]
     headers += ["defender's own texts, before → after"] if seen_rows is not None else []
     headers += [f"perfect defence ({floor.model} released)"] if floor else []
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    for r in rows:
+    for r in beside(rows, seen_rows, floor.rows if floor else None):
         cells = [r["method"] + (" (adaptive)" if r["adaptive"] else ""), _with_ci(r, "before"), _with_ci(r, "after"),
                  f"{r['tpr_at_1_fpr_before']:.3f}", f"{r['tpr_at_1_fpr_after']:.3f}"]
-        own = None if r["adaptive"] else r["method"]
-        cells += [_moved(seen.get(own))] if seen_rows is not None else []
-        cells += [DASH if own not in floored else f"{floored[own]['auroc_after']:.3f}"] if floor else []
+        cells += [seen_cell(r)] if seen_rows is not None else []
+        cells += [floor_cell(r)] if floor else []
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", utility_line("Perplexity on general text", utility)]
     if utility.greedy_agreement is not None:

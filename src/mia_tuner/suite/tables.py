@@ -205,33 +205,27 @@ def safeguard_rows(records: list[dict]) -> list[dict]:
     """Every attack before / after every safeguard (one row each); where the record has them,
     the same attack on the defender's own texts (``seen_before``, ``seen_after``) and on the
     model before injection (``floor``: the perfect defence)."""
+    from ..safeguards.report import beside
+
     out = []
     for r in records:
         if r.get("kind") != "safeguard":
             continue
-        seen = {s["method"]: s for s in r.get("seen_rows") or []}
-        floor = {f["method"]: f for f in (r.get("floor") or {}).get("rows", [])}
-        for row in r["rows"]:
-            own = None if row["adaptive"] else row["method"]
-            extra = {}
-            if own in seen:
-                extra.update(seen_before=seen[own]["auroc_before"], seen_after=seen[own]["auroc_after"])
-            if own in floor:
-                extra["floor"] = floor[own]["auroc_after"]
+        for row in beside(r["rows"], r.get("seen_rows"), (r.get("floor") or {}).get("rows")):
             out.append({"model": r["model"], "dataset": r["dataset"], "seed": r["seed"],
-                        "safeguard": r["safeguard"], **row, **extra})
+                        "safeguard": r["safeguard"], **row})
     return out
 
 
 def safeguard_extra_columns(rows: list[dict]) -> dict[str, callable]:
     """The columns beside before / after that some row has: header -> its cell of a row."""
+    from ..safeguards.report import floor_cell, seen_cell
+
     columns = {}
     if any("seen_before" in r for r in rows):
-        columns["defender's own texts, AUROC before → after"] = (
-            lambda r: f"{r['seen_before']:.3f} → {r['seen_after']:.3f}" if "seen_before" in r else "—")
+        columns["defender's own texts, AUROC before → after"] = seen_cell
     if any("floor" in r for r in rows):
-        columns["perfect defence (model before injection), AUROC"] = (
-            lambda r: f"{r['floor']:.3f}" if "floor" in r else "—")
+        columns["perfect defence (model before injection), AUROC"] = floor_cell
     return columns
 
 
