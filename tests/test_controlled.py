@@ -213,12 +213,18 @@ def test_ensure_controlled_builds_once(config, tmp_path, monkeypatch):
     assert len(calls) == 1 and calls[0][2] == config and calls[0][3] == "cpu"
 
 
-def test_demo_config_scores_the_injected_model_against_the_base(tmp_path):
-    run = demo.demo_config(tmp_path / "set", "smollm2-135m-instruct", "runs/x", str(tmp_path), "cpu")
-    assert run.model.name == str(tmp_path / "set" / MODEL_DIR) and run.model.device == "cpu"
-    assert run.data.path == str(tmp_path / "set" / DATA_FILE)
-    assert run.methods.methods == ["all"] and run.methods.reference == "smollm2-135m-instruct"
-    assert run.cache_dir == str(tmp_path) and run.out == "runs/x"
+def test_demo_is_a_one_cell_suite_on_the_controlled_set_with_the_runs_recorded_settings():
+    """One cell: the injected model scored against the model before injection (the set
+    brings both), split by the set's recipe; demo_identity's settings are the cell's."""
+    from mia_tuner.suite.runner import cell_split_config, cells
+
+    suite = demo.demo_suite(device="cpu")
+    (cell,) = cells(suite)
+    assert cell.set_name == "controlled:smollm2-135m-instruct" and suite.device == "cpu"
+    assert suite.reference is None  # the controlled set brings the model before injection
+    assert cell_split_config(suite, cell) == demo.DEMO_SPLIT
+    assert suite.tuner[0].config(cell.train_per_class, cell.seed) == demo.DEMO_TUNER
+    assert suite.method_config() == demo.demo_run_methods()
 
 
 class _Stop(Exception):
@@ -252,37 +258,46 @@ def test_demo_methods_leave_neighbor_out_of_the_table_and_of_fused():
 
 
 def test_demo_trains_mia_tuner_once_then_reads_its_scores_from_the_cache(built, tmp_path, monkeypatch):
-    """First run: trained on the split's training part; second run: the same scores, from the
-    cache, without training; a detector whose files changed is refused."""
+    """First run: trained on the split's training part; a run into another folder: the same
+    scores, from the detector filed in the cache, without training; a re-run into the first
+    folder reads its records and loads no model; a detector whose files changed is refused."""
     from mia_tuner.errors import ArtefactError
-    from mia_tuner.run import run_scores
+    from mia_tuner.suite.config import DatasetEntry, SuiteConfig, TunerVariant
+    from mia_tuner.suite.single import run_single_cell
     from mia_tuner.tuner import api
-    from mia_tuner.tuner.config import TunerConfig
 
-    tuner = TunerConfig(epochs=1, num_virtual_tokens=2, validation_per_class=1, batch_per_class=2,
-                        train_per_class=4)
-    config = demo.demo_config(built, str(built / MODEL_DIR), str(tmp_path / "run"), str(tmp_path / "cache"),
-                              "cpu", demo.demo_methods(("neighbor", "recall", "con-recall", "ref",
-                                                        "fused", "fused+ref")))
-    data = load_membership_set(config.data)
-    loaded = load_model(config.model)
-    folder = demo.detector_dir(built, config, tuner)
+    methods = demo.demo_methods(("neighbor", "recall", "con-recall", "ref", "fused", "fused+ref"))
+    suite = SuiteConfig(name="demo-test", models=[str(built / MODEL_DIR)],
+                        datasets=[DatasetEntry(set=str(built / DATA_FILE), train_fraction=0.6)],
+                        methods=methods.methods, method_settings={"fused_features": methods.fused_features},
+                        reference=str(built / MODEL_DIR), train_per_class=[4], device="cpu",
+                        tuner=[TunerVariant(settings={"epochs": 1, "num_virtual_tokens": 2,
+                                                      "validation_per_class": 1, "batch_per_class": 2})])
 
-    def run():
-        return run_scores(config, data=data, loaded=loaded,
-                          learned=lambda split: demo.tuner_scores(loaded, data, split, config, folder, tuner))
+    def run(folder):
+        return run_single_cell(suite, tmp_path / folder, cache_dir=tmp_path / "cache")
 
-    first = run()
-    assert "mia-tuner" in first.metrics and (folder / "detector" / "detector.json").is_file()
+    first = run("first")
+    (saved,) = (tmp_path / "cache" / "detectors").glob("*/detector")
+    assert "mia-tuner" in first.metrics and (saved / "detector.json").is_file()
     assert len(first.scores["mia-tuner"]) == len(first.test)
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained again")
 
     monkeypatch.setattr(api, "train_detector", no_training)
-    second = run()
+    second = run("second")
     np.testing.assert_array_equal(second.scores["mia-tuner"], first.scores["mia-tuner"])
-    weights = next(p for p in (folder / "detector").iterdir() if p.suffix == ".safetensors")
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(models, "load_model", no_model)
+    again = run("first")
+    for name, scores in first.scores.items():
+        np.testing.assert_array_equal(again.scores[name], scores)
+    monkeypatch.undo()
+    weights = next(p for p in saved.iterdir() if p.suffix == ".safetensors")
     weights.write_bytes(weights.read_bytes()[:-8])
     with pytest.raises(ArtefactError):
-        run()
+        run("third")

@@ -2,21 +2,18 @@
 
 First run: builds the controlled set (members injected by continued pre-training, ~6 min on
 2 cores), scores it with every method but `neighbor` (~9 min), trains MIA-Tuner on the same
-training texts as `fused` (~4 min) and caches all three; later runs reuse them.
+training texts as `fused` (~4 min) and caches all three; later runs reuse them. The demo is a
+one-cell suite (``demo_suite``), run by the suite runner and written as a run directory
+(``suite.single``).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-from pathlib import Path
+from dataclasses import asdict, replace
 
-import numpy as np
-
-from .config import (DataConfig, MethodConfig, ModelConfig, RunConfig, SplitConfig,
-                     default_cache_dir)
-from .data.types import text_hash
-from .integrity import content_sha256, file_sha256
-from .training.controlled import DATA_FILE, DEFAULT_TRAIN_FRACTION, MODEL_DIR, ControlledConfig, ensure_controlled
+from .config import MethodConfig, SplitConfig
+from .suite.config import DatasetEntry, SuiteConfig, TunerVariant
+from .training.controlled import DEFAULT_TRAIN_FRACTION, ControlledConfig
 from .tuner.config import TunerConfig
 
 DEMO_MODEL = "smollm2-135m-instruct"
@@ -57,61 +54,16 @@ def demo_run_methods() -> MethodConfig:
                    adapt_epochs=DEMO_ADAPT_EPOCHS)
 
 
-def demo_config(set_dir: Path, model: str, out: str, cache_dir: str, device: str,
-                methods: MethodConfig | None = None) -> RunConfig:
-    """Score the injected model with ``methods`` (default: all); `ref` uses the model before
-    injection."""
-    return RunConfig.compose(ModelConfig(name=str(set_dir / MODEL_DIR), device=device),
-                             data=DataConfig(path=str(set_dir / DATA_FILE)), split=DEMO_SPLIT,
-                             methods=methods or MethodConfig(methods=["all"]), reference=model,
-                             out=out, cache_dir=cache_dir)
-
-
-def detector_dir(set_dir: Path, config: RunConfig, tuner: TunerConfig) -> Path:
-    """Cache folder of the demo's MIA-Tuner run, keyed by the set and every setting."""
-    key = content_sha256({"set": set_dir.name, "split": config.split.__dict__, "tuner": tuner.to_dict()})
-    return Path(config.cache_dir) / "detectors" / f"{set_dir.name}-{key[:12]}"
-
-
-def tuner_scores(loaded, data, split, config: RunConfig, folder: Path, tuner: TunerConfig) -> tuple[dict, dict]:
-    """MIA-Tuner's scores of the test texts and its validation AUROC: trained on the split's
-    training part the first time (resumable, checkpointed in ``folder``), then read from the
-    score cache under the hash of the saved detector (whose files are checked against the
-    hashes it records)."""
-    from .run import open_cache
-    from .tuner.api import ROW, train_detector
-    from .tuner.detector import DETECTOR_FILE, read_detector_info, verify_detector_files
-
-    texts = list(split.test.texts)
-    saved = folder / "detector"
-    cache = open_cache(config)
-    try:
-        if (saved / DETECTOR_FILE).is_file():
-            info = read_detector_info(saved)
-            verify_detector_files(saved, info)
-            found = cache.get(loaded.fingerprint, ROW, {"detector": file_sha256(saved / DETECTOR_FILE)}, texts)
-            hashes = [text_hash(t) for t in texts]
-            if all(h in found for h in hashes):
-                return {ROW: np.array([found[h] for h in hashes])}, _validation(info)
-        print(f"Training MIA-Tuner on the demo set's training part in {folder} (first run only) ...")
-        result = train_detector(loaded, data, tuner, out_dir=folder, split_config=config.split,
-                                compare_methods=False, cache_dir=config.cache_dir,
-                                model_config=config.model)
-        if list(result.split.test.texts) != texts:
-            raise RuntimeError("MIA-Tuner's evaluation split differs from the demo's")
-        cache.put(loaded.fingerprint, ROW, {"detector": file_sha256(saved / DETECTOR_FILE)}, texts,
-                  result.scores[ROW])
-        return {ROW: result.scores[ROW]}, _validation(read_detector_info(saved))
-    finally:
-        cache.close()
-
-
-def _validation(info: dict) -> dict:
-    """MIA-Tuner's validation AUROC (of the epoch it kept), from its detector.json."""
-    from .tuner.api import ROW
-
-    auroc = (info.get("metrics") or {}).get("validation", {}).get("auroc")
-    return {} if auroc is None else {ROW: auroc}
+def demo_suite(model: str = DEMO_MODEL, device: str = "auto") -> SuiteConfig:
+    """The demo as a one-cell suite: ``model``'s controlled set (the injected model as target,
+    the model before injection as reference), its split recipe (DEMO_SPLIT), the demo's
+    methods and MIA-Tuner's default variant trained for DEMO_TUNER's epochs."""
+    methods = demo_run_methods()
+    settings = {k: v for k, v in asdict(methods).items() if k not in ("methods", "reference")}
+    tuner = {k: v for k, v in DEMO_TUNER.to_dict().items() if v != getattr(TunerConfig(), k)}
+    return SuiteConfig(name="demo", models=[model], datasets=[DatasetEntry(set="controlled:{model}")],
+                       methods=list(methods.methods), method_settings=settings,
+                       tuner=[TunerVariant(settings=tuner)], device=device)
 
 
 def demo_identity(model: str = DEMO_MODEL) -> dict:
@@ -124,15 +76,7 @@ def demo_identity(model: str = DEMO_MODEL) -> dict:
 
 def run_demo(out: str = "runs/demo", cache_dir: str | None = None, device: str = "auto",
              model: str = DEMO_MODEL):
-    from .data import load_membership_set
-    from .models import load_model
-    from .run import run_scores
+    """Run the demo into ``out`` (a one-cell suite: suite.single); a ``run.RunResult``."""
+    from .suite.single import run_single_cell
 
-    cache_dir = str(cache_dir or default_cache_dir())
-    set_dir = ensure_controlled(model, ControlledConfig(), cache_dir, device)
-    config = demo_config(set_dir, model, out, cache_dir, device, demo_run_methods())
-    data = load_membership_set(config.data)
-    loaded = load_model(config.model, cache_dir=cache_dir)
-    folder = detector_dir(set_dir, config, DEMO_TUNER)
-    return run_scores(config, data=data, loaded=loaded,
-                      learned=lambda split: tuner_scores(loaded, data, split, config, folder, DEMO_TUNER))
+    return run_single_cell(demo_suite(model, device), out, cache_dir=cache_dir)

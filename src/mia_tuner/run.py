@@ -6,14 +6,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from .cache import NoCache, ScoreCache
 from .config import ModelConfig, RunConfig
 from .data import hygiene_report, load_membership_set, make_split
-from .data.split import EvaluationSplit, check_split_config
+from .data.split import check_split_config
 from .data.validation import drop_unscorable
 from .data.types import MembershipSet
 from .errors import MethodError
@@ -185,13 +184,8 @@ def wrong_way_warnings(aurocs: dict[str, float]) -> list[str]:
     return [w for label, value in aurocs.items() if (w := wrong_way_warning(label, value))]
 
 
-def run_scores(config: RunConfig, *, data: MembershipSet | None = None, loaded=None,
-               learned: Callable[[EvaluationSplit], tuple[dict, dict]] | None = None) -> RunResult:
-    """Score the test part of the evaluation split with every method and write the run dir.
-
-    ``learned(split)`` adds rows of detectors trained elsewhere on the same split (the demo's
-    MIA-Tuner): (scores of ``split.test.texts``, validation AUROC of each), computed after
-    every method here has run on the untouched model."""
+def run_scores(config: RunConfig, *, data: MembershipSet | None = None, loaded=None) -> RunResult:
+    """Score the test part of the evaluation split with every method and write the run dir."""
     dataset = data if data is not None else load_membership_set(config.data)
     methods = checked_methods(config)
     # several processes: each scores its batches; made before the model is loaded, so that
@@ -207,11 +201,6 @@ def run_scores(config: RunConfig, *, data: MembershipSet | None = None, loaded=N
     scores, info, target = score_split(config, loaded, split, methods, shard)
     validation = validation_aurocs(info)
     groups = {m.label: method_group(m) for m in methods}
-    if learned is not None:
-        learned_scores, learned_validation = learned(split)
-        scores = {**learned_scores, **scores}
-        validation.update(learned_validation)
-        groups.update({label: GROUPS[1] for label in learned_scores})  # trained on labelled texts
     warnings = wrong_way_warnings(validation)
     labels = np.array(split.test.labels)
     metrics = {name: compute_metrics(labels, s) for name, s in scores.items()}

@@ -48,6 +48,9 @@ class NamedSet:
     split: str  # as records name it: WikiMIA_length32, 32 (WikiMIA), debiased-pooled32, python-docs-64w[-600+600]
     model: str | None = None
     reference: str | None = None
+    # what artefacts trained on the set (detectors) are filed under in the cache; a controlled
+    # set: its folder's name, which already names the injected model and the set's settings
+    artefact_id: str | None = None
 
 
 @dataclass(frozen=True)

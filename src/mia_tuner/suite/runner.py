@@ -57,6 +57,7 @@ class ResolvedData:
     reference: str | None
     names: dict | None = None  # a named set's dataset and split, as records name them (sets.NamedSet)
     before_injection: str | None = None  # a controlled set's model before injection (the perfect defence)
+    artefact_id: str | None = None  # what detectors trained on a named set are filed under (NamedSet)
 
 
 def resolve_data(cell: Cell, suite: SuiteConfig, cache_dir, data_root, build: bool = True) -> ResolvedData:
@@ -70,10 +71,20 @@ def resolve_data(cell: Cell, suite: SuiteConfig, cache_dir, data_root, build: bo
         return ResolvedData(named.data, name, named.model or cell.model,
                             named.reference or suite.reference_for(cell.model),
                             {"dataset": named.dataset, "split": named.split},
-                            named.reference if named.model else None)
+                            named.reference if named.model else None, named.artefact_id)
     data = load_membership_set(DataConfig(path=name, split=cell.dataset.split))
     label = name if not cell.dataset.split else f"{name}:{cell.dataset.split}"
     return ResolvedData(data, label, cell.model, suite.reference_for(cell.model))
+
+
+def cell_split_config(suite: SuiteConfig, cell: Cell) -> SplitConfig:
+    """The cell's split: its dataset entry's settings, what the entry leaves unset from the
+    named set's recipe, the rest from the suite."""
+    entry = split_recipe(cell.set_name).fill(cell.dataset)
+    config = SplitConfig(seed=cell.seed, max_train_per_class=cell.train_per_class,
+                         max_test_per_class=entry.test_per_class or suite.test_per_class,
+                         group_by=entry.group_by, fill_test_first=not entry.paper_split)
+    return config if entry.train_fraction is None else replace(config, train_fraction=entry.train_fraction)
 
 
 class NotComputed(Exception):
@@ -92,20 +103,15 @@ class CellRun:
         self.compute, self.pending = compute, []  # columns not computed (compute=False)
         self.writer = shard is None or shard.rank == 0  # one process writes records
         self.resolved = resolve_data(cell, suite, cache_dir, data_root, build=compute)
-        entry = split_recipe(cell.set_name).fill(cell.dataset)  # what the entry leaves unset: the set's recipe
-        self.split_config = SplitConfig(seed=cell.seed, max_train_per_class=cell.train_per_class,
-                                        max_test_per_class=entry.test_per_class or suite.test_per_class,
-                                        group_by=entry.group_by, fill_test_first=not entry.paper_split)
-        if entry.train_fraction is not None:
-            self.split_config = replace(self.split_config, train_fraction=entry.train_fraction)
+        self.split_config = cell_split_config(suite, cell)
         self.split: EvaluationSplit = make_split(self.resolved.data, self.split_config)
+        self.data_digest = texts_digest(self.resolved.data.texts, self.resolved.data.labels)
         key = {"model": cell.model, "target": self.resolved.target, "dataset": self.resolved.label,
-               "data": texts_digest(self.resolved.data.texts, self.resolved.data.labels),
-               "split": vars(self.split_config)}
-        loading = {k: v for k, v in (("dtype", suite.dtype), ("quantization", suite.quantization))
-                   if v not in ("float32", None)}
-        if loading:  # scores depend on the precision (float32, unquantised: the key as before)
-            key["loading"] = loading
+               "data": self.data_digest, "split": vars(self.split_config)}
+        self.loading = {k: v for k, v in (("dtype", suite.dtype), ("quantization", suite.quantization))
+                        if v not in ("float32", None)}
+        if self.loading:  # scores depend on the precision (float32, unquantised: the key as before)
+            key["loading"] = self.loading
         self.key = settings_key(key)
         name = f"{safe_filename(cell.model)}__{safe_filename(self.resolved.label)}__s{cell.seed}-n{cell.train_per_class}"
         self.store = CellStore(out_dir / "cells" / f"{name}-{self.key[:8]}")
@@ -124,6 +130,10 @@ class CellRun:
         if self._loaded is None or fresh:
             self._loaded = load_model(self.model_config(), cache_dir=self.cache_dir)
         return self._loaded
+
+    def forget_model(self) -> None:
+        """After a trainer changed the loaded model's modules: the next ``load`` reads it afresh."""
+        self._loaded = None
 
     def save(self, column: str, key: str, record: dict) -> dict:
         return self.store.save(column, key, record) if self.writer else record
@@ -165,10 +175,12 @@ class CellRun:
             "split": self.split.report, "n_test": len(self.labels)})
 
     # ---- score-based methods ------------------------------------------------------------
-    def run_config(self) -> RunConfig:
+    def run_config(self, out=None) -> RunConfig:
+        """The cell as a scoring run's configuration (``out``: the run directory it is written to)."""
         methods = replace(self.suite.method_config(), reference=self.resolved.reference)
-        return RunConfig.compose(self.model_config(), split=self.split_config, methods=methods,
-                                 out=self.store.directory / "scores", cache_dir=self.cache_dir)
+        data = DataConfig(path=self.cell.set_name, split=self.cell.dataset.split)
+        return RunConfig.compose(self.model_config(), data=data, split=self.split_config, methods=methods,
+                                 out=out or self.store.directory / "scores", cache_dir=self.cache_dir)
 
     def method_key(self, method) -> str:
         """The settings a method's scores depend on (conservatively: every method setting but
@@ -214,7 +226,7 @@ class CellRun:
 
     # ---- MIA-Tuner variants ---------------------------------------------------------------
     def tuner(self, variant) -> dict:
-        from ..tuner.api import ROW, train_detector
+        from .detectors import tuner_column
 
         config = variant.config(self.cell.train_per_class, self.cell.seed)
         key = settings_key({"variant": variant.column, "config": config.to_dict()})
@@ -222,17 +234,26 @@ class CellRun:
         if record is not None:
             return record
         self.check_computing(variant.column)
-        started = time.perf_counter()
-        loaded = self.load(fresh=True)  # the adapter changes the model's modules (LoRA)
-        result = train_detector(loaded, self.resolved.data, config,
-                                out_dir=self.store.directory / f"tuner-{safe_filename(variant.tag)}",
-                                split_config=self.split_config, split=self.split, compare_methods=False,
-                                cache_dir=self.cache_dir, model_config=self.model_config())
-        self._loaded = None
-        return self.save(variant.column, key, {
-            **self.base(), "kind": "method", "method": variant.column, "scores": result.scores[ROW],
-            "mode": result.detector.pipeline.mode, "config": config.to_dict(), "history": result.history.summary(),
-            "seconds": time.perf_counter() - started})
+        return self.save(variant.column, key, {**self.base(), **tuner_column(self, variant)})
+
+    # ---- what a run directory says of the target model ------------------------------------
+    def target_facts(self) -> dict:
+        """The target's name, device and context, and how many test texts it truncates (the
+        facts a command's run directory reports, kept so that a re-run loads no model)."""
+        from ..methods import StatsProvider
+
+        max_tokens = self.suite.method_config().max_tokens
+        key = settings_key({"cell": self.key, "max_tokens": max_tokens})
+        record = self.store.load("target", key)
+        if record is not None:
+            return record
+        self.check_computing("target")
+        loaded = self.load()
+        target = StatsProvider(loaded, max_tokens=max_tokens)
+        return self.save("target", key, {
+            **self.base(), "kind": "target", "name": loaded.name, "fingerprint": loaded.fingerprint,
+            "device": str(loaded.device), "max_tokens": target.max_tokens,
+            "truncated_texts": target.count_too_long(list(self.split.test.texts))})
 
     # ---- safeguards -----------------------------------------------------------------------
     def safeguard(self, guard) -> dict:
@@ -254,7 +275,7 @@ class CellRun:
                         methods=run_config.methods, reference=self.resolved.reference,
                         cache_dir=self.cache_dir, model_config=self.model_config(),
                         before_injection=self.before_injection())
-        self._loaded = None
+        self.forget_model()
         return self.save(column, key, {
             **self.base(), "kind": "safeguard", "safeguard": guard.tag, "against": config.against,
             "rows": result.rows, "utility": result.utility.to_dict(),

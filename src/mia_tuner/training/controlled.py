@@ -184,7 +184,8 @@ def controlled_set(model: str, n_per_class: int | None, cache_dir, device: str =
     set_dir = ensure_controlled(model, config, cache_dir, device, build)
     split = CONTROLLED_SPLIT if n_per_class is None else f"{CONTROLLED_SPLIT}-{n_per_class}+{n_per_class}"
     data = load_membership_set(DataConfig(path=str(set_dir / DATA_FILE)))
-    return NamedSet(data=data, dataset="controlled", split=split, model=str(set_dir / MODEL_DIR), reference=model)
+    return NamedSet(data=data, dataset="controlled", split=split, model=str(set_dir / MODEL_DIR), reference=model,
+                    artefact_id=set_dir.name)
 
 
 def _parse_name(rest: str) -> tuple[str, int | None]:

@@ -1,0 +1,117 @@
+"""A cell's MIA-Tuner column: the detector trained once, filed in the cache by what made it.
+
+A detector's folder, ``<cache>/detectors/<set>-<key>``, is keyed by the set (its texts and
+target model), the split and every tuner setting, so the demo, a suite and a later run into
+another output folder share one training. Its test scores go into the score cache under the
+hash of its ``detector.json``. A folder holding a finished detector is read, its files checked
+against the hashes it records, and never trained again; a training stopped midway continues
+from its checkpoint there (``train_detector``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..integrity import content_sha256, file_sha256
+from ..reports import safe_filename
+
+log = logging.getLogger(__name__)
+
+
+def detector_folder(run, tuner_config) -> Path:
+    """Where ``run``'s cell keeps the detector of ``tuner_config`` (in the cache)."""
+    named = run.resolved.artefact_id
+    identity = named or {"model": run.resolved.target, "data": run.data_digest}
+    prefix = named or f"{safe_filename(run.cell.model)[:40]}__{safe_filename(run.resolved.label)[:40]}"
+    key = {"set": identity, "split": vars(run.split_config), "tuner": tuner_config.to_dict()}
+    if run.loading:  # trained at another precision: another detector (float32 keys as before)
+        key["loading"] = run.loading
+    return Path(run.cache_dir) / "detectors" / f"{prefix}-{content_sha256(key)[:12]}"
+
+
+def tuner_column(run, variant) -> dict:
+    """The fields of the record of MIA-Tuner ``variant`` on ``run``'s cell: its test scores and
+    what the detector says of itself (mode, training history, validation AUROC)."""
+    config = variant.config(run.cell.train_per_class, run.cell.seed)
+    folder = detector_folder(run, config)
+    started = time.perf_counter()
+    found = saved_detector_scores(run, folder)
+    if found is None:
+        print(f"Training MIA-Tuner ({variant.column}) on the cell's training part in {folder} ...")
+        found = train_and_score(run, config, folder)
+    scores, info = found
+    validation = (info.get("metrics") or {}).get("validation", {}).get("auroc")
+    return {"kind": "method", "method": variant.column, "scores": scores, "mode": info["mode"],
+            "config": config.to_dict(), "history": info["history"], "validation_auroc": validation,
+            "detector": str(folder / "detector"), "seconds": time.perf_counter() - started}
+
+
+def _test_texts(run) -> list[str]:
+    return list(run.split.test.texts)
+
+
+def _cache_settings(saved: Path) -> dict:
+    from ..tuner.detector import DETECTOR_FILE
+
+    return {"detector": file_sha256(saved / DETECTOR_FILE)}
+
+
+def saved_detector_scores(run, folder: Path) -> tuple[np.ndarray, dict] | None:
+    """(test scores, detector.json) of a finished detector in ``folder`` (None when there is
+    none): its files checked first, its scores read from the score cache, else computed by
+    the detector on the target."""
+    from ..run import open_cache
+    from ..tuner.api import ROW
+    from ..tuner.detector import DETECTOR_FILE, load_detector, read_detector_info, verify_detector_files
+
+    saved = folder / "detector"
+    if not (saved / DETECTOR_FILE).is_file():
+        return None
+    info = read_detector_info(saved)
+    verify_detector_files(saved, info)
+    texts, model_key = _test_texts(run), info["base_model"]["fingerprint"]
+    cache = open_cache(run.run_config())
+    try:
+        found = cache.get(model_key, ROW, _cache_settings(saved), texts)
+        scores = [found.get(h) for h in map(_hash, texts)]
+        if any(s is None for s in scores):
+            log.info("scoring the test texts with the saved detector %s", saved)
+            scores = load_detector(saved, run.load(fresh=True)).score(texts)
+            run.forget_model()  # the adapter changed the model's modules
+            cache.put(model_key, ROW, _cache_settings(saved), texts, scores)
+    finally:
+        cache.close()
+    return np.asarray(scores, dtype=float), info
+
+
+def _hash(text: str) -> str:
+    from ..data.types import text_hash
+
+    return text_hash(text)
+
+
+def train_and_score(run, config, folder: Path) -> tuple[np.ndarray, dict]:
+    """Train on the cell's training part (checkpointed in ``folder``); (test scores, detector.json),
+    the scores kept in the score cache under the detector's hash."""
+    from ..run import open_cache
+    from ..tuner.api import ROW, train_detector
+    from ..tuner.detector import read_detector_info
+
+    result = train_detector(run.load(fresh=True), run.resolved.data, config, out_dir=folder,
+                            split_config=run.split_config, split=run.split, compare_methods=False,
+                            cache_dir=run.cache_dir, model_config=run.model_config())
+    run.forget_model()  # the adapter changed the model's modules (LoRA)
+    saved = result.detector_dir
+    info = read_detector_info(saved)
+    if run.writer:
+        cache = open_cache(run.run_config())
+        try:
+            cache.put(info["base_model"]["fingerprint"], ROW, _cache_settings(saved), _test_texts(run),
+                      result.scores[ROW])
+        finally:
+            cache.close()
+    return np.asarray(result.scores[ROW], dtype=float), info
