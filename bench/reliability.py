@@ -93,11 +93,12 @@ def train_fault(work: Path) -> dict:
     step = re.search(r"epoch (\d+) of \d+, after step (\d+)", killed["last_line"])
     again = run(argv, env)
     resumed = re.search(r"resuming from epoch (\d+), step (\d+)", again["stderr"])
-    history = {}
+    learned = {}
     metrics = work / "train" / "metrics.json"
     if metrics.is_file():
-        history = json.loads(metrics.read_text())["extra"]["history"]
-    steps_total = len(history.get("steps", []))
+        learned = json.loads(metrics.read_text())["extra"]["learned"]["mia-tuner"]
+    history = learned.get("history") or {}
+    steps_total = len(learned.get("steps") or [])
     return {"fault": "SIGINT during `train`", "killed": _brief(killed), "rerun": _brief(again),
             "stopped_in_epoch": int(step[1]) if step else None,
             "steps_done_in_that_epoch": int(step[2]) if step else None,

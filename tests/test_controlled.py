@@ -216,15 +216,14 @@ def test_ensure_controlled_builds_once(config, tmp_path, monkeypatch):
 def test_demo_is_a_one_cell_suite_on_the_controlled_set_with_the_runs_recorded_settings():
     """One cell: the injected model scored against the model before injection (the set
     brings both), split by the set's recipe; demo_identity's settings are the cell's."""
-    from mia_tuner.suite.runner import cell_split_config, cells
+    from mia_tuner.suite.runner import cells
 
-    suite = demo.demo_suite(device="cpu")
-    (cell,) = cells(suite)
-    assert cell.set_name == "controlled:smollm2-135m-instruct" and suite.device == "cpu"
-    assert suite.reference is None  # the controlled set brings the model before injection
-    assert cell_split_config(suite, cell) == demo.DEMO_SPLIT
-    assert suite.tuner[0].config(cell.train_per_class, cell.seed) == demo.DEMO_TUNER
-    assert suite.method_config() == demo.demo_run_methods()
+    (cell,) = cells(demo.demo_suite(device="cpu"))
+    assert cell.set_name == "controlled:smollm2-135m-instruct" and cell.run.model.device == "cpu"
+    assert cell.run.methods.reference is None  # the controlled set brings the model before injection
+    assert cell.run.split == demo.DEMO_SPLIT
+    assert [v.config(cell.train_per_class, cell.seed) for v in cell.tuner] == [demo.DEMO_TUNER]
+    assert cell.run.methods == demo.demo_run_methods()
 
 
 class _Stop(Exception):

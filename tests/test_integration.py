@@ -101,7 +101,7 @@ def test_batch_size_does_not_change_scores(smollm, batched, texts):
 
 
 def test_run_scores_writes_a_run_directory(smollm, local_set, tmp_path):
-    from mia_tuner.run import run_scores
+    from mia_tuner.suite import run_scores
 
     methods = ["loss", "zlib", "min-k%", "min-k%++", "lowercase", "blind"]
     config = RunConfig(model=ModelConfig(name=MODEL, device="cpu"),
@@ -130,7 +130,7 @@ def test_run_scores_writes_a_run_directory(smollm, local_set, tmp_path):
 def test_run_scores_on_wikimia24_from_disk(smollm, tmp_path):
     """The benchmark as users load it (a `save_to_disk` folder and a split): every row read,
     named after the set and split, scored finitely."""
-    from mia_tuner.run import run_scores
+    from mia_tuner.suite import run_scores
 
     config = RunConfig(model=ModelConfig(name=MODEL, device="cpu"),
                        data=DataConfig(path=str(SHARED_WIKIMIA24), split=SPLIT),

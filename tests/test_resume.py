@@ -91,7 +91,7 @@ def test_killed_scoring_keeps_finished_batches_and_the_rerun_computes_the_rest(
 
 
 def test_ctrl_c_anywhere_else_is_one_line(tiny_model_dir, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("mia_tuner.run.load_model", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr("mia_tuner.models.load_model", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     rc = main(_scores_argv(tiny_model_dir, _data_file(tmp_path), tmp_path / "cache", tmp_path / "run"))
     err = capsys.readouterr().err
     assert rc == 130 and err.strip() == "mia-tuner: stopped (Ctrl-C)"

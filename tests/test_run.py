@@ -17,7 +17,7 @@ from mia_tuner.data.types import MembershipSet
 from mia_tuner.errors import MethodError
 from mia_tuner.methods import METHODS, available_methods
 from mia_tuner.reports import safe_filename
-from mia_tuner.run import run_scores
+from mia_tuner.suite import run_scores
 
 N_PER_CLASS = 20
 SPLIT = SplitConfig(max_train_per_class=8, max_test_per_class=6)
@@ -261,7 +261,7 @@ def test_truncation_counts_test_texts_whatever_the_methods_and_cache(tiny_model_
 _SCORE_SCRIPT = """
 import sys
 from mia_tuner.config import DataConfig, MethodConfig, ModelConfig, RunConfig, SplitConfig
-from mia_tuner.run import run_scores
+from mia_tuner.suite import run_scores
 
 model, data, out, cache = sys.argv[1:5]
 run_scores(RunConfig(model=ModelConfig(name=model, device="cpu"), data=DataConfig(path=data),

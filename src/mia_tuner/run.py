@@ -1,5 +1,7 @@
-"""A whole scoring run, Fast-MIA style: config -> data -> split -> model -> methods ->
-metrics -> run directory. This is what `mia-tuner scores` and the Python API call."""
+"""The pieces of a scoring run: which methods can run (``usable_methods``), the scores of a
+split's test texts through the score cache (``score_split``), the reference and fine-tuned
+models they read, and the run's result (``RunResult``). The suite runner puts them together
+for every cell (``suite.cell``); ``suite.single.run_scores`` is a one-cell run of them."""
 
 from __future__ import annotations
 
@@ -11,19 +13,17 @@ import numpy as np
 
 from .cache import NoCache, ScoreCache
 from .config import ModelConfig, RunConfig
-from .data import hygiene_report, load_membership_set, make_split
 from .data.split import check_split_config
-from .data.validation import drop_unscorable
 from .data.types import MembershipSet
 from .errors import MethodError
 from .methods import ScoringContext, StatsProvider, build_methods
-from .methods.base import FINE_TUNED_TARGET, GROUPS, method_group
+from .methods.base import FINE_TUNED_TARGET, GROUPS
 from .methods.neighbor import NEIGHBOR_TOPK
-from .metrics import compute_metrics, wrong_way_warning
+from .metrics import wrong_way_warning
 from .models import load_model
 from .references import fine_tuned_factories
-from .reports import grouped_table_text, metrics_table, table_text, with_note, write_run
-from .scoring import process_shard, score_methods
+from .reports import grouped_table_text, with_note
+from .scoring import score_methods
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,11 @@ class RunResult:
     data: MembershipSet | None = None  # the loaded set (its info counts skipped rows)
     groups: dict[str, str] = field(default_factory=dict)  # row -> what a user needs for it (GROUPS)
     warnings: list[str] = field(default_factory=list)  # printed under the table
+    records: list[dict] = field(default_factory=list)  # the cell's records (suite.single), when it ran as one
+
+    def record(self, column: str) -> dict:
+        """The record of ``column`` (a MIA-Tuner variant's: its mode, history and detector)."""
+        return next(r for r in self.records if r.get("method") == column)
 
     def grouped_table(self) -> str:
         """The table with its rows grouped by what a user needs for them (GROUPS), the best
@@ -163,7 +168,8 @@ def score_split(config: RunConfig, loaded, split, methods, shard=None) -> tuple[
     return scores, info, target
 
 
-def _on_cpu(model: ModelConfig) -> bool:
+def runs_on_cpu(model: ModelConfig) -> bool:
+    """Whether ``model`` will run on the CPU (asked or no GPU there)."""
     import torch
 
     return model.device == "cpu" or not torch.cuda.is_available()
@@ -182,40 +188,3 @@ def validation_aurocs(info: dict) -> dict[str, float]:
 def wrong_way_warnings(aurocs: dict[str, float]) -> list[str]:
     """A warning for every learned detector that ranks its validation texts the wrong way."""
     return [w for label, value in aurocs.items() if (w := wrong_way_warning(label, value))]
-
-
-def run_scores(config: RunConfig, *, data: MembershipSet | None = None, loaded=None) -> RunResult:
-    """Score the test part of the evaluation split with every method and write the run dir."""
-    dataset = data if data is not None else load_membership_set(config.data)
-    methods = checked_methods(config)
-    # several processes: each scores its batches; made before the model is loaded, so that
-    # "cuda" means this process's GPU (accelerate sets it)
-    shard = process_shard(cpu=_on_cpu(config.model) if loaded is None else loaded.device.type == "cpu")
-    if loaded is not None and loaded.defence:
-        methods = select_methods(config, defended=True)
-    loaded = loaded or load_model(config.model, cache_dir=config.cache_dir)
-    # before any forward pass: texts the model cannot score are refused (or skipped), long ones announced
-    dataset = drop_unscorable(dataset, loaded.tokenizer, max_tokens=config.methods.max_tokens or loaded.max_tokens)
-    split = make_split(dataset, config.split, dedupe=config.data.dedupe)
-    hygiene = hygiene_report(dataset, loaded.tokenizer)
-    scores, info, target = score_split(config, loaded, split, methods, shard)
-    validation = validation_aurocs(info)
-    groups = {m.label: method_group(m) for m in methods}
-    warnings = wrong_way_warnings(validation)
-    labels = np.array(split.test.labels)
-    metrics = {name: compute_metrics(labels, s) for name, s in scores.items()}
-    extra = {"model": {"name": loaded.name, "fingerprint": loaded.fingerprint,
-                       "device": str(loaded.device)},
-             "data": {"name": dataset.name, **dataset.info}, "hygiene": hygiene,
-             "split": split.report, "methods": info,
-             "max_tokens": target.max_tokens,
-             "truncated_texts": target.count_too_long(list(split.test.texts)),
-             "groups": groups, "validation_auroc": validation}
-    out_dir = Path(config.out)
-    if shard is None or shard.rank == 0:  # one process writes the run directory
-        out_dir = write_run(config.out, config=config.to_dict(), texts=list(split.test.texts),
-                            labels=labels, scores=scores, metrics=metrics, extra=extra, warnings=warnings)
-    table = with_note(table_text(metrics_table(metrics)), labels, warnings)
-    return RunResult(out_dir=Path(out_dir), scores=scores, metrics=metrics, table=table,
-                     test=split.test, train=split.train, hygiene=hygiene,
-                     split_report=split.report, data=dataset, groups=groups, warnings=warnings)

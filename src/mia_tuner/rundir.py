@@ -18,6 +18,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -153,8 +154,15 @@ def claim_run_dir(out, command: str, identity: dict, overwrite: bool = False):
         handle.close()
 
 
+# the records a one-cell suite keeps while it runs (suite.single): of a first run that failed,
+# they hold nothing the caches do not (scores, fine-tuned models and detectors live there)
+CELL_RECORDS = "cells"
+
+
 def _remove_if_only_ours(out: Path) -> None:
-    if {p.name for p in out.iterdir()} <= {RUN_FILE, LOCK_FILE}:
+    if {p.name for p in out.iterdir()} <= {RUN_FILE, LOCK_FILE, CELL_RECORDS}:
+        if (out / CELL_RECORDS).is_dir():
+            shutil.rmtree(out / CELL_RECORDS)
         for name in (RUN_FILE, LOCK_FILE):
             (out / name).unlink(missing_ok=True)
         out.rmdir()

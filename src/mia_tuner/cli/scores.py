@@ -36,8 +36,8 @@ def with_named(config: RunConfig, named) -> RunConfig:
 
 def run(args) -> None:
     from ..rundir import claim_run_dir, run_identity
-    from ..run import checked_methods, run_scores
-    from .options import with_defence
+    from ..run import checked_methods
+    from ..suite.single import command_cell, run_single_cell
 
     config = scores_config(args)
     check_out_dir(config.out)
@@ -47,9 +47,4 @@ def run(args) -> None:
     checked_methods(config)  # nothing is written before every setting is checked
     identity = run_identity(config=config, data=data.fingerprint(), defence=args.defence)
     with claim_run_dir(config.out, "scores", identity, args.overwrite):
-        loaded = None
-        if args.defence:
-            from ..models import load_model
-
-            loaded = with_defence(args, load_model(config.model, cache_dir=config.cache_dir))
-        print_result(run_scores(config, loaded=loaded, data=data))
+        print_result(run_single_cell(command_cell(config, data, defence=args.defence), config.out, data=data))

@@ -6,8 +6,8 @@ from __future__ import annotations
 from ..config import MethodConfig
 from .args import check_out_dir, method_names
 from .fields import add_dataclass_options, values_from_args
-from .options import (add_attack_options, add_defence_option, add_overwrite_option, add_set_options, labelled_set,
-                      model_config, named_set, named_target, print_skipped, split_config, with_defence)
+from .options import (add_attack_options, add_defence_option, add_overwrite_option, add_set_options, data_config,
+                      labelled_set, model_config, named_set, named_target, print_skipped, split_config)
 
 TUNER_PREFIX = "tuner_"  # dests of the options generated from TunerConfig
 
@@ -46,13 +46,14 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> None:
-    from ..models import load_model
+    from ..config import RunConfig
     from ..rundir import claim_run_dir, run_identity
-    from ..tuner.api import train_detector
-    from ..tuner.config import TunerConfig
+    from ..suite.config import TunerVariant
+    from ..suite.single import command_cell, run_single_cell
+    from ..tuner.api import ROW
 
-    config = TunerConfig.from_preset(args.preset, **tuner_settings(args),
-                                     train_per_class=args.split_max_train_per_class, seed=args.split_seed)
+    variant = TunerVariant(preset=args.preset, settings=tuner_settings(args))
+    config = variant.config(args.split_max_train_per_class, args.split_seed)  # checked before any work
     check_out_dir(args.out)
     named = named_set(args)
     data = labelled_set(args, named)
@@ -62,13 +63,17 @@ def run(args) -> None:
     identity = run_identity(tuner=config, model=model, split=split_config(args), methods=methods,
                             reference=reference, compare=not args.no_compare,
                             data=data.fingerprint(), defence=args.defence)
+    run_config = RunConfig.compose(model, data=data_config(args), split=split_config(args), methods=methods,
+                                   reference=reference, out=args.out, cache_dir=args.cache_dir)
+    # one cell: the baselines (unless --no-compare) on the untouched model, then MIA-Tuner, whose
+    # detector and checkpoint live in --out
+    cell = command_cell(run_config, data, tuner=[variant], defence=args.defence, scored=not args.no_compare,
+                        detector_dir=args.out, retrain=args.restart)
     with claim_run_dir(args.out, "train", identity, args.overwrite):
-        loaded = with_defence(args, load_model(model, cache_dir=args.cache_dir))
-        result = train_detector(loaded, data, config, out_dir=args.out, compare_methods=not args.no_compare,
-                                model_config=model, split_config=split_config(args), reference=reference,
-                                cache_dir=args.cache_dir, methods=methods, resume=not args.restart)
-    h = result.history
-    print(f"Trained {config.peft} ({result.detector.pipeline.mode} pipeline) in {h.seconds:.1f} s; "
-          f"kept epoch {h.chosen_epoch} of {config.epochs} ({h.selection})\n")
+        result = run_single_cell(cell, args.out, data=data)
+    record = result.record(ROW)
+    h = record["history"]
+    print(f"Trained {config.peft} ({record['mode']} pipeline) in {h['seconds']:.1f} s; "
+          f"kept epoch {h['chosen_epoch']} of {config.epochs} ({h['selection']})\n")
     print(result.table)
-    print(f"\nDetector: {result.detector_dir}\nRun directory: {result.out_dir}")
+    print(f"\nDetector: {record['detector']}\nRun directory: {result.out_dir}")

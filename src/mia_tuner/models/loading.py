@@ -250,6 +250,19 @@ def _model_kwargs(config: ModelConfig, device: str, dtype: torch.dtype) -> dict:
     return kwargs
 
 
+def _hub_cache_copy(source: _Source) -> _Source:
+    """A hub id's copy in the local Hugging Face cache, for when the hub cannot be reached
+    (OSError saying why, instead of retrying for a minute)."""
+    from huggingface_hub import snapshot_download
+
+    reason = hub_unreachable()
+    try:
+        local = snapshot_download(source.location, local_files_only=True)
+    except Exception as exc:
+        raise OSError(f"{reason}, and {source.location!r} is not in the local Hugging Face cache") from exc
+    return _Source(local, source.gguf_file)
+
+
 def _from_pretrained(source: _Source, kwargs: dict):
     """Model and tokenizer from a resolved source (separate so tests can stub the hub).
 
@@ -260,14 +273,8 @@ def _from_pretrained(source: _Source, kwargs: dict):
 
     if source.gguf_file:
         kwargs = {**kwargs, "gguf_file": source.gguf_file}
-    if source.is_hub and (reason := hub_unreachable()):
-        from huggingface_hub import snapshot_download
-
-        try:
-            local = snapshot_download(source.location, local_files_only=True)
-        except Exception as exc:
-            raise OSError(f"{reason}, and {source.location!r} is not in the local Hugging Face cache") from exc
-        return _from_pretrained(_Source(local, source.gguf_file), kwargs)
+    if source.is_hub and hub_unreachable():
+        return _from_pretrained(_hub_cache_copy(source), kwargs)
     model = AutoModelForCausalLM.from_pretrained(source.location, **kwargs)
     tokenizer = load_tokenizer(source.location, source.gguf_file, fast_path=source.offline,
                                trust_remote_code=kwargs["trust_remote_code"])
@@ -311,12 +318,16 @@ def load_tokenizer_of(config: ModelConfig, cache_dir=None):
     if source is None:
         raise _fail(config.name, tried)
     try:
+        if source.is_hub and hub_unreachable():
+            source = _hub_cache_copy(source)
         return load_tokenizer(source.location, source.gguf_file, fast_path=source.offline,
                               trust_remote_code=bool(config.trust_remote_code))
     except ModelError:
         raise
     except Exception as exc:  # noqa: BLE001 - reported with its cause
-        raise _fail(config.name, tried, f"loading its tokenizer: {type(exc).__name__}: {exc}") from exc
+        where = "the Hugging Face hub" if source.is_hub else source.location
+        raise _fail(config.name, [*tried, f"loading its tokenizer from {where}: {type(exc).__name__}: {exc}"],
+                    _custom_code_hint(source, config)) from exc
 
 
 _PROBE = "Membership inference, 2024: naïve café — ünïcode & digits 0123456789!"

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from .config import SHIPPED, SuiteConfig, load_suite, suite_from_dict, suite_text
 from .runner import SuiteRun, cells, run_suite
+from .single import run_scores
 
-__all__ = ["SHIPPED", "SuiteConfig", "SuiteRun", "benchmark", "cells", "load_suite", "run_suite",
+__all__ = ["SHIPPED", "SuiteConfig", "SuiteRun", "benchmark", "cells", "load_suite", "run_scores", "run_suite",
            "suite_from_dict", "suite_text"]
 
 

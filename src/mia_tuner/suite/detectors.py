@@ -37,17 +37,21 @@ def tuner_column(run, variant) -> dict:
     """The fields of the record of MIA-Tuner ``variant`` on ``run``'s cell: its test scores and
     what the detector says of itself (mode, training history, validation AUROC)."""
     config = variant.config(run.cell.train_per_class, run.cell.seed)
-    folder = detector_folder(run, config)
     started = time.perf_counter()
-    found = saved_detector_scores(run, folder)
+    if run.cell.detector_dir:  # a command's folder: resumed from its checkpoint, never read as it is
+        folder, found = Path(run.cell.detector_dir), None
+    else:  # filed in the cache by what made it: a finished one is read
+        folder = detector_folder(run, config)
+        found = None if run.cell.retrain else saved_detector_scores(run, folder)
     if found is None:
         print(f"Training MIA-Tuner ({variant.column}) on the cell's training part in {folder} ...")
         found = train_and_score(run, config, folder)
-    scores, info = found
+    scores, info, trained = found
     validation = (info.get("metrics") or {}).get("validation", {}).get("auroc")
     return {"kind": "method", "method": variant.column, "scores": scores, "mode": info["mode"],
             "config": config.to_dict(), "history": info["history"], "validation_auroc": validation,
-            "detector": str(folder / "detector"), "seconds": time.perf_counter() - started}
+            "threshold": info["threshold"], "detector": str(folder / "detector"),
+            "seconds": time.perf_counter() - started, **trained}
 
 
 def _test_texts(run) -> list[str]:
@@ -60,9 +64,9 @@ def _cache_settings(saved: Path) -> dict:
     return {"detector": file_sha256(saved / DETECTOR_FILE)}
 
 
-def saved_detector_scores(run, folder: Path) -> tuple[np.ndarray, dict] | None:
-    """(test scores, detector.json) of a finished detector in ``folder`` (None when there is
-    none): its files checked first, its scores read from the score cache, else computed by
+def saved_detector_scores(run, folder: Path) -> tuple[np.ndarray, dict, dict] | None:
+    """(test scores, detector.json, {}) of a finished detector in ``folder`` (None when there
+    is none): its files checked first, its scores read from the score cache, else computed by
     the detector on the target."""
     from ..run import open_cache
     from ..tuner.api import ROW
@@ -85,7 +89,7 @@ def saved_detector_scores(run, folder: Path) -> tuple[np.ndarray, dict] | None:
             cache.put(model_key, ROW, _cache_settings(saved), texts, scores)
     finally:
         cache.close()
-    return np.asarray(scores, dtype=float), info
+    return np.asarray(scores, dtype=float), info, {}
 
 
 def _hash(text: str) -> str:
@@ -94,16 +98,17 @@ def _hash(text: str) -> str:
     return text_hash(text)
 
 
-def train_and_score(run, config, folder: Path) -> tuple[np.ndarray, dict]:
-    """Train on the cell's training part (checkpointed in ``folder``); (test scores, detector.json),
-    the scores kept in the score cache under the detector's hash."""
+def train_and_score(run, config, folder: Path) -> tuple[np.ndarray, dict, dict]:
+    """Train on the cell's training part (checkpointed in ``folder``; afresh when the cell says
+    ``retrain``): (test scores, detector.json, what only this training knows: its step log,
+    seconds and validation part), the scores kept in the score cache under the detector's hash."""
     from ..run import open_cache
     from ..tuner.api import ROW, train_detector
     from ..tuner.detector import read_detector_info
 
     result = train_detector(run.load(fresh=True), run.resolved.data, config, out_dir=folder,
                             split_config=run.split_config, split=run.split, compare_methods=False,
-                            cache_dir=run.cache_dir, model_config=run.model_config())
+                            cache_dir=run.cache_dir, model_config=run.model_config(), resume=not run.cell.retrain)
     run.forget_model()  # the adapter changed the model's modules (LoRA)
     saved = result.detector_dir
     info = read_detector_info(saved)
@@ -114,4 +119,8 @@ def train_and_score(run, config, folder: Path) -> tuple[np.ndarray, dict]:
                       result.scores[ROW])
         finally:
             cache.close()
-    return np.asarray(result.scores[ROW], dtype=float), info
+    validation = result.validation
+    trained = {"steps": result.history.steps, "train_seconds": result.history.seconds,
+               "validation": None if validation is None else
+               {"member": validation.n_member, "nonmember": validation.n_nonmember}}
+    return np.asarray(result.scores[ROW], dtype=float), info, trained

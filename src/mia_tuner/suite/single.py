@@ -12,20 +12,52 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import RunConfig
 from ..errors import ConfigError
-from .config import SuiteConfig
+from .cell import Cell, CellRun
+from .config import DatasetEntry, SuiteConfig
 
 
-def run_single_cell(suite: SuiteConfig, out, *, cache_dir=None, data_root=None):
-    """Run ``suite`` (exactly one cell) into the run directory ``out``; a ``run.RunResult``."""
-    from ..config import default_cache_dir
-    from .runner import CellRun, cells, run_cell
+# what a run directory's metrics.json says of each MIA-Tuner variant (its record's fields)
+LEARNED_FIELDS = ("mode", "config", "detector", "threshold", "validation_auroc", "validation", "train_seconds",
+                  "history", "steps")
 
-    matrix = cells(suite)
-    if len(matrix) != 1:
-        raise ConfigError(f"suite {suite.name!r} has {len(matrix)} cells; a command's run holds one")
-    run = CellRun(suite, matrix[0], Path(out), cache_dir or default_cache_dir(), data_root)
+
+def run_single_cell(suite: SuiteConfig | Cell, out, *, cache_dir=None, data_root=None, data=None, loaded=None):
+    """Run a one-cell ``suite`` (or a composed ``Cell``) into the run directory ``out``; a
+    ``run.RunResult``. ``data`` and ``loaded``: the set and the target already in memory."""
+    from ..run import runs_on_cpu
+    from ..scoring import process_shard
+    from .runner import cells, run_cell
+
+    if isinstance(suite, SuiteConfig):
+        matrix = cells(suite, cache_dir)
+        if len(matrix) != 1:
+            raise ConfigError(f"suite {suite.name!r} has {len(matrix)} cells; a command's run holds one")
+        suite = matrix[0]
+    # several processes: each scores its batches (made before the model is loaded, so that
+    # "cuda" means this process's GPU, as accelerate sets it)
+    on_cpu = loaded.device.type == "cpu" if loaded is not None else runs_on_cpu(suite.run.model)
+    run = CellRun(suite, Path(out), data_root, process_shard(cpu=on_cpu), data=data, loaded=loaded)
     return write_cell_run(run, run_cell(run), out)
+
+
+def command_cell(config: RunConfig, data=None, **settings) -> Cell:
+    """A command's one cell: ``config``'s model, set, split and methods (a method it names that
+    cannot run is an error); ``settings``: the cell's other fields (MIA-Tuner variants, a
+    defence)."""
+    name = config.data.path or (data.name if data is not None else "")
+    return Cell(config, DatasetEntry(set=name, split=config.data.split), explicit=True, **settings)
+
+
+def run_scores(config: RunConfig, *, data=None, loaded=None):
+    """Score the test part of ``config``'s evaluation split with every method and write the run
+    directory ``config.out``: a one-cell suite of the methods alone (a ``run.RunResult``).
+    ``data`` and ``loaded``: the labelled set and the target (defended or not) already in memory."""
+    from ..run import checked_methods
+
+    checked_methods(config)  # every setting that needs no model, before any work
+    return run_single_cell(command_cell(config, data), config.out, data=data, loaded=loaded)
 
 
 def write_cell_run(run, records: list[dict], out):
@@ -36,13 +68,14 @@ def write_cell_run(run, records: list[dict], out):
     from ..reports import metrics_table, table_text, with_note, write_run
     from ..run import RunResult, validation_aurocs, wrong_way_warnings
 
-    described = next(r for r in records if r["kind"] == "cell")
-    methods = {m.label: m for m in run.selected_methods()}
+    # the cell's record (a process that writes no records has none in ``records``)
+    described = next((r for r in records if r["kind"] == "cell"), None) or run.describe()
+    methods = {m.label: m for m in run.selected_methods()} if run.cell.scored else {}
     learned = [r for r in records if r["kind"] == "method" and r["method"] not in methods]
     scored = {r["method"]: r for r in records if r["kind"] == "method" and r["method"] in methods}
     scores = {r["method"]: np.asarray(r["scores"], dtype=float) for r in learned}
     scores.update({label: np.asarray(scored[label]["scores"], dtype=float) for label in methods})
-    info = {label: scored[label]["info"] for label in methods}
+    info = {label: run_info(scored[label]["info"], label in run.computed) for label in methods}
     validation = validation_aurocs(info)
     validation.update({r["method"]: r["validation_auroc"] for r in learned if r.get("validation_auroc") is not None})
     groups = {r["method"]: GROUPS[1] for r in learned}  # trained on labelled texts
@@ -55,10 +88,21 @@ def write_cell_run(run, records: list[dict], out):
              "data": {"name": data.name, **data.info}, "hygiene": described["hygiene"],
              "split": described["split"], "methods": info, "max_tokens": facts["max_tokens"],
              "truncated_texts": facts["truncated_texts"], "groups": groups, "validation_auroc": validation}
+    if learned:  # each MIA-Tuner variant: its detector, threshold and training
+        extra["learned"] = {r["method"]: {k: r.get(k) for k in LEARNED_FIELDS} for r in learned}
     if run.writer:
         write_run(out, config=run.run_config(out).to_dict(), texts=list(run.split.test.texts), labels=labels,
                   scores=scores, metrics=metrics, extra=extra, warnings=warnings)
     table = with_note(table_text(metrics_table(metrics)), labels, warnings)
     return RunResult(out_dir=Path(out), scores=scores, metrics=metrics, table=table, test=run.split.test,
                      train=run.split.train, hygiene=described["hygiene"], split_report=described["split"],
-                     data=data, groups=groups, warnings=warnings)
+                     data=data, groups=groups, warnings=warnings, records=records)
+
+
+def run_info(info: dict, computed_now: bool) -> dict:
+    """A method's info as this run saw it: read from the cell's record, nothing of it was
+    computed (``from_record``: its counts of computed and cached texts are the first run's)."""
+    if computed_now:
+        return info
+    total = info.get("computed", 0) + info.get("cached", 0)
+    return {**info, "computed": 0, "cached": total, "from_record": True}

@@ -31,10 +31,11 @@ def settings_key(settings: dict) -> str:
 
 
 class CellStore:
-    """Records of one cell in ``directory`` (created on first write)."""
+    """Records of one cell in ``directory`` (created on first write). ``keep`` False (a run
+    with --no-cache): nothing is read or written, every column is computed afresh."""
 
-    def __init__(self, directory: Path):
-        self.directory = Path(directory)
+    def __init__(self, directory: Path, keep: bool = True):
+        self.directory, self.keep = Path(directory), keep
 
     def path(self, column: str) -> Path:
         return self.directory / f"{safe_filename(column)}.json"
@@ -43,7 +44,7 @@ class CellStore:
         """The record of ``column`` computed with settings ``key``; None when absent or
         computed with other settings; ArtefactError when the file is damaged."""
         path = self.path(column)
-        if not path.is_file():
+        if not self.keep or not path.is_file():
             return None
         remedy = f"delete {path} to recompute it"
         try:
@@ -57,9 +58,11 @@ class CellStore:
 
     def save(self, column: str, key: str, record: dict) -> dict:
         """Write ``record`` for ``column`` atomically, with its key and hash."""
-        self.directory.mkdir(parents=True, exist_ok=True)
         record = jsonable({**record, "format": FORMAT, "column": column, "key": key})
         record["sha256"] = content_sha256(record)
+        if not self.keep:
+            return record
+        self.directory.mkdir(parents=True, exist_ok=True)
         path = self.path(column)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(record, indent=1, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")

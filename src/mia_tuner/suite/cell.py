@@ -1,0 +1,354 @@
+"""One cell of a suite: its composed configuration (``Cell``) and its run (``CellRun``).
+
+A cell is a model x a set x a split x the columns computed on it (score-based methods,
+MIA-Tuner variants, safeguards). A suite's matrix expands into cells (``runner.cells``); a
+command is a one-cell suite (``single``). Per cell the set is resolved (named sets through
+``mia_tuner.sets``: a controlled set brings its injected target model and the model before
+injection as reference), the texts the model cannot score are refused or skipped, the split is
+made, and every column not yet recorded is computed: score-based methods through the score
+cache (a kill loses at most one batch), MIA-Tuner variants through the trainer's checkpoint (at
+most one step), safeguards through theirs. A cell whose columns are all recorded loads no model.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..config import ModelConfig, RunConfig, method_settings
+from ..data.split import EvaluationSplit
+from ..reports import safe_filename
+from ..rundir import CELL_RECORDS
+from .config import DatasetEntry
+from .store import CellStore, settings_key, texts_digest
+
+log = logging.getLogger(__name__)
+# the cell record's fields: bumped when readers need a new one (``describe`` upgrades an
+# older record where the new field needs no model)
+CELL_RECORD_VERSION = 2
+
+
+@dataclass
+class Cell:
+    """One cell, composed: everything its columns depend on, from a suite's matrix or from a
+    command's options alike."""
+
+    run: RunConfig  # the model as named (a controlled set replaces the target), the set (DataConfig:
+    #                 a set name or a path), its split, the methods and their reference, the cache
+    dataset: DatasetEntry  # the suite's entry: the tables' dataset axis; `optional`
+    tuner: list = field(default_factory=list)  # TunerVariant: MIA-Tuner columns
+    safeguards: list = field(default_factory=list)  # SafeguardEntry: safeguard columns
+    defence: str | None = None  # a saved defence the target is loaded behind (`scores --defence`)
+    # a method named that cannot run here is an error (a command), not left out (a suite's `all`)
+    explicit: bool = False
+    scored: bool = True  # the score-based methods are columns (`train --no-compare`: MIA-Tuner alone)
+    # the folder of the cell's one MIA-Tuner variant (`train --out`: its detector/ and checkpoint/
+    # there); None: every variant's detector filed in the cache (suite.detectors)
+    detector_dir: str | None = None
+    retrain: bool = False  # MIA-Tuner trained afresh: its record, saved detector and checkpoint ignored
+
+    @property
+    def model(self) -> str:
+        return self.run.model.name
+
+    @property
+    def set_name(self) -> str:
+        return self.run.data.path
+
+    @property
+    def seed(self) -> int:
+        return self.run.split.seed
+
+    @property
+    def train_per_class(self) -> int:
+        return self.run.split.max_train_per_class
+
+
+@dataclass
+class ResolvedData:
+    data: object  # MembershipSet
+    label: str  # the dataset as tables name it
+    target: str  # the model to load (a controlled set's injected model)
+    reference: str | None
+    names: dict | None = None  # a named set's dataset and split, as records name them (sets.NamedSet)
+    before_injection: str | None = None  # a controlled set's model before injection (the perfect defence)
+    artefact_id: str | None = None  # what detectors trained on a named set are filed under (NamedSet)
+
+
+def resolve_data(cell: Cell, data_root, build: bool = True, data=None) -> ResolvedData:
+    """The cell's labelled texts (``data``: given by the caller, as the Python API allows), its
+    target and its reference."""
+    from .. import sets
+    from ..data import load_membership_set
+
+    name, reference = cell.set_name, cell.run.methods.reference
+    if data is None and sets.is_named(name):
+        named = sets.resolve(name, root=data_root, cache_dir=cell.run.cache_dir, device=cell.run.model.device,
+                             build=build)
+        # a controlled set's own reference (the model before injection) comes first
+        return ResolvedData(named.data, name, named.model or cell.model, named.reference or reference,
+                            {"dataset": named.dataset, "split": named.split},
+                            named.reference if named.model else None, named.artefact_id)
+    data = data if data is not None else load_membership_set(cell.run.data)
+    label = name or data.name
+    label = label if not cell.run.data.split else f"{label}:{cell.run.data.split}"
+    return ResolvedData(data, label, cell.model, reference)
+
+
+class NotComputed(Exception):
+    """A column missing in a run that only reads what is recorded (``compute=False``)."""
+
+
+class CellRun:
+    """One cell: its split, its store, and the model loaded only when a column is missing.
+    With ``compute`` False nothing is computed: a missing column is noted in ``pending``."""
+
+    def __init__(self, cell: Cell, out_dir: Path, data_root=None, shard=None, compute: bool = True, *,
+                 data=None, loaded=None):
+        """``data`` and ``loaded``: the labelled texts and the target already in memory (the
+        Python API's ``run_scores``), used instead of reading them."""
+        self.cell, self.cache_dir, self.shard = cell, str(cell.run.cache_dir), shard
+        self.compute, self.pending = compute, []  # columns not computed (compute=False)
+        self.computed: set[str] = set()  # columns computed by this run (the others read from records)
+        self.writer = shard is None or shard.rank == 0  # one process writes records
+        self.split_config = cell.run.split
+        self._loaded = loaded
+        self.resolved = resolve_data(cell, data_root, build=compute, data=data)
+        # the key: the set as loaded (before texts too short to score are left out, which the
+        # model's tokenizer decides: the model is in the key)
+        self.data_digest = texts_digest(self.resolved.data.texts, self.resolved.data.labels)
+        self.loading = {k: v for k, v in (("dtype", cell.run.model.dtype), ("quantization", cell.run.model.quantization))
+                        if v not in ("float32", None)}
+        self.key = settings_key(self._key_settings())
+        if compute:  # refused or skipped before any forward pass (a report of records reads no tokenizer)
+            self.resolved.data = self._scorable(self.resolved.data)
+        self.split: EvaluationSplit = self._make_split()
+        name = f"{safe_filename(cell.model)}__{safe_filename(self.resolved.label)}__s{cell.seed}-n{cell.train_per_class}"
+        keep = cell.run.use_cache  # --no-cache: no record read or written either
+        self.store = CellStore(Path(out_dir) / CELL_RECORDS / f"{name}-{self.key[:8]}", keep=keep)
+        self.labels = np.array(self.split.test.labels)
+
+    def _key_settings(self) -> dict:
+        """What the cell's records depend on, beyond each column's own settings (the keys of
+        suites' cells as they were: a field is added only where it differs from its default)."""
+        from ..config import DataConfig
+
+        key = {"model": self.cell.model, "target": self.resolved.target, "dataset": self.resolved.label,
+               "data": self.data_digest, "split": vars(self.split_config)}
+        if self.loading:  # scores depend on the precision (float32, unquantised: the key as before)
+            key["loading"] = self.loading
+        reading = {k: v for k, v in vars(self.cell.run.data).items()
+                   if k not in ("path", "split") and v != getattr(DataConfig, k)}
+        if reading:  # the set read with other columns, deduplication or skipping
+            key["reading"] = reading
+        if self.defended:  # the defended model's own scores: the defence's hash
+            from ..safeguards.artefact import read_defence_info
+
+            loaded_defence = getattr(self._loaded, "defence", None)
+            key["defence"] = loaded_defence or read_defence_info(self.cell.defence)["sha256"]
+        return key
+
+    @property
+    def defended(self) -> bool:
+        """Whether the target runs behind a defence (``--defence``, or a model given so)."""
+        return bool(self.cell.defence or getattr(self._loaded, "defence", None))
+
+    def _scorable(self, data):
+        """``data`` without the texts too short for the model to score (refused unless the set
+        was read with skip_invalid); longer texts than are scored are announced."""
+        from ..data.validation import drop_unscorable
+        from ..models.loading import load_tokenizer_of
+
+        tokenizer = self._loaded.tokenizer if self._loaded is not None else \
+            load_tokenizer_of(self.model_config(), self.cache_dir)
+        max_tokens = self.cell.run.methods.max_tokens or (self._loaded.max_tokens if self._loaded else None)
+        return drop_unscorable(data, tokenizer, max_tokens=max_tokens)
+
+    def _make_split(self) -> EvaluationSplit:
+        from ..data import make_split
+
+        return make_split(self.resolved.data, self.split_config, dedupe=self.cell.run.data.dedupe)
+
+    # ---- the model, loaded on first need -------------------------------------------------
+    def model_config(self) -> ModelConfig:
+        """The target, loaded as the cell says (a controlled set's injected model in its place)."""
+        return replace(self.cell.run.model, name=self.resolved.target)
+
+    def load(self, fresh: bool = False):
+        """The target model (``fresh``: a new copy, for a trainer that modifies its modules)."""
+        from ..models import load_model
+
+        if self._loaded is None or fresh:
+            self._loaded = load_model(self.model_config(), cache_dir=self.cache_dir)
+            if self.cell.defence:  # behind the saved defence (its base model checked)
+                from ..safeguards.artefact import apply_defence
+
+                self._loaded = apply_defence(self.cell.defence, self._loaded)
+        return self._loaded
+
+    def forget_model(self) -> None:
+        """After a trainer changed the loaded model's modules: the next ``load`` reads it afresh."""
+        self._loaded = None
+
+    def save(self, column: str, key: str, record: dict) -> dict:
+        return self.store.save(column, key, record) if self.writer else record
+
+    def check_computing(self, *columns: str) -> None:
+        """Raise NotComputed (the columns noted as pending) when this run only reads records."""
+        if not self.compute:
+            self.pending += columns
+            raise NotComputed(columns)
+
+    def base(self) -> dict:
+        """What every record of the cell shares (the tables' row and column coordinates)."""
+        return {"model": self.cell.model, "dataset": self.resolved.label, "dataset_axis": self.cell.dataset.set,
+                "seed": self.cell.seed, "train_per_class": self.cell.train_per_class, "cell_key": self.key}
+
+    # ---- cell facts: mode, hygiene -------------------------------------------------------
+    def describe(self) -> dict:
+        """The cell's record: labels, mode (aligned/base), hygiene, split sizes."""
+        key = settings_key({"cell": self.key, "record": CELL_RECORD_VERSION})
+        record = self.store.load("cell", key)
+        if record is not None:
+            return record
+        earlier = self.store.load("cell", self.key)  # version 1 lacked `set`, which needs no model
+        if earlier is not None:
+            fields = {k: v for k, v in earlier.items() if k not in ("format", "column", "key", "sha256")}
+            upgraded = {**fields, "set": self.resolved.names}
+            return self.save("cell", key, upgraded) if self.compute else upgraded
+        from ..data import hygiene_report
+        from ..tuner.config import TunerConfig
+
+        self.check_computing("every column")
+        loaded = self.load()
+        return self.save("cell", key, {
+            **self.base(), "kind": "cell", "labels": self.labels,
+            "mode": TunerConfig().resolve_mode(loaded.tokenizer),
+            "fingerprint": loaded.fingerprint, "target": self.resolved.target,
+            "reference": self.resolved.reference, "set": self.resolved.names,
+            "hygiene": hygiene_report(self.resolved.data, loaded.tokenizer),
+            "split": self.split.report, "n_test": len(self.labels)})
+
+    # ---- score-based methods ------------------------------------------------------------
+    def run_config(self, out=None) -> RunConfig:
+        """The cell as a scoring run's configuration (``out``: the run directory it is written to)."""
+        methods = replace(self.cell.run.methods, reference=self.resolved.reference)
+        return RunConfig.compose(self.model_config(), data=self.cell.run.data, split=self.split_config,
+                                 methods=methods, out=out or self.store.directory / "scores",
+                                 cache_dir=self.cache_dir, use_cache=self.cell.run.use_cache)
+
+    def method_key(self, method) -> str:
+        """The settings a method's scores depend on (conservatively: every method setting but
+        the selection and batch size; the reference only for methods that read it)."""
+        skip = {"methods", "batch_size"} | (set() if method.needs_reference else {"reference"})
+        reads_fine_tuned = method.fine_tuned_role is not None
+        settings = {k: v for k, v in method_settings(self.run_config().methods, reads_fine_tuned).items()
+                    if k not in skip}
+        key = {"method": method.label, "settings": settings}
+        if method.version > 1:  # its scores changed for the same settings (keys of version 1 kept)
+            key["version"] = method.version
+        return settings_key(key)
+
+    def selected_methods(self) -> list:
+        """The cell's methods: those that cannot run here (no reference model given or implied
+        by the set, one of another tokenizer for the token-level reference methods, a method
+        that fine-tunes a target behind a defence) are left out of a suite's cell, and an error
+        when a command names them (run.usable_methods)."""
+        from ..methods import build_methods
+        from ..run import usable_methods
+
+        config = self.run_config()
+        explicit = config.methods.methods if self.cell.explicit else ()
+        return usable_methods(build_methods(config.methods.methods, config.methods), config, explicit=explicit,
+                              defended=self.defended)
+
+    def score_methods(self) -> list[dict]:
+        from ..run import score_split
+
+        methods = self.selected_methods()
+        records = {m.label: self.store.load(m.label, self.method_key(m)) for m in methods}
+        missing = [m for m in methods if records[m.label] is None]
+        if missing and not self.compute:
+            self.pending += [m.label for m in missing]
+            return [r for r in records.values() if r is not None]
+        if missing:
+            started = time.perf_counter()
+            log.info("%s: scoring %s", self.store.directory.name, ", ".join(m.label for m in missing))
+            scores, info, _ = score_split(self.run_config(), self.load(), self.split, missing, self.shard)
+            seconds = (time.perf_counter() - started) / len(missing)  # shared passes: an even share
+            self.computed.update(m.label for m in missing)
+            for m in missing:
+                records[m.label] = self.save(m.label, self.method_key(m), {
+                    **self.base(), "kind": "method", "method": m.label, "scores": scores[m.label],
+                    "info": info.get(m.label, {}), "seconds": seconds})
+        return list(records.values())
+
+    # ---- MIA-Tuner variants ---------------------------------------------------------------
+    def tuner(self, variant) -> dict:
+        from .detectors import tuner_column
+
+        config = variant.config(self.cell.train_per_class, self.cell.seed)
+        key = settings_key({"variant": variant.column, "config": config.to_dict()})
+        record = None if self.cell.retrain else self.store.load(variant.column, key)
+        if record is not None:
+            return record
+        self.check_computing(variant.column)
+        return self.save(variant.column, key, {**self.base(), **tuner_column(self, variant)})
+
+    # ---- what a run directory says of the target model ------------------------------------
+    def target_facts(self) -> dict:
+        """The target's name, device and context, and how many test texts it truncates (the
+        facts a command's run directory reports, kept so that a re-run loads no model)."""
+        from ..methods import StatsProvider
+
+        max_tokens = self.cell.run.methods.max_tokens
+        key = settings_key({"cell": self.key, "max_tokens": max_tokens})
+        record = self.store.load("target", key)
+        if record is not None:
+            return record
+        self.check_computing("target")
+        loaded = self.load()
+        target = StatsProvider(loaded, max_tokens=max_tokens)
+        return self.save("target", key, {
+            **self.base(), "kind": "target", "name": loaded.name, "fingerprint": loaded.fingerprint,
+            "device": str(loaded.device), "max_tokens": target.max_tokens,
+            "truncated_texts": target.count_too_long(list(self.split.test.texts))})
+
+    # ---- safeguards -----------------------------------------------------------------------
+    def safeguard(self, guard) -> dict:
+        from ..safeguards.api import defend
+
+        config = guard.config(self.cell.seed)
+        run_config = self.run_config()
+        key = settings_key({"safeguard": guard.tag, "config": config.key_dict(),
+                            "methods": method_settings(run_config.methods, fine_tuned=False)})
+        column = f"defence:{guard.tag}"
+        record = self.store.load(column, key)
+        if record is not None:
+            return record
+        self.check_computing(column)
+        started = time.perf_counter()
+        result = defend(self.load(fresh=True), self.resolved.data, config,
+                        self.store.directory / f"defence-{safe_filename(guard.tag)}",
+                        split_config=self.split_config,
+                        methods=run_config.methods, reference=self.resolved.reference,
+                        cache_dir=self.cache_dir, model_config=self.model_config(),
+                        before_injection=self.before_injection())
+        self.forget_model()
+        return self.save(column, key, {
+            **self.base(), "kind": "safeguard", "safeguard": guard.tag, "against": config.against,
+            "rows": result.rows, "utility": result.utility.to_dict(),
+            "n_test": result.n_member + result.n_nonmember, "n_member": result.n_member,
+            "n_nonmember": result.n_nonmember, "seen_rows": result.seen_rows,
+            "floor": result.floor.to_dict() if result.floor else None, "seconds": time.perf_counter() - started})
+
+    def before_injection(self) -> ModelConfig | None:
+        """A controlled set's model before injection, loaded as the target is."""
+        name = self.resolved.before_injection
+        return replace(self.model_config(), name=name) if name else None
+
+
