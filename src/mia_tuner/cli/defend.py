@@ -7,11 +7,14 @@ option of `scores`, `train` and `detect` is in ``cli.options``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..safeguards.config import TEST_PER_CLASS, DefenceConfig
 from .args import positive_int
 from .fields import add_dataclass_options, values_from_args
 from .options import (add_attack_options, add_cache_options, add_data_options, add_model_options, add_overwrite_option,
-                      add_split_options, labelled_set, model_config, named_set, named_target, split_config)
+                      add_split_options, data_config, labelled_set, model_config, named_set, named_target,
+                      split_config)
 
 PREFIX = "defence_"  # dests of the generated options (the split has its own --seed)
 RENAMED = {"learning_rate": "--lr", "train_per_class": "--defender-per-class", "seed": "--defence-seed"}
@@ -48,11 +51,11 @@ def defence_settings(args) -> dict:
 def run(args) -> None:
     from dataclasses import replace
 
-    from ..config import MethodConfig
-    from ..models import load_model
+    from ..config import MethodConfig, RunConfig
     from ..rundir import claim_run_dir, run_identity
     from ..safeguards import mmlu
-    from ..safeguards.api import defend
+    from ..suite.config import SafeguardEntry
+    from ..suite.single import command_cell, run_one_cell
     from .args import check_out_dir, method_names
 
     config = DefenceConfig(**defence_settings(args))
@@ -66,14 +69,17 @@ def run(args) -> None:
     identity = run_identity(defence=config, model=model, split=split, methods=methods,
                             reference=reference, data=data.fingerprint(),
                             mmlu=[args.mmlu, args.mmlu_limit])
-    # a controlled set brings the model before injection: releasing it is the perfect defence
-    before_injection = replace(model, name=named.reference) if named and named.model else None
+    run_config = RunConfig.compose(model, data=data_config(args), split=split, methods=methods, reference=reference,
+                                   out=args.out, cache_dir=args.cache_dir)
+    # one cell: the safeguard alone (it scores every attack before and after itself), its
+    # defence and report in --out; a controlled set brings the model before injection: releasing
+    # it is the perfect defence
+    cell = command_cell(run_config, data, safeguards=[SafeguardEntry(tag=config.against, settings=config.to_dict())],
+                        scored=False, artefact_dir=args.out, questions=questions)
     with claim_run_dir(args.out, "defend", identity, args.overwrite):
-        loaded = load_model(model, cache_dir=args.cache_dir)
-        result = defend(loaded, data, config, args.out, split_config=split, methods=methods,
-                        reference=reference, cache_dir=args.cache_dir, questions=questions,
-                        model_config=model, before_injection=before_injection)
-    print(f"Defence against {config.against} ({config.peft}); attacks on {result.n_member} + "
-          f"{result.n_nonmember} held-out texts (members + non-members)\n")
-    print(result.table)
-    print(f"\nDefence: {result.defence_dir}\nReport: {result.out_dir / 'report.json'}")
+        _, records = run_one_cell(cell, args.out, data=data, named=named)
+    record = next(r for r in records if r["kind"] == "safeguard")
+    print(f"Defence against {config.against} ({config.peft}); attacks on {record['n_member']} + "
+          f"{record['n_nonmember']} held-out texts (members + non-members)\n")
+    print(record["table"])
+    print(f"\nDefence: {record['defence_dir']}\nReport: {Path(args.out) / 'report.json'}")

@@ -47,4 +47,5 @@ def run(args) -> None:
     checked_methods(config)  # nothing is written before every setting is checked
     identity = run_identity(config=config, data=data.fingerprint(), defence=args.defence)
     with claim_run_dir(config.out, "scores", identity, args.overwrite):
-        print_result(run_single_cell(command_cell(config, data, defence=args.defence), config.out, data=data))
+        print_result(run_single_cell(command_cell(config, data, defence=args.defence), config.out, data=data,
+                                     named=named))

@@ -68,9 +68,9 @@ def run(args) -> None:
     # one cell: the baselines (unless --no-compare) on the untouched model, then MIA-Tuner, whose
     # detector and checkpoint live in --out
     cell = command_cell(run_config, data, tuner=[variant], defence=args.defence, scored=not args.no_compare,
-                        detector_dir=args.out, retrain=args.restart)
+                        artefact_dir=args.out, retrain=args.restart)
     with claim_run_dir(args.out, "train", identity, args.overwrite):
-        result = run_single_cell(cell, args.out, data=data)
+        result = run_single_cell(cell, args.out, data=data, named=named)
     record = result.record(ROW)
     h = record["history"]
     print(f"Trained {config.peft} ({record['mode']} pipeline) in {h['seconds']:.1f} s; "

@@ -12,6 +12,7 @@ most one step), safeguards through theirs. A cell whose columns are all recorded
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -46,10 +47,12 @@ class Cell:
     # a method named that cannot run here is an error (a command), not left out (a suite's `all`)
     explicit: bool = False
     scored: bool = True  # the score-based methods are columns (`train --no-compare`: MIA-Tuner alone)
-    # the folder of the cell's one MIA-Tuner variant (`train --out`: its detector/ and checkpoint/
-    # there); None: every variant's detector filed in the cache (suite.detectors)
-    detector_dir: str | None = None
+    # the folder of the cell's one trained column (`train --out`: the detector and its checkpoint;
+    # `defend --out`: the defence and its report); None: a detector is filed in the cache
+    # (suite.detectors), a defence in the cell's folder
+    artefact_dir: str | None = None
     retrain: bool = False  # MIA-Tuner trained afresh: its record, saved detector and checkpoint ignored
+    questions: list | None = None  # MMLU-layout questions a safeguard's utility is measured on too
 
     @property
     def model(self) -> str:
@@ -79,9 +82,10 @@ class ResolvedData:
     artefact_id: str | None = None  # what detectors trained on a named set are filed under (NamedSet)
 
 
-def resolve_data(cell: Cell, data_root, build: bool = True, data=None) -> ResolvedData:
-    """The cell's labelled texts (``data``: given by the caller, as the Python API allows), its
-    target and its reference."""
+def resolve_data(cell: Cell, data_root, build: bool = True, data=None, named=None) -> ResolvedData:
+    """The cell's labelled texts, its target and its reference. ``data``: given by the caller
+    (a command, the Python API), with ``named``, the NamedSet a command resolved it from (the
+    cell's run then already names the set's target and the reference the user chose)."""
     from .. import sets
     from ..data import load_membership_set
 
@@ -91,12 +95,17 @@ def resolve_data(cell: Cell, data_root, build: bool = True, data=None) -> Resolv
                              build=build)
         # a controlled set's own reference (the model before injection) comes first
         return ResolvedData(named.data, name, named.model or cell.model, named.reference or reference,
-                            {"dataset": named.dataset, "split": named.split},
-                            named.reference if named.model else None, named.artefact_id)
+                            *_named_fields(named))
     data = data if data is not None else load_membership_set(cell.run.data)
     label = name or data.name
     label = label if not cell.run.data.split else f"{label}:{cell.run.data.split}"
-    return ResolvedData(data, label, cell.model, reference)
+    return ResolvedData(data, label, cell.model, reference, *(_named_fields(named) if named else ()))
+
+
+def _named_fields(named) -> tuple:
+    """ResolvedData's fields from a NamedSet: names, the model before injection, artefact id."""
+    return ({"dataset": named.dataset, "split": named.split}, named.reference if named.model else None,
+            named.artefact_id)
 
 
 class NotComputed(Exception):
@@ -108,16 +117,17 @@ class CellRun:
     With ``compute`` False nothing is computed: a missing column is noted in ``pending``."""
 
     def __init__(self, cell: Cell, out_dir: Path, data_root=None, shard=None, compute: bool = True, *,
-                 data=None, loaded=None):
-        """``data`` and ``loaded``: the labelled texts and the target already in memory (the
-        Python API's ``run_scores``), used instead of reading them."""
+                 data=None, loaded=None, named=None):
+        """``data`` and ``loaded``: the labelled texts and the target already in memory (a
+        command, the Python API's ``run_scores``), used instead of reading them; ``named``: the
+        named set ``data`` came from (resolve_data)."""
         self.cell, self.cache_dir, self.shard = cell, str(cell.run.cache_dir), shard
         self.compute, self.pending = compute, []  # columns not computed (compute=False)
         self.computed: set[str] = set()  # columns computed by this run (the others read from records)
         self.writer = shard is None or shard.rank == 0  # one process writes records
         self.split_config = cell.run.split
         self._loaded = loaded
-        self.resolved = resolve_data(cell, data_root, build=compute, data=data)
+        self.resolved = resolve_data(cell, data_root, build=compute, data=data, named=named)
         # the key: the set as loaded (before texts too short to score are left out, which the
         # model's tokenizer decides: the model is in the key)
         self.data_digest = texts_digest(self.resolved.data.texts, self.resolved.data.labels)
@@ -178,11 +188,11 @@ class CellRun:
         """The target, loaded as the cell says (a controlled set's injected model in its place)."""
         return replace(self.cell.run.model, name=self.resolved.target)
 
-    def load(self, fresh: bool = False):
-        """The target model (``fresh``: a new copy, for a trainer that modifies its modules)."""
+    def load(self):
+        """The target model, loaded on first need (behind the cell's defence, if any)."""
         from ..models import load_model
 
-        if self._loaded is None or fresh:
+        if self._loaded is None:
             self._loaded = load_model(self.model_config(), cache_dir=self.cache_dir)
             if self.cell.defence:  # behind the saved defence (its base model checked)
                 from ..safeguards.artefact import apply_defence
@@ -190,9 +200,11 @@ class CellRun:
                 self._loaded = apply_defence(self.cell.defence, self._loaded)
         return self._loaded
 
-    def forget_model(self) -> None:
-        """After a trainer changed the loaded model's modules: the next ``load`` reads it afresh."""
-        self._loaded = None
+    def hand_over(self):
+        """The target for a trainer that changes its modules (an adapter, LoRA): the model
+        loaded so far, which scoring leaves as it was; the next ``load`` reads it afresh."""
+        loaded, self._loaded = self.load(), None
+        return loaded
 
     def save(self, column: str, key: str, record: dict) -> dict:
         return self.store.save(column, key, record) if self.writer else record
@@ -324,27 +336,30 @@ class CellRun:
 
         config = guard.config(self.cell.seed)
         run_config = self.run_config()
-        key = settings_key({"safeguard": guard.tag, "config": config.key_dict(),
-                            "methods": method_settings(run_config.methods, fine_tuned=False)})
+        settings = {"safeguard": guard.tag, "config": config.key_dict(),
+                    "methods": method_settings(run_config.methods, fine_tuned=False)}
+        if self.cell.questions:  # utility measured on these questions too (suites: on general text only)
+            settings["questions"] = [dataclasses.asdict(q) for q in self.cell.questions]
+        key = settings_key(settings)
         column = f"defence:{guard.tag}"
         record = self.store.load(column, key)
         if record is not None:
             return record
         self.check_computing(column)
         started = time.perf_counter()
-        result = defend(self.load(fresh=True), self.resolved.data, config,
-                        self.store.directory / f"defence-{safe_filename(guard.tag)}",
+        folder = self.cell.artefact_dir or self.store.directory / f"defence-{safe_filename(guard.tag)}"
+        result = defend(self.hand_over(), self.resolved.data, config, folder,
                         split_config=self.split_config,
                         methods=run_config.methods, reference=self.resolved.reference,
                         cache_dir=self.cache_dir, model_config=self.model_config(),
-                        before_injection=self.before_injection())
-        self.forget_model()
+                        before_injection=self.before_injection(), questions=self.cell.questions)
         return self.save(column, key, {
             **self.base(), "kind": "safeguard", "safeguard": guard.tag, "against": config.against,
             "rows": result.rows, "utility": result.utility.to_dict(),
             "n_test": result.n_member + result.n_nonmember, "n_member": result.n_member,
             "n_nonmember": result.n_nonmember, "seen_rows": result.seen_rows,
-            "floor": result.floor.to_dict() if result.floor else None, "seconds": time.perf_counter() - started})
+            "floor": result.floor.to_dict() if result.floor else None, "table": result.table,
+            "defence_dir": str(result.defence_dir), "seconds": time.perf_counter() - started})
 
     def before_injection(self) -> ModelConfig | None:
         """A controlled set's model before injection, loaded as the target is."""

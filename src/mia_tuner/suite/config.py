@@ -94,9 +94,11 @@ class SafeguardEntry:
         return self.datasets is None or dataset.set in self.datasets
 
     def config(self, seed: int):
+        """Its DefenceConfig on a cell of seed ``seed`` (a command's entry may carry its own
+        --defence-seed; a suite's cannot: `seeds` is its axis)."""
         from ..safeguards.config import DefenceConfig
 
-        return DefenceConfig(**{**self.settings, "seed": seed})
+        return DefenceConfig(**{"seed": seed, **self.settings})
 
 
 @dataclass

@@ -38,8 +38,8 @@ def tuner_column(run, variant) -> dict:
     what the detector says of itself (mode, training history, validation AUROC)."""
     config = variant.config(run.cell.train_per_class, run.cell.seed)
     started = time.perf_counter()
-    if run.cell.detector_dir:  # a command's folder: resumed from its checkpoint, never read as it is
-        folder, found = Path(run.cell.detector_dir), None
+    if run.cell.artefact_dir:  # a command's folder: resumed from its checkpoint, never read as it is
+        folder, found = Path(run.cell.artefact_dir), None
     else:  # filed in the cache by what made it: a finished one is read
         folder = detector_folder(run, config)
         found = None if run.cell.retrain else saved_detector_scores(run, folder)
@@ -84,8 +84,7 @@ def saved_detector_scores(run, folder: Path) -> tuple[np.ndarray, dict, dict] | 
         scores = [found.get(h) for h in map(_hash, texts)]
         if any(s is None for s in scores):
             log.info("scoring the test texts with the saved detector %s", saved)
-            scores = load_detector(saved, run.load(fresh=True)).score(texts)
-            run.forget_model()  # the adapter changed the model's modules
+            scores = load_detector(saved, run.hand_over()).score(texts)  # the adapter changes its modules
             cache.put(model_key, ROW, _cache_settings(saved), texts, scores)
     finally:
         cache.close()
@@ -106,10 +105,9 @@ def train_and_score(run, config, folder: Path) -> tuple[np.ndarray, dict, dict]:
     from ..tuner.api import ROW, train_detector
     from ..tuner.detector import read_detector_info
 
-    result = train_detector(run.load(fresh=True), run.resolved.data, config, out_dir=folder,
+    result = train_detector(run.hand_over(), run.resolved.data, config, out_dir=folder,
                             split_config=run.split_config, split=run.split, compare_methods=False,
                             cache_dir=run.cache_dir, model_config=run.model_config(), resume=not run.cell.retrain)
-    run.forget_model()  # the adapter changed the model's modules (LoRA)
     saved = result.detector_dir
     info = read_detector_info(saved)
     if run.writer:

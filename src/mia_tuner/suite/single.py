@@ -23,9 +23,20 @@ LEARNED_FIELDS = ("mode", "config", "detector", "threshold", "validation_auroc",
                   "history", "steps")
 
 
-def run_single_cell(suite: SuiteConfig | Cell, out, *, cache_dir=None, data_root=None, data=None, loaded=None):
+def run_single_cell(suite: SuiteConfig | Cell, out, *, cache_dir=None, data_root=None, data=None, loaded=None,
+                    named=None):
     """Run a one-cell ``suite`` (or a composed ``Cell``) into the run directory ``out``; a
-    ``run.RunResult``. ``data`` and ``loaded``: the set and the target already in memory."""
+    ``run.RunResult``. ``data``, ``named`` and ``loaded``: the set (and the named set it came
+    from) and the target already in memory."""
+    run, records = run_one_cell(suite, out, cache_dir=cache_dir, data_root=data_root, data=data, loaded=loaded,
+                                named=named)
+    return write_cell_run(run, records, out)
+
+
+def run_one_cell(suite: SuiteConfig | Cell, out, *, cache_dir=None, data_root=None, data=None, loaded=None,
+                 named=None):
+    """(the cell's run, its records): a one-cell ``suite`` or a ``Cell`` computed, its records
+    kept in ``out``'s cells/ (`defend` writes its own report from them)."""
     from ..run import runs_on_cpu
     from ..scoring import process_shard
     from .runner import cells, run_cell
@@ -38,8 +49,8 @@ def run_single_cell(suite: SuiteConfig | Cell, out, *, cache_dir=None, data_root
     # several processes: each scores its batches (made before the model is loaded, so that
     # "cuda" means this process's GPU, as accelerate sets it)
     on_cpu = loaded.device.type == "cpu" if loaded is not None else runs_on_cpu(suite.run.model)
-    run = CellRun(suite, Path(out), data_root, process_shard(cpu=on_cpu), data=data, loaded=loaded)
-    return write_cell_run(run, run_cell(run), out)
+    run = CellRun(suite, Path(out), data_root, process_shard(cpu=on_cpu), data=data, loaded=loaded, named=named)
+    return run, run_cell(run)
 
 
 def command_cell(config: RunConfig, data=None, **settings) -> Cell:
