@@ -50,7 +50,7 @@ def train_on(device: str, chat: bool, out: Path, mixed_precision: str = "no"):
     AcceleratorState._reset_state(reset_partial_state=True)
     accelerator = Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision)
     result = train_detector(loaded, toy_set(), small_config(epochs=2, batch_per_class=4),
-                            out_dir=out, compare_methods=False, accelerator=accelerator)
+                            out_dir=out, accelerator=accelerator)
     state = {k: v.detach().float().cpu() for k, v in trainable_state(result.detector.model).items()}
     return state, np.asarray(result.scores["mia-tuner"], dtype=float), result
 

@@ -113,7 +113,7 @@ def test_reused_out_folder_has_no_plot_of_a_dropped_method(tiny_model_dir, tmp_p
 
 def _train(out: Path, **overrides):
     config = small_config(epochs=3, batch_per_class=2, **overrides)
-    return train_detector(tiny_loaded(True), toy_set(), config, out_dir=out, compare_methods=False)
+    return train_detector(tiny_loaded(True), toy_set(), config, out_dir=out)
 
 
 def test_killed_training_resumes_to_the_same_detector(tmp_path, monkeypatch):

@@ -176,7 +176,7 @@ def test_calibrated_base_score_by_hand():
 
 def test_calibrated_base_pipeline_trains_and_saves(tmp_path):
     result = train_detector(tiny_loaded(False), toy_set(), small_config(epochs=2, base_score="calibrated"),
-                            out_dir=tmp_path / "run", compare_methods=False)
+                            out_dir=tmp_path / "run")
     texts = list(result.split.test.texts)
     steps = result.history.steps
     assert steps[-1]["total"] < steps[0]["total"]
@@ -384,7 +384,7 @@ def test_a_bound_needs_its_value_and_no_untrained_candidate():
                                        (True, "prefix"), (False, "ia3")])
 def test_save_load_gives_identical_scores(tmp_path, chat, peft):
     result = train_detector(tiny_loaded(chat), toy_set(), small_config(peft=peft, epochs=1),
-                            out_dir=tmp_path / "run", compare_methods=False)
+                            out_dir=tmp_path / "run")
     texts = list(result.split.test.texts)
     before = result.detector.score(texts)
     info = read_detector_info(result.detector_dir)
@@ -397,32 +397,50 @@ def test_save_load_gives_identical_scores(tmp_path, chat, peft):
     detector = load_detector(result.detector_dir, tiny_loaded(chat))
     assert np.allclose(detector.score(texts), before, atol=1e-6)
     assert (detector.decide(texts) == (before >= info["threshold"]["value"])).all()
-    frame = pd.read_csv(tmp_path / "run" / "scores.csv")
-    assert np.allclose(frame["mia-tuner"], before, atol=1e-6)
+    assert np.allclose(result.scores["mia-tuner"], before, atol=1e-6)  # the test scores it returned
 
 
 def test_load_refuses_another_base_model(tmp_path):
     result = train_detector(tiny_loaded(False), toy_set(), small_config(epochs=1),
-                            out_dir=tmp_path / "run", compare_methods=False)
+                            out_dir=tmp_path / "run")
     other = tiny_loaded(False, seed=1)
     with pytest.raises(ModelError) as error:
         load_detector(result.detector_dir, other)
     assert tiny_loaded(False).fingerprint in str(error.value) and other.fingerprint in str(error.value)
 
 
-def test_train_detector_compares_on_the_same_texts(tmp_path):
-    result = train_detector(tiny_loaded(True), toy_set(), small_config(epochs=1),
-                            out_dir=tmp_path / "run", cache_dir=tmp_path / "cache")
+def run_train_cell(tmp_path, model, methods, reference=None):
+    """A `train` cell (suite.single): the baselines ``methods`` on the untouched tiny chat model,
+    then MIA-Tuner trained with small_config, its detector in tmp_path/run."""
+    from mia_tuner.config import MethodConfig, RunConfig, SplitConfig
+    from mia_tuner.suite.config import TunerVariant
+    from mia_tuner.suite.single import command_cell, run_single_cell
+
+    config = small_config(epochs=1)
+    run = RunConfig.compose(model, split=SplitConfig(max_train_per_class=config.train_per_class, seed=config.seed),
+                            methods=MethodConfig(methods=methods), reference=reference, out=tmp_path / "run",
+                            cache_dir=tmp_path / "cache")
+    variant = TunerVariant(settings={k: v for k, v in config.to_dict().items() if k not in ("train_per_class", "seed")})
+    cell = command_cell(run, toy_set(), tuner=[variant], artefact_dir=str(tmp_path / "run"))
+    return run_single_cell(cell, run.out, data=toy_set(), loaded=tiny_loaded(True))
+
+
+def test_a_train_cell_compares_on_the_same_texts(tmp_path):
+    from mia_tuner.config import ModelConfig
+
+    result = run_train_cell(tmp_path, ModelConfig(name="tiny-0", device="cpu"), ["loss", "blind"])
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert {"mia-tuner", "loss", "blind"} <= set(metrics["methods"])
-    assert metrics["n_texts"] == len(result.split.test)
-    assert metrics["extra"]["train_seconds"] > 0 and metrics["extra"]["validation"] == {"member": 2, "nonmember": 2}
+    assert metrics["n_texts"] == len(result.test)
+    learned = metrics["extra"]["learned"]["mia-tuner"]
+    assert learned["train_seconds"] > 0 and learned["validation"] == {"member": 2, "nonmember": 2}
+    assert (tmp_path / "run" / "detector" / "detector.json").is_file()
 
 
 def test_the_reference_model_keeps_the_target_model_settings(tmp_path, monkeypatch):
     """train's `ref` loads the reference with the device, dtype and quantization the target
     was loaded with (only the name differs)."""
-    from mia_tuner.config import MethodConfig, ModelConfig
+    from mia_tuner.config import ModelConfig
 
     seen = []
 
@@ -432,9 +450,7 @@ def test_the_reference_model_keeps_the_target_model_settings(tmp_path, monkeypat
 
     monkeypatch.setattr("mia_tuner.run.load_model", fake_load)
     target = ModelConfig(name="tiny-0", device="cpu", dtype="bfloat16", quantization="8bit")
-    train_detector(tiny_loaded(True), toy_set(), small_config(epochs=1), out_dir=tmp_path / "run",
-                   reference="some-reference", methods=MethodConfig(methods=["ref"]),
-                   cache_dir=tmp_path / "cache", model_config=target)
+    run_train_cell(tmp_path, target, ["ref"], reference="some-reference")
     assert [(c.name, c.device, c.dtype, c.quantization) for c in seen] == \
         [("some-reference", "cpu", "bfloat16", "8bit")]
 
@@ -473,6 +489,7 @@ def test_cli_train_then_detect(tiny_chat_model_dir, tmp_path, capsys):
 _DIST_SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
+import numpy
 from accelerate import Accelerator
 from test_tuner import small_config, tiny_loaded, toy_set
 from mia_tuner.tuner.api import train_detector
@@ -480,8 +497,11 @@ from mia_tuner.tuner.api import train_detector
 out = sys.argv[1]
 for chat in (True, False):
     config = small_config(epochs=2, batch_per_class=4)
-    train_detector(tiny_loaded(chat), toy_set(), config, out_dir=f"{{out}}/{{chat}}",
-                   compare_methods=False, accelerator=Accelerator(cpu=True))
+    accelerator = Accelerator(cpu=True)
+    result = train_detector(tiny_loaded(chat), toy_set(), config, out_dir=f"{{out}}/{{chat}}",
+                            accelerator=accelerator)
+    if accelerator.is_main_process:  # the test scores it returned
+        numpy.save(f"{{out}}/{{chat}}/scores.npy", result.scores["mia-tuner"])
 """
 
 
@@ -526,6 +546,6 @@ def test_two_processes_train_the_same_detector(tmp_path):
         assert a.keys() == b.keys()
         for name in a:
             assert torch.allclose(a[name], b[name], atol=1e-5), name
-        sa, sb = (pd.read_csv(p / "scores.csv")["mia-tuner"] for p in (one, two))
+        sa, sb = (np.load(p / "scores.npy") for p in (one, two))
         assert np.allclose(sa, sb, atol=1e-5)
         assert read_detector_info(two / "detector")["history"]["processes"] == 2

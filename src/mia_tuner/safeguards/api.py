@@ -113,7 +113,7 @@ def _tuner_scores(loaded, data, split, attack: TunerConfig, out_dir: Path):
     """MIA-Tuner trained by the attacker on ``split.train``: (test scores, detector model)."""
     from mia_tuner.tuner.api import ROW, train_detector
 
-    result = train_detector(loaded, data, attack, out_dir=out_dir, split=split, compare_methods=False)
+    result = train_detector(loaded, data, attack, out_dir=out_dir, split=split)
     return result.scores[ROW], result.detector
 
 

@@ -106,8 +106,7 @@ def train_and_score(run, config, folder: Path) -> tuple[np.ndarray, dict, dict]:
     from ..tuner.detector import read_detector_info
 
     result = train_detector(run.hand_over(), run.resolved.data, config, out_dir=folder,
-                            split_config=run.split_config, split=run.split, compare_methods=False,
-                            cache_dir=run.cache_dir, model_config=run.model_config(), resume=not run.cell.retrain)
+                            split_config=run.split_config, split=run.split, resume=not run.cell.retrain)
     saved = result.detector_dir
     info = read_detector_info(saved)
     if run.writer:

@@ -29,14 +29,15 @@ def run_single_cell(suite: SuiteConfig | Cell, out, *, cache_dir=None, data_root
     ``run.RunResult``. ``data``, ``named`` and ``loaded``: the set (and the named set it came
     from) and the target already in memory."""
     run, records = run_one_cell(suite, out, cache_dir=cache_dir, data_root=data_root, data=data, loaded=loaded,
-                                named=named)
+                                named=named, facts=True)
     return write_cell_run(run, records, out)
 
 
 def run_one_cell(suite: SuiteConfig | Cell, out, *, cache_dir=None, data_root=None, data=None, loaded=None,
-                 named=None):
+                 named=None, facts: bool = False):
     """(the cell's run, its records): a one-cell ``suite`` or a ``Cell`` computed, its records
-    kept in ``out``'s cells/ (`defend` writes its own report from them)."""
+    kept in ``out``'s cells/ (`defend` writes its own report from them). ``facts``: the target's
+    facts a run directory reports recorded first, before a trainer takes the model over."""
     from ..run import runs_on_cpu
     from ..scoring import process_shard
     from .runner import cells, run_cell
@@ -50,6 +51,8 @@ def run_one_cell(suite: SuiteConfig | Cell, out, *, cache_dir=None, data_root=No
     # "cuda" means this process's GPU, as accelerate sets it)
     on_cpu = loaded.device.type == "cpu" if loaded is not None else runs_on_cpu(suite.run.model)
     run = CellRun(suite, Path(out), data_root, process_shard(cpu=on_cpu), data=data, loaded=loaded, named=named)
+    if facts:
+        run.target_facts()
     return run, run_cell(run)
 
 
