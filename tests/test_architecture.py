@@ -205,13 +205,18 @@ def test_hand_written_options_take_their_default_from_the_dataclass():
     import inspect
 
     from mia_tuner.cli import build_parser
-    from mia_tuner.config import MethodConfig, ModelConfig, RunConfig
+    from mia_tuner.config import MethodConfig, ModelConfig, OutputFolders, RunConfig
     from mia_tuner.data.wiki import OnlinePages, WikiBuildConfig
     from mia_tuner.safeguards.config import TEST_PER_CLASS
+    from mia_tuner.suite.config import TunerVariant
 
     online = inspect.signature(OnlinePages).parameters
     expected = {
         ("scores", "--out"): RunConfig.out,
+        ("train", "--out"): OutputFolders.train,
+        ("defend", "--out"): OutputFolders.defend,
+        ("demo", "--out"): OutputFolders.demo,
+        ("train", "--preset"): TunerVariant.preset,
         ("defend", "--test-per-class"): TEST_PER_CLASS,
         ("train", "--methods"): ",".join(MethodConfig().methods),
         ("defend", "--methods"): ",".join(MethodConfig().methods),

@@ -187,6 +187,17 @@ def parse_fine_tuning(entry: str) -> tuple[str, float]:
 
 
 @dataclass
+class OutputFolders:
+    """The run directory of each command that trains or runs the demo, unless --out names
+    another (`scores`: RunConfig.out)."""
+
+    train: str = option("runs/mia-tuner", "the run directory (the detector in its detector/, the training "
+                                          "checkpoint in checkpoint/)")
+    defend: str = option("runs/defence", "the run directory (the defence in its defence/, report.json, report.md)")
+    demo: str = option("runs/demo", "the run directory")
+
+
+@dataclass
 class RunConfig:
     """Everything a `mia-tuner scores` run needs; written to the run directory as JSON."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, replace
 
-from .config import MethodConfig, SplitConfig
+from .config import MethodConfig, ModelConfig, OutputFolders, SplitConfig
 from .suite.config import DatasetEntry, SuiteConfig, TunerVariant
 from .training.controlled import DEFAULT_TRAIN_FRACTION, ControlledConfig
 from .tuner.config import TunerConfig
@@ -54,7 +54,7 @@ def demo_run_methods() -> MethodConfig:
                    adapt_epochs=DEMO_ADAPT_EPOCHS)
 
 
-def demo_suite(model: str = DEMO_MODEL, device: str = "auto") -> SuiteConfig:
+def demo_suite(model: str = DEMO_MODEL, device: str = ModelConfig.device) -> SuiteConfig:
     """The demo as a one-cell suite: ``model``'s controlled set (the injected model as target,
     the model before injection as reference), its split recipe (DEMO_SPLIT), the demo's
     methods and MIA-Tuner's default variant trained for DEMO_TUNER's epochs."""
@@ -74,7 +74,7 @@ def demo_identity(model: str = DEMO_MODEL) -> dict:
                         methods=demo_run_methods(), tuner=DEMO_TUNER)
 
 
-def run_demo(out: str = "runs/demo", cache_dir: str | None = None, device: str = "auto",
+def run_demo(out: str = OutputFolders.demo, cache_dir: str | None = None, device: str = ModelConfig.device,
              model: str = DEMO_MODEL):
     """Run the demo into ``out`` (a one-cell suite: suite.single); a ``run.RunResult``."""
     from .suite.single import run_single_cell

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..config import OutputFolders
 from ..safeguards.config import TEST_PER_CLASS, DefenceConfig
 from .args import positive_int
-from .fields import add_dataclass_options, values_from_args
+from .fields import add_dataclass_options, field_help, values_from_args
 from .options import (add_attack_options, add_cache_options, add_data_options, add_model_options, add_overwrite_option,
                       add_split_options, data_config, labelled_set, model_config, named_set, named_target,
                       split_config)
@@ -34,7 +35,7 @@ def add_parser(commands) -> None:
     add_attack_options(defend, "the score-based attacks measured before and after")
     defend.add_argument("--mmlu", help="MMLU-layout CSV file or folder, or a hub name (cais/mmlu)")
     defend.add_argument("--mmlu-limit", type=int, help="use the first N questions")
-    defend.add_argument("--out", default="runs/defence", help="the run directory (the defended model in its model/)")
+    defend.add_argument("--out", default=OutputFolders.defend, help=field_help(OutputFolders, "defend"))
     add_overwrite_option(defend)
 
 

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from ..config import DEVICES, ModelConfig
+from ..config import DEVICES, ModelConfig, OutputFolders
 from .args import check_out_dir
 from .fields import field_help
 from .options import add_cache_options, add_overwrite_option, print_result
 
-DEFAULT_OUT = "runs/demo"
 
 
 def add_parser(commands) -> None:
     demo = commands.add_parser("demo", help="offline controlled-membership demo (the default)")
-    demo.add_argument("--out", default=DEFAULT_OUT, help="the run directory")
+    demo.add_argument("--out", default=OutputFolders.demo, help=field_help(OutputFolders, "demo"))
     demo.add_argument("--device", default=ModelConfig.device, choices=DEVICES,
                       help=field_help(ModelConfig, "device"))
     add_cache_options(demo)
@@ -24,7 +23,7 @@ def run(args) -> None:
     from ..demo import demo_identity, run_demo
     from ..rundir import claim_run_dir
 
-    out = getattr(args, "out", DEFAULT_OUT)
+    out = getattr(args, "out", OutputFolders.demo)
     check_out_dir(out)
     with claim_run_dir(out, "demo", demo_identity(), getattr(args, "overwrite", False)):
         print_result(run_demo(out=out, cache_dir=getattr(args, "cache_dir", None),

@@ -3,9 +3,9 @@ baseline on the same test texts."""
 
 from __future__ import annotations
 
-from ..config import MethodConfig
+from ..config import MethodConfig, OutputFolders
 from .args import check_out_dir, method_names
-from .fields import add_dataclass_options, values_from_args
+from .fields import add_dataclass_options, field_help, values_from_args
 from .options import (add_attack_options, add_defence_option, add_overwrite_option, add_set_options, data_config,
                       labelled_set, model_config, named_set, named_target, print_skipped, split_config)
 
@@ -15,11 +15,12 @@ TUNER_PREFIX = "tuner_"  # dests of the options generated from TunerConfig
 def add_tuner_settings(parser) -> None:
     """--preset and every TunerConfig field but the two the split options set (--seed,
     --train-per-class), as `train` has them (bench/tuner_runs.py too)."""
+    from ..suite.config import TunerVariant
     from ..tuner.config import PRESETS, TunerConfig
     from ..tuner.prompts import FALLBACK_TEMPLATES
 
-    parser.add_argument("--preset", default="default", choices=list(PRESETS),
-                        help="optimisation settings (--lr, --epochs, --batch-per-class) unless given")
+    parser.add_argument("--preset", default=TunerVariant.preset, choices=list(PRESETS),
+                        help=field_help(TunerVariant, "preset"))
     add_dataclass_options(parser, TunerConfig, prefix=TUNER_PREFIX, skip=("seed", "train_per_class"),
                           rename={"learning_rate": "--lr"}, unset=tuple(PRESETS["default"]),
                           choices={"chat_template": sorted(FALLBACK_TEMPLATES)})
@@ -40,7 +41,7 @@ def add_parser(commands) -> None:
     train.add_argument("--no-compare", action="store_true", help="train and score MIA-Tuner only")
     train.add_argument("--restart", action="store_true",
                        help="ignore the checkpoint of an interrupted run in --out and start afresh")
-    train.add_argument("--out", default="runs/mia-tuner", help="the run directory (the detector in its detector/)")
+    train.add_argument("--out", default=OutputFolders.train, help=field_help(OutputFolders, "train"))
     add_overwrite_option(train)
     add_defence_option(train)
 

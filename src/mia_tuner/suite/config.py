@@ -63,10 +63,12 @@ class DatasetEntry:
 class TunerVariant:
     """A MIA-Tuner variant of the suite: ``tag`` names its column (``mia-tuner`` for default)."""
 
-    tag: str = "default"
-    preset: str = "default"
-    settings: dict = field(default_factory=dict)  # TunerConfig fields
-    datasets: list[str] | None = None  # the suite's datasets (`set` as written) it runs on; None: all
+    tag: str = field(default="default", metadata={"help": "names the column (mia-tuner:<tag>)"})
+    preset: str = field(default="default", metadata={
+        "help": "optimisation settings (learning rate, epochs, batch per class) unless given"})
+    settings: dict = field(default_factory=dict, metadata={"help": "TunerConfig fields"})
+    datasets: list[str] | None = field(default=None, metadata={
+        "help": "the suite's datasets (`set` as written) it runs on; none: all"})
 
     def runs_on(self, dataset: DatasetEntry) -> bool:
         return self.datasets is None or dataset.set in self.datasets

@@ -17,7 +17,7 @@ import numpy as np
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from mia_tuner.config import SplitConfig
+from mia_tuner.config import OutputFolders, SplitConfig
 from mia_tuner.data.split import EvaluationSplit, carve_validation, make_split
 from mia_tuner.data.types import MembershipSet
 from mia_tuner.data.validation import drop_unscorable
@@ -91,7 +91,7 @@ def _checkpoint(out_dir: Path, loaded, config: TunerConfig, rest, validation, ac
 
 
 def train_detector(loaded, data: MembershipSet, config: TunerConfig | None = None,
-                   out_dir="runs/mia-tuner", split_config: SplitConfig | None = None,
+                   out_dir=OutputFolders.train, split_config: SplitConfig | None = None,
                    accelerator: Accelerator | None = None, on_epoch: Callable | None = None, resume: bool = True,
                    split: EvaluationSplit | None = None) -> TrainResult:
     """Train MIA-Tuner on ``loaded`` and save the detector in ``out_dir/detector``: the
