@@ -30,7 +30,20 @@ def run_single_cell(suite: SuiteConfig | Cell, out, *, cache_dir=None, data_root
     from) and the target already in memory."""
     run, records = run_one_cell(suite, out, cache_dir=cache_dir, data_root=data_root, data=data, loaded=loaded,
                                 named=named, facts=True)
+    say_recorded_choices(run, records)
     return write_cell_run(run, records, out)
+
+
+def say_recorded_choices(run, records: list[dict]) -> None:
+    """Print how each fine-tuned model a recorded column read was chosen (the line its first
+    run printed while it fine-tuned or read the model: references.describe)."""
+    said = set()
+    for record in records:
+        card = (record.get("info") or {}).get("fine_tuned") or {}
+        line = card.get("description")
+        if record.get("method") not in run.computed and line and line not in said:
+            print(line)
+            said.add(line)
 
 
 def run_one_cell(suite: SuiteConfig | Cell, out, *, cache_dir=None, data_root=None, data=None, loaded=None,
