@@ -27,6 +27,9 @@ from .integrity import content_sha256, replace_atomically
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
+# the records a command's one-cell suite keeps (suite.single): of a first run that failed, they
+# hold nothing the caches do not (scores, fine-tuned models and detectors live there)
+CELL_RECORDS = "cells"
 FORMAT = "mia-tuner-run"
 # files a run leaves in its folder: one of them without run.json means results of unknown origin
 RESULT_FILES = ("config.json", "metrics.json", "scores.csv", "table.md", "report.json")
@@ -81,10 +84,13 @@ def _recorded(out: Path) -> dict | None:
 
 
 def check_configuration(out: Path, identity: dict, overwrite: bool) -> None:
-    """RunDirError when ``out`` holds results of another configuration (and not ``overwrite``)."""
-    if overwrite:
-        return
+    """RunDirError when ``out`` holds results of another configuration (and not ``overwrite``;
+    with it, the records of the configuration replaced are dropped, never read again)."""
     record = _recorded(out)
+    if overwrite:
+        if record is None or record.get("identity_sha256") != content_sha256(identity):
+            _drop_cell_records(out)
+        return
     if record is None:
         found = [name for name in RESULT_FILES if (out / name).is_file()]
         if found:
@@ -154,15 +160,16 @@ def claim_run_dir(out, command: str, identity: dict, overwrite: bool = False):
         handle.close()
 
 
-# the records a one-cell suite keeps while it runs (suite.single): of a first run that failed,
-# they hold nothing the caches do not (scores, fine-tuned models and detectors live there)
-CELL_RECORDS = "cells"
+
+
+def _drop_cell_records(out: Path) -> None:
+    if (out / CELL_RECORDS).is_dir():
+        shutil.rmtree(out / CELL_RECORDS)
 
 
 def _remove_if_only_ours(out: Path) -> None:
     if {p.name for p in out.iterdir()} <= {RUN_FILE, LOCK_FILE, CELL_RECORDS}:
-        if (out / CELL_RECORDS).is_dir():
-            shutil.rmtree(out / CELL_RECORDS)
+        _drop_cell_records(out)
         for name in (RUN_FILE, LOCK_FILE):
             (out / name).unlink(missing_ok=True)
         out.rmdir()

@@ -44,8 +44,10 @@ class Cell:
     tuner: list = field(default_factory=list)  # TunerVariant: MIA-Tuner columns
     safeguards: list = field(default_factory=list)  # SafeguardEntry: safeguard columns
     defence: str | None = None  # a saved defence the target is loaded behind (`scores --defence`)
-    # a method named that cannot run here is an error (a command), not left out (a suite's `all`)
-    explicit: bool = False
+    # a command's run (not a suite's): a method it names that cannot run is an error (in a suite:
+    # left out); texts the model cannot score are refused or skipped first; its records are keyed
+    # by the target's weight files too (a suite's keys leave them out: portable across machines)
+    command: bool = False
     scored: bool = True  # the score-based methods are columns (`train --no-compare`: MIA-Tuner alone)
     # the folder of the cell's one trained column (`train --out`: the detector and its checkpoint;
     # `defend --out`: the defence and its report); None: a detector is filed in the cache
@@ -134,7 +136,7 @@ class CellRun:
         self.loading = {k: v for k, v in (("dtype", cell.run.model.dtype), ("quantization", cell.run.model.quantization))
                         if v not in ("float32", None)}
         self.key = settings_key(self._key_settings())
-        if compute:  # refused or skipped before any forward pass (a report of records reads no tokenizer)
+        if cell.command:  # refused or skipped before any forward pass
             self.resolved.data = self._scorable(self.resolved.data)
         self.split: EvaluationSplit = self._make_split()
         name = f"{safe_filename(cell.model)}__{safe_filename(self.resolved.label)}__s{cell.seed}-n{cell.train_per_class}"
@@ -146,6 +148,7 @@ class CellRun:
         """What the cell's records depend on, beyond each column's own settings (the keys of
         suites' cells as they were: a field is added only where it differs from its default)."""
         from ..config import DataConfig
+        from ..models.loading import weights_manifest
 
         key = {"model": self.cell.model, "target": self.resolved.target, "dataset": self.resolved.label,
                "data": self.data_digest, "split": vars(self.split_config)}
@@ -155,6 +158,9 @@ class CellRun:
                    if k not in ("path", "split") and v != getattr(DataConfig, k)}
         if reading:  # the set read with other columns, deduplication or skipping
             key["reading"] = reading
+        if self.cell.command:  # the weights as they are now: a model changed in place is scored again
+            key["weights"] = getattr(self._loaded, "fingerprint", None) or \
+                weights_manifest(self.model_config(), self.cache_dir)
         if self.defended:  # the defended model's own scores: the defence's hash
             from ..safeguards.artefact import read_defence_info
 
@@ -171,12 +177,14 @@ class CellRun:
         """``data`` without the texts too short for the model to score (refused unless the set
         was read with skip_invalid); longer texts than are scored are announced."""
         from ..data.validation import drop_unscorable
-        from ..models.loading import load_tokenizer_of
+        from ..models.loading import context_tokens, load_tokenizer_of
 
-        tokenizer = self._loaded.tokenizer if self._loaded is not None else \
-            load_tokenizer_of(self.model_config(), self.cache_dir)
-        max_tokens = self.cell.run.methods.max_tokens or (self._loaded.max_tokens if self._loaded else None)
-        return drop_unscorable(data, tokenizer, max_tokens=max_tokens)
+        if self._loaded is not None:
+            tokenizer, context = self._loaded.tokenizer, self._loaded.max_tokens
+        else:  # the tokenizer and the context alone: a re-run of recorded columns loads no weights
+            tokenizer = load_tokenizer_of(self.model_config(), self.cache_dir)
+            context = context_tokens(self.model_config(), self.cache_dir)
+        return drop_unscorable(data, tokenizer, max_tokens=self.cell.run.methods.max_tokens or context)
 
     def _make_split(self) -> EvaluationSplit:
         from ..data import make_split
@@ -274,7 +282,7 @@ class CellRun:
         from ..run import usable_methods
 
         config = self.run_config()
-        explicit = config.methods.methods if self.cell.explicit else ()
+        explicit = config.methods.methods if self.cell.command else ()
         return usable_methods(build_methods(config.methods.methods, config.methods), config, explicit=explicit,
                               defended=self.defended)
 
@@ -301,12 +309,12 @@ class CellRun:
 
     # ---- MIA-Tuner variants ---------------------------------------------------------------
     def tuner(self, variant) -> dict:
-        from .detectors import tuner_column
+        from .detectors import recorded_detector_intact, tuner_column
 
         config = variant.config(self.cell.train_per_class, self.cell.seed)
         key = settings_key({"variant": variant.column, "config": config.to_dict()})
         record = None if self.cell.retrain else self.store.load(variant.column, key)
-        if record is not None:
+        if record is not None and recorded_detector_intact(record):
             return record
         self.check_computing(variant.column)
         return self.save(variant.column, key, {**self.base(), **tuner_column(self, variant)})
@@ -343,7 +351,7 @@ class CellRun:
         key = settings_key(settings)
         column = f"defence:{guard.tag}"
         record = self.store.load(column, key)
-        if record is not None:
+        if record is not None and _defence_intact(record):
             return record
         self.check_computing(column)
         started = time.perf_counter()
@@ -359,7 +367,9 @@ class CellRun:
             "n_test": result.n_member + result.n_nonmember, "n_member": result.n_member,
             "n_nonmember": result.n_nonmember, "seen_rows": result.seen_rows,
             "floor": result.floor.to_dict() if result.floor else None, "table": result.table,
-            "defence_dir": str(result.defence_dir), "seconds": time.perf_counter() - started})
+            "defence_dir": str(result.defence_dir), "seconds": time.perf_counter() - started,
+            # the command's defence (`defend --out`): its record holds only while the defence does
+            **({"defence_sha256": _defence_hash(result.defence_dir)} if self.cell.artefact_dir else {})})
 
     def before_injection(self) -> ModelConfig | None:
         """A controlled set's model before injection, loaded as the target is."""
@@ -367,3 +377,15 @@ class CellRun:
         return replace(self.model_config(), name=name) if name else None
 
 
+def _defence_hash(folder) -> str | None:
+    from ..integrity import file_sha256
+    from ..safeguards.artefact import DEFENCE_FILE
+
+    path = Path(folder) / DEFENCE_FILE
+    return file_sha256(path) if path.is_file() else None
+
+
+def _defence_intact(record: dict) -> bool:
+    """Whether the defence a command's record names is still the one it was made with (a
+    suite's record, which keeps no hash, holds its results whatever becomes of it)."""
+    return record.get("defence_sha256") is None or _defence_hash(record["defence_dir"]) == record["defence_sha256"]

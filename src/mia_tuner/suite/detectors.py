@@ -10,6 +10,8 @@ from its checkpoint there (``train_detector``).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import time
 from pathlib import Path
@@ -39,35 +41,69 @@ def tuner_column(run, variant) -> dict:
     config = variant.config(run.cell.train_per_class, run.cell.seed)
     started = time.perf_counter()
     if run.cell.artefact_dir:  # a command's folder: resumed from its checkpoint, never read as it is
-        folder, found = Path(run.cell.artefact_dir), None
-    else:  # filed in the cache by what made it: a finished one is read
+        folder = Path(run.cell.artefact_dir)
+        scores, info, trained = train_and_score(run, config, folder, variant.column)
+    else:  # filed in the cache by what made it: a finished one is read, one run trains it at a time
         folder = detector_folder(run, config)
-        found = None if run.cell.retrain else saved_detector_scores(run, folder)
-    if found is None:
-        print(f"Training MIA-Tuner ({variant.column}) on the cell's training part in {folder} ...")
-        found = train_and_score(run, config, folder)
-    scores, info, trained = found
+        with held(folder):
+            found = None if run.cell.retrain else saved_detector_scores(run, folder, config)
+            scores, info, trained = found or train_and_score(run, config, folder, variant.column)
     validation = (info.get("metrics") or {}).get("validation", {}).get("auroc")
-    return {"kind": "method", "method": variant.column, "scores": scores, "mode": info["mode"],
-            "config": config.to_dict(), "history": info["history"], "validation_auroc": validation,
-            "threshold": info["threshold"], "detector": str(folder / "detector"),
-            "seconds": time.perf_counter() - started, **trained}
+    saved = folder / "detector"
+    record = {"kind": "method", "method": variant.column, "scores": scores, "mode": info["mode"],
+              "config": config.to_dict(), "history": info["history"], "validation_auroc": validation,
+              "threshold": info["threshold"], "detector": str(saved), "seconds": time.perf_counter() - started,
+              **trained}
+    if run.cell.artefact_dir:  # the command's detector: its record holds only while the detector does
+        record["detector_sha256"] = _detector_hash(saved)
+    return record
+
+
+def recorded_detector_intact(record: dict) -> bool:
+    """Whether the detector a command's record names (`train --out`) is still the one it was
+    made with: one replaced or removed since (another run into the same --out) makes the record
+    stale. A suite's record holds its scores whatever becomes of the detector: yes."""
+    recorded = record.get("detector_sha256")
+    if recorded is None:
+        return True
+    saved = Path(record["detector"])
+    return saved.is_dir() and _detector_hash(saved) == recorded
+
+
+@contextlib.contextmanager
+def held(folder: Path):
+    """An exclusive lock on ``folder`` (two runs of the same cell: the second waits, then reads
+    the detector the first trained)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another run that trains the detector in {folder} ...")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def _test_texts(run) -> list[str]:
     return list(run.split.test.texts)
 
 
-def _cache_settings(saved: Path) -> dict:
+def _detector_hash(saved: Path) -> str | None:
     from ..tuner.detector import DETECTOR_FILE
 
-    return {"detector": file_sha256(saved / DETECTOR_FILE)}
+    path = saved / DETECTOR_FILE
+    return file_sha256(path) if path.is_file() else None
 
 
-def saved_detector_scores(run, folder: Path) -> tuple[np.ndarray, dict, dict] | None:
+def _cache_settings(saved: Path) -> dict:
+    return {"detector": _detector_hash(saved)}
+
+
+def saved_detector_scores(run, folder: Path, config) -> tuple[np.ndarray, dict, dict] | None:
     """(test scores, detector.json, {}) of a finished detector in ``folder`` (None when there
-    is none): its files checked first, its scores read from the score cache, else computed by
-    the detector on the target."""
+    is none, or when it was trained on other weights than the cell's target, e.g. a controlled
+    set built again): its files checked first, its scores read from the score cache, else
+    computed by the detector on the target."""
     from ..run import open_cache
     from ..tuner.api import ROW
     from ..tuner.detector import DETECTOR_FILE, load_detector, read_detector_info, verify_detector_files
@@ -78,6 +114,9 @@ def saved_detector_scores(run, folder: Path) -> tuple[np.ndarray, dict, dict] | 
     info = read_detector_info(saved)
     verify_detector_files(saved, info)
     texts, model_key = _test_texts(run), info["base_model"]["fingerprint"]
+    if model_key != run.describe()["fingerprint"] or info["tuner_config"] != config.to_dict():
+        log.warning("the detector in %s was trained on other weights or settings: trained again", saved)
+        return None
     cache = open_cache(run.run_config())
     try:
         found = cache.get(model_key, ROW, _cache_settings(saved), texts)
@@ -85,7 +124,8 @@ def saved_detector_scores(run, folder: Path) -> tuple[np.ndarray, dict, dict] | 
         if any(s is None for s in scores):
             log.info("scoring the test texts with the saved detector %s", saved)
             scores = load_detector(saved, run.hand_over()).score(texts)  # the adapter changes its modules
-            cache.put(model_key, ROW, _cache_settings(saved), texts, scores)
+            if run.writer:
+                cache.put(model_key, ROW, _cache_settings(saved), texts, scores)
     finally:
         cache.close()
     return np.asarray(scores, dtype=float), info, {}
@@ -97,7 +137,7 @@ def _hash(text: str) -> str:
     return text_hash(text)
 
 
-def train_and_score(run, config, folder: Path) -> tuple[np.ndarray, dict, dict]:
+def train_and_score(run, config, folder: Path, column: str) -> tuple[np.ndarray, dict, dict]:
     """Train on the cell's training part (checkpointed in ``folder``; afresh when the cell says
     ``retrain``): (test scores, detector.json, what only this training knows: its step log,
     seconds and validation part), the scores kept in the score cache under the detector's hash."""
@@ -105,6 +145,7 @@ def train_and_score(run, config, folder: Path) -> tuple[np.ndarray, dict, dict]:
     from ..tuner.api import ROW, train_detector
     from ..tuner.detector import read_detector_info
 
+    print(f"Training MIA-Tuner ({column}) on the split's training part in {folder} ...")
     result = train_detector(run.hand_over(), run.resolved.data, config, out_dir=folder,
                             split_config=run.split_config, split=run.split, resume=not run.cell.retrain)
     saved = result.detector_dir

@@ -8,6 +8,7 @@ detectors filed in the cache.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,7 @@ def run_one_cell(suite: SuiteConfig | Cell, out, *, cache_dir=None, data_root=No
         matrix = cells(suite, cache_dir)
         if len(matrix) != 1:
             raise ConfigError(f"suite {suite.name!r} has {len(matrix)} cells; a command's run holds one")
-        suite = matrix[0]
+        suite = replace(matrix[0], command=True)  # run as a command's (the demo)
     # several processes: each scores its batches (made before the model is loaded, so that
     # "cuda" means this process's GPU, as accelerate sets it)
     on_cpu = loaded.device.type == "cpu" if loaded is not None else runs_on_cpu(suite.run.model)
@@ -74,7 +75,7 @@ def command_cell(config: RunConfig, data=None, **settings) -> Cell:
     cannot run is an error); ``settings``: the cell's other fields (MIA-Tuner variants, a
     defence)."""
     name = config.data.path or (data.name if data is not None else "")
-    return Cell(config, DatasetEntry(set=name, split=config.data.split), explicit=True, **settings)
+    return Cell(config, DatasetEntry(set=name, split=config.data.split), command=True, **settings)
 
 
 def run_scores(config: RunConfig, *, data=None, loaded=None):
