@@ -250,15 +250,27 @@ def _model_kwargs(config: ModelConfig, device: str, dtype: torch.dtype) -> dict:
     return kwargs
 
 
+def local_source(config: ModelConfig, cache_dir=None) -> _Source | None:
+    """Where ``config`` lives on this machine (a hub id: its copy in the local Hugging Face
+    cache), or None when it does not (yet); nothing is downloaded."""
+    source, _ = resolve_source(config, cache_dir)
+    if source is None or not source.is_hub:
+        return source
+    try:
+        return _hub_cache_copy(source)
+    except OSError:  # not on this machine: nothing to describe
+        return None
+
+
 def _hub_cache_copy(source: _Source) -> _Source:
     """A hub id's copy in the local Hugging Face cache, for when the hub cannot be reached
     (OSError saying why, instead of retrying for a minute)."""
     from huggingface_hub import snapshot_download
 
-    reason = hub_unreachable()
     try:
         local = snapshot_download(source.location, local_files_only=True)
     except Exception as exc:
+        reason = hub_unreachable() or "the hub is not asked"
         raise OSError(f"{reason}, and {source.location!r} is not in the local Hugging Face cache") from exc
     return _Source(local, source.gguf_file)
 
@@ -328,58 +340,6 @@ def load_tokenizer_of(config: ModelConfig, cache_dir=None):
         where = "the Hugging Face hub" if source.is_hub else source.location
         raise _fail(config.name, [*tried, f"loading its tokenizer from {where}: {type(exc).__name__}: {exc}"],
                     _custom_code_hint(source, config)) from exc
-
-
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".json")
-
-
-def _local_location(config: ModelConfig, cache_dir=None) -> _Source | None:
-    """Where ``config`` lives on this machine (a hub id: its copy in the local Hugging Face
-    cache), or None when it does not (yet)."""
-    source, _ = resolve_source(config, cache_dir)
-    if source is not None and source.is_hub:
-        try:
-            source = _hub_cache_copy(source) if hub_unreachable() else _Source(_snapshot(source.location),
-                                                                               source.gguf_file)
-        except Exception:  # noqa: BLE001 - not on this machine: nothing to describe
-            return None
-    return source
-
-
-def _snapshot(repo: str) -> str:
-    from huggingface_hub import snapshot_download
-
-    return snapshot_download(repo, local_files_only=True)
-
-
-def weights_manifest(config: ModelConfig, cache_dir=None) -> str | None:
-    """A hash of the target's weight and config files as they are on disk (name, size, time of
-    last change), without reading them: what a command's records are keyed by, so that a model
-    changed in place is scored again. None when the model is not on this machine."""
-    from mia_tuner.integrity import content_sha256
-
-    source = _local_location(config, cache_dir)
-    if source is None:
-        return None
-    folder = Path(source.location)
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
-    entries = [[str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
-    return content_sha256({"files": entries, "gguf_file": source.gguf_file})
-
-
-def context_tokens(config: ModelConfig, cache_dir=None) -> int | None:
-    """The model's context length from its configuration alone (no weights loaded); None when
-    it cannot be read."""
-    from transformers import AutoConfig
-
-    source = _local_location(config, cache_dir)
-    if source is None:
-        return None
-    try:
-        kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
-        return context_length(AutoConfig.from_pretrained(source.location, **kwargs))
-    except Exception:  # noqa: BLE001 - only a warning's threshold depends on it
-        return None
 
 
 _PROBE = "Membership inference, 2024: naïve café — ünïcode & digits 0123456789!"

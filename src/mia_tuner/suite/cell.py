@@ -148,7 +148,7 @@ class CellRun:
         """What the cell's records depend on, beyond each column's own settings (the keys of
         suites' cells as they were: a field is added only where it differs from its default)."""
         from ..config import DataConfig
-        from ..models.loading import weights_manifest
+        from ..models.on_disk import weights_manifest
 
         key = {"model": self.cell.model, "target": self.resolved.target, "dataset": self.resolved.label,
                "data": self.data_digest, "split": vars(self.split_config)}
@@ -177,7 +177,8 @@ class CellRun:
         """``data`` without the texts too short for the model to score (refused unless the set
         was read with skip_invalid); longer texts than are scored are announced."""
         from ..data.validation import drop_unscorable
-        from ..models.loading import context_tokens, load_tokenizer_of
+        from ..models.loading import load_tokenizer_of
+        from ..models.on_disk import context_tokens
 
         if self._loaded is not None:
             tokenizer, context = self._loaded.tokenizer, self._loaded.max_tokens
