@@ -24,12 +24,12 @@ LEARNED_FIELDS = ("mode", "config", "detector", "threshold", "validation_auroc",
                   "history", "steps")
 
 
-def run_single_cell(suite: SuiteConfig | Cell, out, *, cache_dir=None, data_root=None, data=None, loaded=None,
+def run_single_cell(cell: SuiteConfig | Cell, out, *, cache_dir=None, data_root=None, data=None, loaded=None,
                     named=None):
-    """Run a one-cell ``suite`` (or a composed ``Cell``) into the run directory ``out``; a
-    ``run.RunResult``. ``data``, ``named`` and ``loaded``: the set (and the named set it came
-    from) and the target already in memory."""
-    run, records = run_one_cell(suite, out, cache_dir=cache_dir, data_root=data_root, data=data, loaded=loaded,
+    """Run a ``Cell`` (or a one-cell suite, its cell using the cache ``cache_dir``) into the run directory
+    ``out``; a ``run.RunResult``. ``data``, ``named`` and ``loaded``: the set (and the named set
+    it came from) and the target already in memory."""
+    run, records = run_one_cell(cell, out, cache_dir=cache_dir, data_root=data_root, data=data, loaded=loaded,
                                 named=named, facts=True)
     say_recorded_choices(run, records)
     return write_cell_run(run, records, out)
@@ -47,24 +47,24 @@ def say_recorded_choices(run, records: list[dict]) -> None:
             said.add(line)
 
 
-def run_one_cell(suite: SuiteConfig | Cell, out, *, cache_dir=None, data_root=None, data=None, loaded=None,
+def run_one_cell(cell: SuiteConfig | Cell, out, *, cache_dir=None, data_root=None, data=None, loaded=None,
                  named=None, facts: bool = False):
-    """(the cell's run, its records): a one-cell ``suite`` or a ``Cell`` computed, its records
+    """(the cell's run, its records): a ``Cell`` or a one-cell suite computed, its records
     kept in ``out``'s cells/ (`defend` writes its own report from them). ``facts``: the target's
     facts a run directory reports recorded first, before a trainer takes the model over."""
     from ..run import runs_on_cpu
     from ..scoring import process_shard
     from .runner import cells, run_cell
 
-    if isinstance(suite, SuiteConfig):
-        matrix = cells(suite, cache_dir)
+    if isinstance(cell, SuiteConfig):
+        matrix = cells(cell, cache_dir)
         if len(matrix) != 1:
-            raise ConfigError(f"suite {suite.name!r} has {len(matrix)} cells; a command's run holds one")
-        suite = replace(matrix[0], command=True)  # run as a command's (the demo)
+            raise ConfigError(f"suite {cell.name!r} has {len(matrix)} cells; a command's run holds one")
+        cell = replace(matrix[0], command=True)  # run as a command's (the demo)
     # several processes: each scores its batches (made before the model is loaded, so that
     # "cuda" means this process's GPU, as accelerate sets it)
-    on_cpu = loaded.device.type == "cpu" if loaded is not None else runs_on_cpu(suite.run.model)
-    run = CellRun(suite, Path(out), data_root, process_shard(cpu=on_cpu), data=data, loaded=loaded, named=named)
+    on_cpu = loaded.device.type == "cpu" if loaded is not None else runs_on_cpu(cell.run.model)
+    run = CellRun(cell, Path(out), data_root, process_shard(cpu=on_cpu), data=data, loaded=loaded, named=named)
     if facts:
         run.target_facts()
     return run, run_cell(run)
