@@ -111,3 +111,42 @@ def test_texts_longer_than_the_context_are_announced_from_the_config_alone(tiny_
     with caplog.at_level(logging.WARNING):
         assert main(scores_argv(tiny_model_dir, data, tmp_path, "--train-fraction", "0.5")) == 0
     assert "longer than the 128 tokens scored per text" in caplog.text
+
+
+def test_results_written_inside_the_model_folder_leave_its_key_alone(tmp_path, monkeypatch, capsys):
+    """Only the model's own files key its weights: a run directory inside the model's folder
+    (its run.json and records rewritten every run) is read back on the next run."""
+    model = make_tiny_model_dir(tmp_path / "model")
+    data = write_jsonl(tmp_path / "set.jsonl", labelled_rows(12))
+    argv = scores_argv(model, data, tmp_path, "--out", str(model / "eval"))
+    assert main(argv) == 0
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(models, "load_model", no_model)
+    assert main(argv) == 0
+
+
+def test_a_reference_changed_in_place_is_read_again(tmp_path, capsys):
+    model = make_tiny_model_dir(tmp_path / "model")
+    reference = make_tiny_model_dir(tmp_path / "reference", seed=1)
+    data = write_jsonl(tmp_path / "set.jsonl", labelled_rows(12))
+    argv = ["scores", "--model", str(model), "--data", str(data), "--device", "cpu", "--methods", "ref",
+            "--reference", str(reference), "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "run")]
+    assert main(argv) == 0
+    before = pd.read_csv(tmp_path / "run" / "scores.csv")["ref"].to_numpy()
+    make_tiny_model_dir(reference, seed=7)
+    assert main(argv) == 0
+    assert not np.allclose(before, pd.read_csv(tmp_path / "run" / "scores.csv")["ref"].to_numpy())
+
+
+def test_overwrite_keeps_records_no_run_of_a_command_wrote(tiny_model_dir, tmp_path, capsys):
+    """A folder without run.json (a suite's, say) keeps its cells/ when a command is pointed at
+    it with --overwrite: only a command's own records of another configuration are dropped."""
+    suite_cell = tmp_path / "run" / "cells" / "a-suite-cell"
+    suite_cell.mkdir(parents=True)
+    (suite_cell / "loss.json").write_text("{}")
+    data = write_jsonl(tmp_path / "set.jsonl", labelled_rows(12))
+    assert main(scores_argv(tiny_model_dir, data, tmp_path, "--overwrite")) == 0
+    assert (suite_cell / "loss.json").is_file()

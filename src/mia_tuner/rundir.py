@@ -87,8 +87,8 @@ def check_configuration(out: Path, identity: dict, overwrite: bool) -> None:
     """RunDirError when ``out`` holds results of another configuration (and not ``overwrite``;
     with it, the records of the configuration replaced are dropped, never read again)."""
     record = _recorded(out)
-    if overwrite:
-        if record is None or record.get("identity_sha256") != content_sha256(identity):
+    if overwrite:  # a command's folder (run.json) of another configuration: its records go too
+        if record is not None and record.get("identity_sha256") != content_sha256(identity):
             _drop_cell_records(out)
         return
     if record is None:
@@ -158,8 +158,6 @@ def claim_run_dir(out, command: str, identity: dict, overwrite: bool = False):
         raise
     finally:
         handle.close()
-
-
 
 
 def _drop_cell_records(out: Path) -> None:

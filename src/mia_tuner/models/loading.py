@@ -253,12 +253,14 @@ def _model_kwargs(config: ModelConfig, device: str, dtype: torch.dtype) -> dict:
 def local_source(config: ModelConfig, cache_dir=None) -> _Source | None:
     """Where ``config`` lives on this machine (a hub id: its copy in the local Hugging Face
     cache), or None when it does not (yet); nothing is downloaded."""
+    from huggingface_hub import snapshot_download
+
     source, _ = resolve_source(config, cache_dir)
     if source is None or not source.is_hub:
         return source
     try:
-        return _hub_cache_copy(source)
-    except OSError:  # not on this machine: nothing to describe
+        return _Source(snapshot_download(source.location, local_files_only=True), source.gguf_file)
+    except Exception:  # noqa: BLE001 - not on this machine: nothing to describe
         return None
 
 

@@ -128,19 +128,23 @@ class CellRun:
         self.computed: set[str] = set()  # columns computed by this run (the others read from records)
         self.writer = shard is None or shard.rank == 0  # one process writes records
         self.split_config = cell.run.split
-        self._loaded = loaded
+        self._loaded, self._given = loaded, loaded  # the caller's model: never handed over itself
         self.resolved = resolve_data(cell, data_root, build=compute, data=data, named=named)
         # the key: the set as loaded (before texts too short to score are left out, which the
         # model's tokenizer decides: the model is in the key)
         self.data_digest = texts_digest(self.resolved.data.texts, self.resolved.data.labels)
         self.loading = {k: v for k, v in (("dtype", cell.run.model.dtype), ("quantization", cell.run.model.quantization))
                         if v not in ("float32", None)}
-        self.key = settings_key(self._key_settings())
+        settings = self._key_settings()
+        self.key = settings_key(settings)
+        # a command's model (or reference) not on this machine yet, a hub model about to be
+        # downloaded: its weights cannot be keyed, so no record is read or written this time
+        weights_unknown = any(k in settings and settings[k] is None for k in ("weights", "reference_weights"))
         if cell.command:  # refused or skipped before any forward pass
             self.resolved.data = self._scorable(self.resolved.data)
         self.split: EvaluationSplit = self._make_split()
         name = f"{safe_filename(cell.model)}__{safe_filename(self.resolved.label)}__s{cell.seed}-n{cell.train_per_class}"
-        keep = cell.run.use_cache  # --no-cache: no record read or written either
+        keep = cell.run.use_cache and not weights_unknown  # --no-cache: no record read or written either
         self.store = CellStore(Path(out_dir) / CELL_RECORDS / f"{name}-{self.key[:8]}", keep=keep)
         self.labels = np.array(self.split.test.labels)
 
@@ -161,6 +165,10 @@ class CellRun:
         if self.cell.command:  # the weights as they are now: a model changed in place is scored again
             key["weights"] = getattr(self._loaded, "fingerprint", None) or \
                 weights_manifest(self.model_config(), self.cache_dir)
+            reference = self.resolved.reference
+            if reference:  # the reference's too (a reference changed in place: its rows again)
+                key["reference_weights"] = weights_manifest(replace(self.model_config(), name=reference,
+                                                                    gguf_file=None), self.cache_dir)
         if self.defended:  # the defended model's own scores: the defence's hash
             from ..safeguards.artefact import read_defence_info
 
@@ -211,8 +219,14 @@ class CellRun:
 
     def hand_over(self):
         """The target for a trainer that changes its modules (an adapter, LoRA): the model
-        loaded so far, which scoring leaves as it was; the next ``load`` reads it afresh."""
-        loaded, self._loaded = self.load(), None
+        loaded so far, which scoring leaves as it was; the next ``load`` reads it afresh. A
+        model the caller gave is handed over as a copy (it may exist only in memory)."""
+        loaded = self.load()
+        if loaded is self._given:
+            import copy
+
+            return replace(loaded, model=copy.deepcopy(loaded.model))
+        self._loaded = None
         return loaded
 
     def save(self, column: str, key: str, record: dict) -> dict:

@@ -45,7 +45,8 @@ def tuner_column(run, variant) -> dict:
         scores, info, trained = train_and_score(run, config, folder, variant.column)
     else:  # filed in the cache by what made it: a finished one is read, one run trains it at a time
         folder = detector_folder(run, config)
-        with held(folder):
+        # under several processes every rank trains together (a lock per rank would deadlock them)
+        with held(folder) if run.shard is None else contextlib.nullcontext():
             found = None if run.cell.retrain else saved_detector_scores(run, folder, config)
             scores, info, trained = found or train_and_score(run, config, folder, variant.column)
     validation = (info.get("metrics") or {}).get("validation", {}).get("auroc")
