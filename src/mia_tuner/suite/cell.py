@@ -13,6 +13,7 @@ most one step), safeguards through theirs. A cell whose columns are all recorded
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -25,7 +26,7 @@ from ..data.split import EvaluationSplit
 from ..reports import safe_filename
 from ..rundir import CELL_RECORDS
 from .config import DatasetEntry
-from .store import CellStore, settings_key, texts_digest
+from .store import CellStore, artefact_intact, artefact_stamp, settings_key, texts_digest
 
 log = logging.getLogger(__name__)
 # the cell record's fields: bumped when readers need a new one (``describe`` upgrades an
@@ -108,6 +109,18 @@ def _named_fields(named) -> tuple:
     """ResolvedData's fields from a NamedSet: names, the model before injection, artefact id."""
     return ({"dataset": named.dataset, "split": named.split}, named.reference if named.model else None,
             named.artefact_id)
+
+
+def once(method):
+    """A CellRun method whose result is kept on the instance after its first call (not in a
+    cache that would keep every cell's run, and its model, alive)."""
+    @functools.wraps(method)
+    def kept(self):
+        memo = self.__dict__.setdefault("_once", {})
+        if method.__name__ not in memo:
+            memo[method.__name__] = method(self)
+        return memo[method.__name__]
+    return kept
 
 
 class NotComputed(Exception):
@@ -244,6 +257,7 @@ class CellRun:
                 "seed": self.cell.seed, "train_per_class": self.cell.train_per_class, "cell_key": self.key}
 
     # ---- cell facts: mode, hygiene -------------------------------------------------------
+    @once  # read or made once per run (with --no-cache no record keeps it)
     def describe(self) -> dict:
         """The cell's record: labels, mode (aligned/base), hygiene, split sizes."""
         key = settings_key({"cell": self.key, "record": CELL_RECORD_VERSION})
@@ -324,17 +338,18 @@ class CellRun:
 
     # ---- MIA-Tuner variants ---------------------------------------------------------------
     def tuner(self, variant) -> dict:
-        from .detectors import recorded_detector_intact, tuner_column
+        from .detectors import tuner_column
 
         config = variant.config(self.cell.train_per_class, self.cell.seed)
         key = settings_key({"variant": variant.column, "config": config.to_dict()})
         record = None if self.cell.retrain else self.store.load(variant.column, key)
-        if record is not None and recorded_detector_intact(record):
+        if record is not None and artefact_intact(record):
             return record
         self.check_computing(variant.column)
         return self.save(variant.column, key, {**self.base(), **tuner_column(self, variant)})
 
     # ---- what a run directory says of the target model ------------------------------------
+    @once  # read or made once per run, before a trainer takes the model over
     def target_facts(self) -> dict:
         """The target's name, device and context, and how many test texts it truncates (the
         facts a command's run directory reports, kept so that a re-run loads no model)."""
@@ -356,6 +371,7 @@ class CellRun:
     # ---- safeguards -----------------------------------------------------------------------
     def safeguard(self, guard) -> dict:
         from ..safeguards.api import defend
+        from ..safeguards.artefact import DEFENCE_FILE
 
         config = guard.config(self.cell.seed)
         run_config = self.run_config()
@@ -366,7 +382,7 @@ class CellRun:
         key = settings_key(settings)
         column = f"defence:{guard.tag}"
         record = self.store.load(column, key)
-        if record is not None and _defence_intact(record):
+        if record is not None and artefact_intact(record):
             return record
         self.check_computing(column)
         started = time.perf_counter()
@@ -383,24 +399,9 @@ class CellRun:
             "n_nonmember": result.n_nonmember, "seen_rows": result.seen_rows,
             "floor": result.floor.to_dict() if result.floor else None, "table": result.table,
             "defence_dir": str(result.defence_dir), "seconds": time.perf_counter() - started,
-            # the command's defence (`defend --out`): its record holds only while the defence does
-            **({"defence_sha256": _defence_hash(result.defence_dir)} if self.cell.artefact_dir else {})})
+            **(artefact_stamp(result.defence_dir / DEFENCE_FILE) if self.cell.artefact_dir else {})})
 
     def before_injection(self) -> ModelConfig | None:
         """A controlled set's model before injection, loaded as the target is."""
         name = self.resolved.before_injection
         return replace(self.model_config(), name=name) if name else None
-
-
-def _defence_hash(folder) -> str | None:
-    from ..integrity import file_sha256
-    from ..safeguards.artefact import DEFENCE_FILE
-
-    path = Path(folder) / DEFENCE_FILE
-    return file_sha256(path) if path.is_file() else None
-
-
-def _defence_intact(record: dict) -> bool:
-    """Whether the defence a command's record names is still the one it was made with (a
-    suite's record, which keeps no hash, holds its results whatever becomes of it)."""
-    return record.get("defence_sha256") is None or _defence_hash(record["defence_dir"]) == record["defence_sha256"]

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.types import text_hash
 from ..integrity import content_sha256, file_sha256
 from ..reports import safe_filename
+from .store import artefact_stamp
 
 log = logging.getLogger(__name__)
 
@@ -56,19 +58,10 @@ def tuner_column(run, variant) -> dict:
               "threshold": info["threshold"], "detector": str(saved), "seconds": time.perf_counter() - started,
               **trained}
     if run.cell.artefact_dir:  # the command's detector: its record holds only while the detector does
-        record["detector_sha256"] = _detector_hash(saved)
+        from ..tuner.detector import DETECTOR_FILE
+
+        record.update(artefact_stamp(saved / DETECTOR_FILE))
     return record
-
-
-def recorded_detector_intact(record: dict) -> bool:
-    """Whether the detector a command's record names (`train --out`) is still the one it was
-    made with: one replaced or removed since (another run into the same --out) makes the record
-    stale. A suite's record holds its scores whatever becomes of the detector: yes."""
-    recorded = record.get("detector_sha256")
-    if recorded is None:
-        return True
-    saved = Path(record["detector"])
-    return saved.is_dir() and _detector_hash(saved) == recorded
 
 
 @contextlib.contextmanager
@@ -89,15 +82,11 @@ def _test_texts(run) -> list[str]:
     return list(run.split.test.texts)
 
 
-def _detector_hash(saved: Path) -> str | None:
+def _cache_settings(saved: Path) -> dict:
+    """What the score cache files a detector's scores under: the hash of its detector.json."""
     from ..tuner.detector import DETECTOR_FILE
 
-    path = saved / DETECTOR_FILE
-    return file_sha256(path) if path.is_file() else None
-
-
-def _cache_settings(saved: Path) -> dict:
-    return {"detector": _detector_hash(saved)}
+    return {"detector": file_sha256(saved / DETECTOR_FILE)}
 
 
 def saved_detector_scores(run, folder: Path, config) -> tuple[np.ndarray, dict, dict] | None:
@@ -121,7 +110,7 @@ def saved_detector_scores(run, folder: Path, config) -> tuple[np.ndarray, dict, 
     cache = open_cache(run.run_config())
     try:
         found = cache.get(model_key, ROW, _cache_settings(saved), texts)
-        scores = [found.get(h) for h in map(_hash, texts)]
+        scores = [found.get(text_hash(t)) for t in texts]
         if any(s is None for s in scores):
             log.info("scoring the test texts with the saved detector %s", saved)
             scores = load_detector(saved, run.hand_over()).score(texts)  # the adapter changes its modules
@@ -130,12 +119,6 @@ def saved_detector_scores(run, folder: Path, config) -> tuple[np.ndarray, dict, 
     finally:
         cache.close()
     return np.asarray(scores, dtype=float), info, {}
-
-
-def _hash(text: str) -> str:
-    from ..data.types import text_hash
-
-    return text_hash(text)
 
 
 def train_and_score(run, config, folder: Path, column: str) -> tuple[np.ndarray, dict, dict]:

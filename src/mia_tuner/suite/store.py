@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from ..errors import ArtefactError
-from ..integrity import check_self_hash, content_sha256, replace_atomically
+from ..integrity import check_self_hash, content_sha256, file_sha256, replace_atomically
 from ..reports import jsonable, safe_filename
 
 FORMAT = "mia-tuner-suite-record/1"
@@ -77,3 +77,19 @@ class CellStore:
             check_self_hash(record, path, f"delete {path} to recompute it")
             out.append(record)
         return out
+
+
+def artefact_stamp(artefact_json: Path) -> dict:
+    """Record fields naming a command's artefact in its --out (a detector's or a defence's
+    JSON) and its hash: the record holds only while that artefact does (artefact_intact)."""
+    path = Path(artefact_json)
+    return {"artefact": str(path), "artefact_sha256": file_sha256(path) if path.is_file() else None}
+
+
+def artefact_intact(record: dict) -> bool:
+    """Whether the artefact a command's record names is still the one it was made with (one
+    replaced or removed since, by another run into the same --out, makes the record stale). A
+    suite's record names none: it holds its results whatever becomes of its artefacts."""
+    if "artefact" not in record:
+        return True
+    return artefact_stamp(Path(record["artefact"]))["artefact_sha256"] == record["artefact_sha256"]
