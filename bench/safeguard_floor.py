@@ -9,9 +9,9 @@ text and mean KL(injected ‖ released, i.e. before-injection) per token, measur
 `safeguards.utility.perplexity_and_kl` as every defence. The one-pass attacks are scored on it
 too, on the same 200 + 200 held-out texts and the attacker's 80 + 80 as `bench/safeguards.py`
 (its split, rebuilt here), so the rows sit beside the defences' in bench/results/safeguards.json
-(safeguard `oracle:pre-injection`), computed by the package's
-`safeguards.floor.perfect_defence_floor`, which `mia-tuner defend` reports on any controlled
-set beside the defence (this script records it without training one). Ref is left out: its reference would be the released model
+(safeguard `oracle:pre-injection`), with the package's `safeguards.floor` (the methods that
+mean something on the released model, the utility of releasing it), which `mia-tuner defend`
+reports on any controlled set beside the defence (this script records it without training one). Ref is left out: its reference would be the released model
 itself, a score of 0 for every text. No defender can release this model (it needs the model
 before training); it measures where the goals of the issue lie, not a method.
 
@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
+
+import numpy as np
 
 from detection import merge
 from safeguards import KEY, RESULTS
@@ -31,8 +34,8 @@ from mia_tuner.models import load_model
 from mia_tuner.run import score_split, select_methods
 from mia_tuner.safeguards.api import defence_split
 from mia_tuner.safeguards.config import DefenceConfig
-from mia_tuner.safeguards.floor import perfect_defence_floor
-from mia_tuner.safeguards.report import utility_line
+from mia_tuner.safeguards.floor import floor_methods, released_utility
+from mia_tuner.safeguards.report import metric_row, utility_line
 from mia_tuner import sets
 
 SAFEGUARD = "oracle:pre-injection"
@@ -92,15 +95,20 @@ def main():
     split = attacker_split(named.data, DefenceConfig(seed=args.seed), args.test_per_class, args.seed)
     run_config, injected, methods, before = attack_scores(named.model, split, args.seed, args.cache_dir)
     # "before" is the injected model (what the publisher has), "after" the one released here
-    floor = perfect_defence_floor(run_config, injected, ModelConfig(name=named.reference), split, before, methods)
-    u, seconds = floor.utility, time.perf_counter() - started
+    released_config = ModelConfig(name=named.reference)
+    released = load_model(released_config, cache_dir=args.cache_dir)
+    methods = floor_methods(methods, run_config.methods.reference, named.reference)
+    after, _, _ = score_split(replace(run_config, model=released_config), released, split, methods)
+    labels = np.array(split.test.labels)
+    rows = [metric_row(m.label, labels, before[m.label], after[m.label], False) for m in methods]
+    u, seconds = released_utility(released, injected), time.perf_counter() - started
     records = [{"model": args.model, "dataset": named.dataset, "split": named.split, "safeguard": SAFEGUARD,
                 "method": r["method"], "adaptive": False,
                 **{k: round(float(v), 4) for k, v in r.items() if k.startswith(("auroc", "tpr"))},
                 "n_member": split.test.n_member, "n_nonmember": split.test.n_nonmember,
                 "ppl_before": round(u.ppl_before, 4), "ppl_after": round(u.ppl_after, 4), "kl": round(u.kl, 5),
                 "greedy_agreement": u.greedy_agreement, "run_seconds": round(seconds, 1),
-                "date": time.strftime("%Y-%m-%d %H:%M")} for r in floor.rows]
+                "date": time.strftime("%Y-%m-%d %H:%M")} for r in rows]
     for r in records:
         print(f"{r['method']}: AUROC {r['auroc_before']:.3f} -> {r['auroc_after']:.3f} "
               f"[{r['auroc_after_low']:.3f}, {r['auroc_after_high']:.3f}]; TPR@1%FPR "

@@ -27,7 +27,7 @@ from mia_tuner.data.split import EvaluationSplit
 from mia_tuner.errors import DataError
 from mia_tuner.models import load_model
 from mia_tuner.run import score_split, select_methods
-from mia_tuner.safeguards.api import metric_row
+from mia_tuner.safeguards.report import metric_row
 from mia_tuner.safeguards.artefact import apply_defence, read_defence_info, text_sha256
 from mia_tuner.safeguards.config import DefenceConfig
 

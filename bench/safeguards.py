@@ -2,8 +2,8 @@
 
 A thin wrapper over the suite runner (`mia_tuner.suite`, one way to produce a number): one
 model, one set and one safeguard (any `mia-tuner defend` option) become a one-cell suite, run
-into runs/bench/suites/safeguards (kept: a re-run recomputes nothing). The safeguard is
-`mia_tuner.safeguards.api.defend`: the evaluation split's train part is cut into the
+into runs/bench/suites/safeguards (kept: a re-run recomputes nothing). The safeguard is the
+cell's safeguard column (`mia_tuner.suite.defence`): the evaluation split's train part is cut into the
 defender's texts and the attacker's (disjoint), the test part (200 + 200 on the large
 controlled sets) is held out from both. Rows go to bench/results/safeguards.json, one record
 per (model, dataset, split, safeguard, method, adaptive), replacing the previous record of the

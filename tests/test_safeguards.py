@@ -23,7 +23,8 @@ from mia_tuner.data.types import MembershipSet
 from mia_tuner.errors import ArtefactError, DataError, MethodError, ModelError
 from mia_tuner.models.kv_cache import returned_cache
 from mia_tuner.safeguards import mmlu
-from mia_tuner.safeguards.api import defend, disjoint_parts
+from mia_tuner.safeguards.api import disjoint_parts
+from mia_tuner.suite import defend
 from mia_tuner.safeguards.artefact import apply_defence, read_defence_info, save_defence, text_sha256
 from mia_tuner.safeguards.config import DefenceConfig
 from mia_tuner.safeguards.defended import DefendedModel, defended, remove_defence
@@ -568,6 +569,36 @@ def test_defend_reports_the_defenders_own_texts_and_the_perfect_defence(tmp_path
     assert report["seen"]["n_member"] == 4 and len(report["seen"]["rows"]) == 3
     assert report["floor"]["model"] == str(same_weights)
     assert "defender's own texts" in result.table and "perfect defence" in result.table
+
+
+def test_the_runner_records_every_attack_part_so_a_stopped_defence_rescores_nothing(tmp_path, monkeypatch):
+    """The attacks before and after a defence are columns of its cell: each part is recorded as
+    it is scored, under the model that scored it. A run stopped after them (its safeguard record
+    missing) scores nothing again: the defence is read back finished and every part from its
+    records; the attacks on the defended model are keyed by the defence's own hash."""
+    import mia_tuner.run as run_module
+
+    loaded = tiny_loaded(chat=False)
+    config = DefenceConfig(epochs=1, batch_per_class=2, train_per_class=4, validation_per_class=2,
+                           attack_train_per_class=4)
+    settings = dict(split_config=SplitConfig(max_test_per_class=5), methods=MethodConfig(methods=["loss", "zlib"]),
+                    cache_dir=tmp_path / "cache")
+    first = defend(loaded, toy_set(20), config, tmp_path / "out", **settings)
+    records = [json.loads(p.read_text()) for p in (tmp_path / "out" / "cells").glob("*/*.json")]
+    parts = sorted((r["part"], r["scored_by"].split("-")[0], r["method"]) for r in records if r["kind"] == "part")
+    assert parts == sorted((part, model, method) for part in ("held-out", "seen")
+                           for model in ("undefended", "defence") for method in ("loss", "zlib"))
+    defence_hash = read_defence_info(tmp_path / "out" / "defence")["sha256"]
+    assert {r["scored_by"] for r in records if r["kind"] == "part"} == {"undefended", f"defence-{defence_hash[:12]}"}
+    stopped = next(p for p in (tmp_path / "out" / "cells").glob("*/defence*.json"))
+    stopped.unlink()  # as if the run had been killed before its last record
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("an attack was scored again")
+
+    monkeypatch.setattr(run_module, "score_split", no_scoring)
+    again = defend(loaded, toy_set(20), config, tmp_path / "out", **settings)
+    assert again.rows == first.rows and again.seen_rows == first.seen_rows
 
 
 def test_the_floor_drops_the_reference_attacks_only_when_their_reference_is_the_released_model():

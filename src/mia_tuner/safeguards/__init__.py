@@ -1,6 +1,8 @@
 """Safeguards: defences a model publisher trains against membership inference, and their cost.
 
-``defend`` trains one and measures every attack before and after it (``api``); the defence is
+``api`` trains one on the defender's part of a split and returns the defended model; the
+suite runner measures every attack before and after it (``mia_tuner.suite.defend``, the
+`defend` command: a one-cell suite whose column is the safeguard); the defence is
 an artefact (``artefact``: ``save_defence`` / ``apply_defence``); ``utility`` measures what it
 costs. The method and the threat model: docs/safeguards.md.
 """

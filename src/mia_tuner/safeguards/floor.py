@@ -5,18 +5,14 @@ and the model before injection is at hand. Releasing it hides every member for g
 attacks' AUROC is the best any defence can reach on the same test texts, and its perplexity
 and KL against the injected model are the price of undoing what the members did. No defender
 can release it (it needs the model before training); `defend` reports it beside a defence
-so that the defence's numbers come with their floor.
+so that the defence's numbers come with their floor: the suite runner scores the attacks on the
+released model as a column of the defence's cell (``suite.defence``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-import numpy as np
-
-from mia_tuner.config import ModelConfig, RunConfig
-from mia_tuner.data.split import EvaluationSplit
-from mia_tuner.safeguards.report import metric_row
 from mia_tuner.safeguards.utility import Utility, measure_utility
 
 
@@ -38,19 +34,8 @@ def floor_methods(methods: list, reference: str | None, released: str) -> list:
     return [m for m in methods if not m.needs_reference]
 
 
-def perfect_defence_floor(run_config: RunConfig, injected, before_injection: ModelConfig, split: EvaluationSplit,
-                          before: dict, methods: list, *, shard=None, questions=None,
-                          max_tokens: int = 256) -> Floor:
-    """The floor of ``methods`` on ``split``'s test texts: ``before`` holds their scores on the
-    ``injected`` model (a LoadedModel), the same attacks run on ``before_injection``."""
-    from mia_tuner.models import load_model
-    from mia_tuner.run import score_split
-
-    released = load_model(before_injection, cache_dir=run_config.cache_dir)
-    methods = floor_methods(methods, run_config.methods.reference, before_injection.name)
-    after, _, _ = score_split(replace(run_config, model=before_injection), released, split, methods, shard)
-    labels = np.array(split.test.labels)
-    rows = [metric_row(m.label, labels, before[m.label], after[m.label], False) for m in methods]
-    utility = measure_utility(released.model, released.tokenizer, questions=questions, max_tokens=max_tokens,
-                              original=injected.model)
-    return Floor(model=before_injection.name, rows=rows, utility=utility)
+def released_utility(released, injected, *, questions=None, max_tokens: int = 256) -> Utility:
+    """The price of releasing ``released`` (the model before injection) instead of ``injected``
+    (LoadedModels): perplexity of each on general text, KL between them, greedy agreement."""
+    return measure_utility(released.model, released.tokenizer, questions=questions, max_tokens=max_tokens,
+                           original=injected.model)

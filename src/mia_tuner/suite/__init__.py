@@ -13,10 +13,10 @@ from pathlib import Path
 
 from .config import SHIPPED, SuiteConfig, load_suite, suite_from_dict, suite_text
 from .runner import SuiteRun, cells, run_suite
-from .single import run_scores
+from .single import defend, run_scores
 
-__all__ = ["SHIPPED", "SuiteConfig", "SuiteRun", "benchmark", "cells", "load_suite", "run_scores", "run_suite",
-           "suite_from_dict", "suite_text"]
+__all__ = ["SHIPPED", "SuiteConfig", "SuiteRun", "benchmark", "cells", "defend", "load_suite", "run_scores",
+           "run_suite", "suite_from_dict", "suite_text"]
 
 
 def benchmark(suite: str | SuiteConfig, out_dir=None, *, overrides: dict | None = None, cache_dir=None,

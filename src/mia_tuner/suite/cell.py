@@ -26,7 +26,7 @@ from ..data.split import EvaluationSplit
 from ..reports import safe_filename
 from ..rundir import CELL_RECORDS
 from .config import DatasetEntry
-from .store import CellStore, artefact_intact, artefact_stamp, settings_key, texts_digest
+from .store import CellStore, artefact_intact, settings_key, texts_digest
 
 log = logging.getLogger(__name__)
 # the cell record's fields: bumped when readers need a new one (``describe`` upgrades an
@@ -208,6 +208,11 @@ class CellRun:
             context = context_tokens(self.model_config(), self.cache_dir)
         return drop_unscorable(data, tokenizer, max_tokens=self.cell.run.methods.max_tokens or context)
 
+    @once
+    def scorable_data(self):
+        """The set without the texts the model cannot score (a command's set already is)."""
+        return self.resolved.data if self.cell.command else self._scorable(self.resolved.data)
+
     def _make_split(self) -> EvaluationSplit:
         from ..data import make_split
 
@@ -302,39 +307,67 @@ class CellRun:
             key["version"] = method.version
         return settings_key(key)
 
-    def selected_methods(self) -> list:
+    def selected_methods(self, defended: bool | None = None) -> list:
         """The cell's methods: those that cannot run here (no reference model given or implied
         by the set, one of another tokenizer for the token-level reference methods, a method
         that fine-tunes a target behind a defence) are left out of a suite's cell, and an error
-        when a command names them (run.usable_methods)."""
+        when a command names them (run.usable_methods). ``defended``: the methods of a model
+        behind a defence (default: whether the cell's target is)."""
         from ..methods import build_methods
         from ..run import usable_methods
 
         config = self.run_config()
         explicit = config.methods.methods if self.cell.command else ()
+        defended = self.defended if defended is None else defended
         return usable_methods(build_methods(config.methods.methods, config.methods), config, explicit=explicit,
-                              defended=self.defended)
+                              defended=defended)
 
     def score_methods(self) -> list[dict]:
+        """The records of the cell's methods on its split, computing those missing."""
+        methods = self.selected_methods()
+        records = self.score_columns(methods, self.split, {m.label: (m.label, self.method_key(m)) for m in methods},
+                                     {"kind": "method"})
+        return [r for r in records.values() if r is not None]
+
+    def score_part(self, part: str, split: EvaluationSplit, methods: list, model: str, load=None,
+                   config: RunConfig | None = None) -> dict[str, np.ndarray]:
+        """Each method's scores of ``split``'s test texts by another model than the cell's
+        target on its own split (``model``: what names it, ``load``: what loads it, only when a
+        score is missing; default the target), recorded in the cell like its own columns (the
+        column ``<part>-<texts>@<model>:<method>``): a safeguard's attacks before and after it."""
+        digest = texts_digest([*split.train.texts, *split.test.texts], [*split.train.labels, *split.test.labels])
+        columns = {m.label: (f"{part}-{digest[:8]}@{model}:{m.label}",
+                             settings_key({"method": self.method_key(m), "texts": digest, "model": model}))
+                   for m in methods}
+        records = self.score_columns(methods, split, columns, {"kind": "part", "part": part, "scored_by": model},
+                                     load=load, config=config)
+        return {label: np.asarray(r["scores"], dtype=float) for label, r in records.items()}
+
+    def score_columns(self, methods: list, split: EvaluationSplit, columns: dict, fields: dict, load=None,
+                      config: RunConfig | None = None) -> dict[str, dict | None]:
+        """The record of each method (``columns``: its column and key) on ``split``, those
+        missing scored in one pass by the model ``load()`` gives (the target by default) with
+        ``config`` (the cell's by default) and saved with ``fields``; None for a missing one in
+        a run that only reads records (noted as pending)."""
         from ..run import score_split
 
-        methods = self.selected_methods()
-        records = {m.label: self.store.load(m.label, self.method_key(m)) for m in methods}
+        records = {m.label: self.store.load(*columns[m.label]) for m in methods}
         missing = [m for m in methods if records[m.label] is None]
         if missing and not self.compute:
-            self.pending += [m.label for m in missing]
-            return [r for r in records.values() if r is not None]
+            self.pending += [columns[m.label][0] for m in missing]
+            return records
         if missing:
             started = time.perf_counter()
-            log.info("%s: scoring %s", self.store.directory.name, ", ".join(m.label for m in missing))
-            scores, info, _ = score_split(self.run_config(), self.load(), self.split, missing, self.shard)
+            log.info("%s: scoring %s", self.store.directory.name, ", ".join(columns[m.label][0] for m in missing))
+            scores, info, _ = score_split(config or self.run_config(), (load or self.load)(), split, missing,
+                                          self.shard)
             seconds = (time.perf_counter() - started) / len(missing)  # shared passes: an even share
-            self.computed.update(m.label for m in missing)
+            self.computed.update(m.label for m in missing if fields["kind"] == "method")
             for m in missing:
-                records[m.label] = self.save(m.label, self.method_key(m), {
-                    **self.base(), "kind": "method", "method": m.label, "scores": scores[m.label],
+                records[m.label] = self.save(*columns[m.label], {
+                    **self.base(), **fields, "method": m.label, "scores": scores[m.label],
                     "info": info.get(m.label, {}), "seconds": seconds})
-        return list(records.values())
+        return records
 
     # ---- MIA-Tuner variants ---------------------------------------------------------------
     def tuner(self, variant) -> dict:
@@ -370,36 +403,23 @@ class CellRun:
 
     # ---- safeguards -----------------------------------------------------------------------
     def safeguard(self, guard) -> dict:
-        from ..safeguards.api import defend
-        from ..safeguards.artefact import DEFENCE_FILE
+        from .defence import safeguard_column
 
         config = guard.config(self.cell.seed)
-        run_config = self.run_config()
         settings = {"safeguard": guard.tag, "config": config.key_dict(),
-                    "methods": method_settings(run_config.methods, fine_tuned=False)}
+                    "methods": method_settings(self.run_config().methods, fine_tuned=False)}
         if self.cell.questions:  # utility measured on these questions too (suites: on general text only)
             settings["questions"] = [dataclasses.asdict(q) for q in self.cell.questions]
+        if guard.attack is not None:  # the attacker's MIA-Tuner set apart from the defence's epochs
+            settings["attack"] = guard.attack_config(config).to_dict()
         key = settings_key(settings)
         column = f"defence:{guard.tag}"
         record = self.store.load(column, key)
         if record is not None and artefact_intact(record):
             return record
         self.check_computing(column)
-        started = time.perf_counter()
         folder = self.cell.artefact_dir or self.store.directory / f"defence-{safe_filename(guard.tag)}"
-        result = defend(self.hand_over(), self.resolved.data, config, folder,
-                        split_config=self.split_config,
-                        methods=run_config.methods, reference=self.resolved.reference,
-                        cache_dir=self.cache_dir, model_config=self.model_config(),
-                        before_injection=self.before_injection(), questions=self.cell.questions)
-        return self.save(column, key, {
-            **self.base(), "kind": "safeguard", "safeguard": guard.tag, "against": config.against,
-            "rows": result.rows, "utility": result.utility.to_dict(),
-            "n_test": result.n_member + result.n_nonmember, "n_member": result.n_member,
-            "n_nonmember": result.n_nonmember, "seen_rows": result.seen_rows,
-            "floor": result.floor.to_dict() if result.floor else None, "table": result.table,
-            "defence_dir": str(result.defence_dir), "seconds": time.perf_counter() - started,
-            **(artefact_stamp(result.defence_dir / DEFENCE_FILE) if self.cell.artefact_dir else {})})
+        return self.save(column, key, {**self.base(), **safeguard_column(self, guard, config, Path(folder))})
 
     def before_injection(self) -> ModelConfig | None:
         """A controlled set's model before injection, loaded as the target is."""

@@ -91,6 +91,9 @@ class SafeguardEntry:
     tag: str
     settings: dict = field(default_factory=dict)
     datasets: list[str] | None = None  # the suite's datasets (`set` as written) it runs on; None: all
+    # the attacker's MIA-Tuner (TunerConfig fields; against mia-tuner); None: the defence's
+    # attack_epochs and seed, every other setting at its default
+    attack: dict | None = None
 
     def runs_on(self, dataset: DatasetEntry) -> bool:
         return self.datasets is None or dataset.set in self.datasets
@@ -101,6 +104,12 @@ class SafeguardEntry:
         from ..safeguards.config import DefenceConfig
 
         return DefenceConfig(**{"seed": seed, **self.settings})
+
+    def attack_config(self, defence):
+        """The attacker's TunerConfig against the DefenceConfig ``defence``."""
+        from ..tuner.config import TunerConfig
+
+        return TunerConfig(**{"epochs": defence.attack_epochs, "seed": defence.seed, **(self.attack or {})})
 
 
 @dataclass
@@ -153,7 +162,7 @@ class SuiteConfig:
         for variant in self.tuner:
             variant.config(self.train_per_class[0], self.seeds[0])
         for guard in self.safeguards:
-            guard.config(self.seeds[0])
+            guard.attack_config(guard.config(self.seeds[0]))
 
     def method_config(self) -> MethodConfig:
         """The methods' settings (the reference is the cell's: ``reference_for``)."""
@@ -200,14 +209,18 @@ def _tuner_variant(entry) -> TunerVariant:
 
 def _safeguard(entry) -> SafeguardEntry:
     from ..safeguards.config import DefenceConfig
+    from ..tuner.config import TunerConfig
 
     entry = dict(entry or {})
-    _check_keys(entry, DefenceConfig, "safeguards[]", extra=("tag", "datasets"))
+    _check_keys(entry, DefenceConfig, "safeguards[]", extra=("tag", "datasets", "attack"))
     if "seed" in entry:
         raise ConfigError("safeguards[]: `seed` is a suite axis (seeds)")
+    attack = entry.pop("attack", None)
+    if attack is not None:
+        _check_keys(attack, TunerConfig, "safeguards[].attack")
     tag = str(entry.pop("tag", entry.get("against", "scores")))
     return SafeguardEntry(tag=tag, datasets=_restriction(entry.pop("datasets", None), "safeguards[]"),
-                          settings=entry)
+                          settings=entry, attack=dict(attack) if attack is not None else None)
 
 
 def _restriction(datasets, where: str) -> list[str] | None:

@@ -88,6 +88,35 @@ def run_scores(config: RunConfig, *, data=None, loaded=None):
     return run_single_cell(command_cell(config, data), config.out, data=data, loaded=loaded)
 
 
+def defend(loaded, data, config, out_dir, *, split_config=None, methods=None, reference: str | None = None,
+           cache_dir=None, attack=None, questions=None, model_config=None, before_injection=None):
+    """Train a defence (DefenceConfig ``config``) for ``loaded`` on ``data`` and measure every
+    attack before and after it, as `mia-tuner defend` does: a one-cell suite whose one column is
+    the safeguard. ``attack``: the attacker's TunerConfig; ``before_injection``: on a controlled
+    set, the model before its members were injected, reported as the perfect defence. Writes
+    ``out_dir/defence`` (the artefact), ``out_dir/report.json``, ``out_dir/report.md`` and the
+    cell's records (``out_dir/cells``: a second call reads them)."""
+    from ..config import MethodConfig, ModelConfig, SplitConfig
+    from ..data.registry import NamedSet
+    from ..safeguards.api import DefenceResult
+    from ..safeguards.config import TEST_PER_CLASS
+    from .config import SafeguardEntry
+
+    model = model_config or ModelConfig(name=loaded.name, device=loaded.device.type)
+    run_config = RunConfig.compose(model, split=split_config or SplitConfig(max_test_per_class=TEST_PER_CLASS),
+                                   methods=methods or MethodConfig(batch_size=config.batch_size),
+                                   reference=reference, out=out_dir, cache_dir=cache_dir)
+    entry = SafeguardEntry(tag=config.against, settings=config.to_dict(),
+                           attack=attack.to_dict() if attack is not None else None)
+    # a set that brings the model before injection, as a controlled set does
+    named = None if before_injection is None else NamedSet(data, data.name, "", model=model.name,
+                                                           reference=before_injection.name)
+    cell = command_cell(run_config, data, safeguards=[entry], scored=False, artefact_dir=str(out_dir),
+                        questions=questions)
+    _, records = run_one_cell(cell, out_dir, data=data, loaded=loaded, named=named)
+    return DefenceResult.from_record(next(r for r in records if r["kind"] == "safeguard"), Path(out_dir))
+
+
 def write_cell_run(run, records: list[dict], out):
     """The run directory of ``run``'s cell from its ``records``: the learned columns (MIA-Tuner
     variants) first, then the score-based methods in the order they were selected."""
