@@ -55,8 +55,7 @@ def run(args) -> None:
     from ..config import MethodConfig, RunConfig
     from ..rundir import claim_run_dir, run_identity
     from ..safeguards import mmlu
-    from ..suite.config import SafeguardEntry
-    from ..suite.single import command_cell, run_one_cell
+    from ..suite.single import defence_cell, run_one_cell
     from .args import check_out_dir, method_names
 
     config = DefenceConfig(**defence_settings(args))
@@ -72,11 +71,10 @@ def run(args) -> None:
                             mmlu=[args.mmlu, args.mmlu_limit])
     run_config = RunConfig.compose(model, data=data_config(args), split=split, methods=methods, reference=reference,
                                    out=args.out, cache_dir=args.cache_dir)
-    # one cell: the safeguard alone (it scores every attack before and after itself), its
+    # one cell: the safeguard alone (the cell scores every attack before and after it), its
     # defence and report in --out; a controlled set brings the model before injection: releasing
     # it is the perfect defence
-    cell = command_cell(run_config, data, safeguards=[SafeguardEntry(tag=config.against, settings=config.to_dict())],
-                        scored=False, artefact_dir=args.out, questions=questions)
+    cell = defence_cell(run_config, data, config, args.out, questions=questions)
     with claim_run_dir(args.out, "defend", identity, args.overwrite):
         _, records = run_one_cell(cell, args.out, data=data, named=named)
     record = next(r for r in records if r["kind"] == "safeguard")

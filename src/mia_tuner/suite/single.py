@@ -78,6 +78,17 @@ def command_cell(config: RunConfig, data=None, **settings) -> Cell:
     return Cell(config, DatasetEntry(set=name, split=config.data.split), command=True, **settings)
 
 
+def defence_cell(config: RunConfig, data, defence, out, *, questions=None, attack=None) -> Cell:
+    """`defend`'s one cell: the safeguard ``defence`` (DefenceConfig) its one column, scored on
+    ``config``'s model, set, split and methods, its defence and report in ``out``; ``attack``:
+    the attacker's TunerConfig (default: the defence's attack_epochs and seed)."""
+    from .config import SafeguardEntry
+
+    entry = SafeguardEntry(tag=defence.against, settings=defence.to_dict(),
+                           attack=attack.to_dict() if attack is not None else None)
+    return command_cell(config, data, safeguards=[entry], scored=False, artefact_dir=str(out), questions=questions)
+
+
 def run_scores(config: RunConfig, *, data=None, loaded=None):
     """Score the test part of ``config``'s evaluation split with every method and write the run
     directory ``config.out``: a one-cell suite of the methods alone (a ``run.RunResult``).
@@ -100,19 +111,15 @@ def defend(loaded, data, config, out_dir, *, split_config=None, methods=None, re
     from ..data.registry import NamedSet
     from ..safeguards.api import DefenceResult
     from ..safeguards.config import TEST_PER_CLASS
-    from .config import SafeguardEntry
 
     model = model_config or ModelConfig(name=loaded.name, device=loaded.device.type)
     run_config = RunConfig.compose(model, split=split_config or SplitConfig(max_test_per_class=TEST_PER_CLASS),
                                    methods=methods or MethodConfig(batch_size=config.batch_size),
                                    reference=reference, out=out_dir, cache_dir=cache_dir)
-    entry = SafeguardEntry(tag=config.against, settings=config.to_dict(),
-                           attack=attack.to_dict() if attack is not None else None)
     # a set that brings the model before injection, as a controlled set does
     named = None if before_injection is None else NamedSet(data, data.name, "", model=model.name,
                                                            reference=before_injection.name)
-    cell = command_cell(run_config, data, safeguards=[entry], scored=False, artefact_dir=str(out_dir),
-                        questions=questions)
+    cell = defence_cell(run_config, data, config, out_dir, questions=questions, attack=attack)
     _, records = run_one_cell(cell, out_dir, data=data, loaded=loaded, named=named)
     return DefenceResult.from_record(next(r for r in records if r["kind"] == "safeguard"), Path(out_dir))
 
