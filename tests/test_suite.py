@@ -10,7 +10,7 @@ import pytest
 from helpers import make_tiny_model_dir
 
 from mia_tuner.cli import main
-from mia_tuner.errors import ArtefactError, ConfigError
+from mia_tuner.errors import ArtefactError, ConfigError, MethodError
 from mia_tuner.suite import SHIPPED, benchmark, cells, load_suite, suite_from_dict
 from mia_tuner.suite import runner as runner_module
 from mia_tuner.suite.store import CellStore
@@ -441,6 +441,26 @@ def test_a_suites_safeguard_on_a_set_with_its_model_before_injection_records_the
     guard = next(r for r in run.records if r["kind"] == "safeguard")
     assert guard["floor"]["model"] == before and [r["method"] for r in guard["floor"]["rows"]] == ["loss"]
     assert "perfect defence" in paths["markdown"].read_text()
+
+
+def test_a_suites_safeguard_sets_its_attackers_mia_tuner_and_a_wrong_one_fails_before_any_model(
+        tiny_chat_model_dir, tmp_path):
+    guard = {"tag": "tuner", "against": "mia-tuner", "epochs": 1, "batch_per_class": 2, "train_per_class": 4,
+             "validation_per_class": 2, "attack_train_per_class": 6}
+    minimal = {**MINIMAL, "models": [str(tiny_chat_model_dir)], "methods": ["loss"], "train_per_class": [12],
+               "test_per_class": 5}
+    with pytest.raises(ConfigError, match="safeguards\\[\\].attack: unknown key"):
+        suite_from_dict({**minimal, "safeguards": [{**guard, "attack": {"epoch": 1}}]})
+    with pytest.raises(MethodError, match="soft prompt or prefix, not lora"):
+        suite_from_dict({**minimal, "safeguards": [{**guard, "attack": {"peft": "lora"}}]})
+    attack = {"epochs": 1, "batch_per_class": 2, "validation_per_class": 2, "num_virtual_tokens": 3}
+    run, _ = benchmark(suite_from_dict({**minimal, "safeguards": [{**guard, "attack": attack}]}), tmp_path / "out",
+                       cache_dir=tmp_path / "cache")
+    record = next(r for r in run.records if r["kind"] == "safeguard")
+    assert [(r["method"], r["adaptive"]) for r in record["rows"]] == [("loss", False), ("mia-tuner", False),
+                                                                     ("mia-tuner", True)]
+    report = json.loads((tmp_path / record["defence_dir"]).parent.joinpath("report.json").read_text())
+    assert report["attack"]["num_virtual_tokens"] == 3 and report["attack"]["epochs"] == 1
 
 
 def test_a_variant_limited_to_some_datasets_runs_only_on_them(tiny_models, tmp_path, monkeypatch):

@@ -161,8 +161,10 @@ class SuiteConfig:
         build_methods(self.methods, self.method_config())  # unknown names and settings fail here
         for variant in self.tuner:
             variant.config(self.train_per_class[0], self.seeds[0])
+        from ..safeguards.api import check_attack
+
         for guard in self.safeguards:
-            guard.attack_config(guard.config(self.seeds[0]))
+            check_attack(guard.attack_config(guard.config(self.seeds[0])))
 
     def method_config(self) -> MethodConfig:
         """The methods' settings (the reference is the cell's: ``reference_for``)."""
