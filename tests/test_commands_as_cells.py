@@ -150,3 +150,29 @@ def test_overwrite_keeps_records_no_run_of_a_command_wrote(tiny_model_dir, tmp_p
     data = write_jsonl(tmp_path / "set.jsonl", labelled_rows(12))
     assert main(scores_argv(tiny_model_dir, data, tmp_path, "--overwrite")) == 0
     assert (suite_cell / "loss.json").is_file()
+
+
+def test_the_other_processes_start_once_the_first_has_claimed_the_folder(tmp_path, monkeypatch):
+    """Under torchrun only the first process checks --out (and with --overwrite drops the
+    replaced configuration's records); the others wait until run.json names their configuration,
+    so none reads a record about to be dropped."""
+    import threading
+    import time
+
+    from mia_tuner import rundir
+
+    out, identity = tmp_path / "run", {"command": "B"}
+    out.mkdir()
+    rundir._write_record(out, "scores", {"command": "A"})  # the configuration --overwrite replaces
+    monkeypatch.setenv("RANK", "1")
+    claimed = threading.Timer(0.5, rundir._write_record, (out, "scores", identity))
+    claimed.start()
+    started = time.monotonic()
+    with rundir.claim_run_dir(out, "scores", identity, overwrite=True):
+        waited = time.monotonic() - started
+    claimed.join()
+    assert waited >= 0.4
+    monkeypatch.setattr(rundir, "CLAIM_WAIT_SECONDS", 0.3)
+    with pytest.raises(rundir.RunDirError, match="did not claim"):  # the first process never claims it
+        with rundir.claim_run_dir(out, "scores", {"command": "C"}):
+            pass

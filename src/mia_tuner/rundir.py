@@ -8,7 +8,8 @@ results are replaced only with ``overwrite``. ``run.json`` is written before any
 that holds results always says what made them.
 
 Under several processes (``accelerate launch`` / ``torchrun``) only the first claims the folder:
-the others write nothing into it.
+the others write nothing into it, and start only once it has recorded their configuration (so
+that none of them reads a record that ``overwrite`` is about to drop).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ FORMAT = "mia-tuner-run"
 RESULT_FILES = ("config.json", "metrics.json", "scores.csv", "table.md", "report.json")
 
 
-VOLATILE_KEYS = ("out", "cache_dir", "use_cache")  # where things go, not what the results are
+VOLATILE_KEYS = ("out", "cache_dir", "use_cache")
+CLAIM_WAIT_SECONDS = 600  # how long the other processes wait for the first to claim the folder  # where things go, not what the results are
 
 
 def run_identity(**parts) -> dict:
@@ -141,6 +143,7 @@ def claim_run_dir(out, command: str, identity: dict, overwrite: bool = False):
     determines the results (settings and a data fingerprint, not paths of caches)."""
     out = Path(out)
     if not _is_first_process():
+        _wait_for_claim(out, identity)
         yield out
         return
     if out.exists() and not out.is_dir():
@@ -158,6 +161,19 @@ def claim_run_dir(out, command: str, identity: dict, overwrite: bool = False):
         raise
     finally:
         handle.close()
+
+
+def _wait_for_claim(out: Path, identity: dict) -> None:
+    """Return once ``out``'s run record names ``identity``: the first process has checked the
+    folder and dropped the records an ``overwrite`` replaces. RunDirError after
+    CLAIM_WAIT_SECONDS (the first process stopped without claiming it)."""
+    wanted = content_sha256(identity)
+    deadline = time.monotonic() + CLAIM_WAIT_SECONDS
+    while (_recorded(out) or {}).get("identity_sha256") != wanted:
+        if time.monotonic() > deadline:
+            raise RunDirError(f"--out {out}: the first process did not claim the folder within "
+                              f"{CLAIM_WAIT_SECONDS} s (see its error)")
+        time.sleep(0.2)
 
 
 def _drop_cell_records(out: Path) -> None:

@@ -111,7 +111,12 @@ def released_floor(run, split: EvaluationSplit, methods: list, before: dict, con
         return loaded["model"]
 
     chosen = floor_methods(methods, run.resolved.reference, released_config.name)
-    tag = f"released-{content_sha256(released_config.name)[:12]}"
+    identity = {"name": released_config.name}
+    if run.cell.command:  # as the target's: its weights as they are now (a command's records)
+        from ..models.on_disk import weights_manifest
+
+        identity["weights"] = weights_manifest(released_config, run.cache_dir)
+    tag = f"released-{content_sha256(identity)[:12]}"
     after = run.score_part(HELD_OUT, split, chosen, tag, load=released,
                            config=replace(run.run_config(), model=released_config))
     labels = np.array(split.test.labels)
