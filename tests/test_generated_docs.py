@@ -64,3 +64,23 @@ def test_every_placeholder_of_the_template_has_a_renderer():
     assert len(names) == len(set(names)) >= 20
     for name in names:
         assert checker.render(name).startswith(f"<!-- {name} begin")
+
+
+# a result typed into the README: a score (0.83, 0.889) in prose, or a duration anywhere (the
+# quick start's "~16 min"); option values in backticks and version numbers are not results
+README_SCORE = re.compile(r"(?<![\w.])0\.\d{2,3}(?!\d)")
+README_DURATION = re.compile(r"(?<![\w.])\d+ ?(?:s|min|h)\b")
+
+
+def readme_results(text: str) -> list[str]:
+    prose = re.sub(r"`[^`\n]*`", "", re.sub(r"```.*?```", "", text, flags=re.S))
+    return README_SCORE.findall(prose) + README_DURATION.findall(text)
+
+
+def test_the_readme_types_at_most_ten_results():
+    """The README keeps a handful of numbers; every other result is a generated table of
+    BENCHMARKS.md that it links to."""
+    typed = readme_results((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert len(typed) <= 10, typed
+    example = "AUROC 0.889 at `--k 0.25`, version 4.57, ~16 min on 2 cores, spaced 0.5 s\n```\n0.91\n```"
+    assert readme_results(example) == ["0.889", "16 min"]
