@@ -601,6 +601,24 @@ def test_the_runner_records_every_attack_part_so_a_stopped_defence_rescores_noth
     assert again.rows == first.rows and again.seen_rows == first.seen_rows
 
 
+def test_a_model_before_injection_given_later_is_not_answered_from_the_first_record(tmp_path):
+    """The Python API takes the model before injection from its caller: a second call into the
+    same folder that names one reports its floor, not the first call's record without it."""
+    from helpers import make_tiny_model_dir
+    from mia_tuner.config import ModelConfig
+
+    loaded = tiny_loaded(chat=False)
+    before = make_tiny_model_dir(tmp_path / "before-injection", seed=3)
+    config = DefenceConfig(epochs=1, batch_per_class=2, train_per_class=4, validation_per_class=2,
+                           attack_train_per_class=4)
+    settings = dict(split_config=SplitConfig(max_test_per_class=5), methods=MethodConfig(methods=["loss"]),
+                    cache_dir=tmp_path / "cache")
+    assert defend(loaded, toy_set(20), config, tmp_path / "out", **settings).floor is None
+    again = defend(loaded, toy_set(20), config, tmp_path / "out", before_injection=ModelConfig(name=str(before)),
+                   **settings)
+    assert again.floor is not None and again.floor.model == str(before)
+
+
 def test_the_floor_drops_the_reference_attacks_only_when_their_reference_is_the_released_model():
     from mia_tuner.config import MethodConfig
     from mia_tuner.methods import build_methods

@@ -36,8 +36,8 @@ FORMAT = "mia-tuner-run"
 RESULT_FILES = ("config.json", "metrics.json", "scores.csv", "table.md", "report.json")
 
 
-VOLATILE_KEYS = ("out", "cache_dir", "use_cache")
-CLAIM_WAIT_SECONDS = 600  # how long the other processes wait for the first to claim the folder  # where things go, not what the results are
+VOLATILE_KEYS = ("out", "cache_dir", "use_cache")  # where things go, not what the results are
+CLAIM_WAIT_SECONDS = 600  # how long the other processes wait for the first to claim the folder
 
 
 def run_identity(**parts) -> dict:

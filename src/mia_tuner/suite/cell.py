@@ -412,6 +412,8 @@ class CellRun:
             settings["questions"] = [dataclasses.asdict(q) for q in self.cell.questions]
         if guard.attack is not None:  # the attacker's MIA-Tuner set apart from the defence's epochs
             settings["attack"] = guard.attack_config(config).to_dict()
+        if self.cell.command and self.resolved.before_injection:  # a command's (the API's) released model
+            settings["released"] = self.resolved.before_injection
         key = settings_key(settings)
         column = f"defence:{guard.tag}"
         record = self.store.load(column, key)

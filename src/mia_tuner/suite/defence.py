@@ -59,6 +59,7 @@ def safeguard_column(run, guard, config, folder: Path) -> dict:
         before_tuner, detector = attacker_tuner(loaded, data, attack_split, attack, folder / "attack-before")
     defended, utility, history = train_and_apply(loaded, defender, validation, config, folder / "defence",
                                                  run.cell.questions)
+    del loaded  # a LoRA defence is merged into a copy: the undefended one is not kept alive
     check_held_out(folder / "defence", split.test)
     defence = f"defence-{read_defence_info(folder / 'defence')['sha256'][:12]}"
     after = run.score_part(HELD_OUT, attack_split, methods, defence, load=lambda: defended)
@@ -105,18 +106,14 @@ def released_floor(run, split: EvaluationSplit, methods: list, before: dict, con
     released_config = run.before_injection()
     loaded = {}
 
-    def released():  # loaded once, and only when a score or the utility needs it
+    def released():  # loaded once
         if "model" not in loaded:
             loaded["model"] = load_model(released_config, cache_dir=run.cache_dir)
         return loaded["model"]
 
     chosen = floor_methods(methods, run.resolved.reference, released_config.name)
-    identity = {"name": released_config.name}
-    if run.cell.command:  # as the target's: its weights as they are now (a command's records)
-        from ..models.on_disk import weights_manifest
-
-        identity["weights"] = weights_manifest(released_config, run.cache_dir)
-    tag = f"released-{content_sha256(identity)[:12]}"
+    # keyed by its weights (its utility below loads it in any case)
+    tag = f"released-{content_sha256([released_config.name, released().fingerprint])[:12]}"
     after = run.score_part(HELD_OUT, split, chosen, tag, load=released,
                            config=replace(run.run_config(), model=released_config))
     labels = np.array(split.test.labels)
