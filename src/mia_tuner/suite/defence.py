@@ -104,21 +104,14 @@ def released_floor(run, split: EvaluationSplit, methods: list, before: dict, con
     from ..models import load_model
 
     released_config = run.before_injection()
-    loaded = {}
-
-    def released():  # loaded once
-        if "model" not in loaded:
-            loaded["model"] = load_model(released_config, cache_dir=run.cache_dir)
-        return loaded["model"]
-
+    released = load_model(released_config, cache_dir=run.cache_dir)  # its utility is measured in any case
     chosen = floor_methods(methods, run.resolved.reference, released_config.name)
-    # keyed by its weights (its utility below loads it in any case)
-    tag = f"released-{content_sha256([released_config.name, released().fingerprint])[:12]}"
-    after = run.score_part(HELD_OUT, split, chosen, tag, load=released,
+    tag = f"released-{content_sha256([released_config.name, released.fingerprint])[:12]}"  # keyed by its weights
+    after = run.score_part(HELD_OUT, split, chosen, tag, load=lambda: released,
                            config=replace(run.run_config(), model=released_config))
     labels = np.array(split.test.labels)
     rows = [metric_row(m.label, labels, before[m.label], after[m.label], False) for m in chosen]
-    utility = released_utility(released(), run.load(), questions=run.cell.questions, max_tokens=config.max_tokens)
+    utility = released_utility(released, run.load(), questions=run.cell.questions, max_tokens=config.max_tokens)
     return Floor(model=released_config.name, rows=rows, utility=utility)
 
 
