@@ -5,6 +5,7 @@ for every cell (``suite.cell``); ``suite.single.run_scores`` is a one-cell run o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -69,8 +70,14 @@ def removed_rows(removed: dict) -> str:
     return text
 
 
+@contextlib.contextmanager
 def open_cache(config: RunConfig):
-    return ScoreCache(Path(config.cache_dir) / "scores.sqlite") if config.use_cache else NoCache()
+    """The run's score cache (none with --no-cache), closed when the block ends."""
+    cache = ScoreCache(Path(config.cache_dir) / "scores.sqlite") if config.use_cache else NoCache()
+    try:
+        yield cache
+    finally:
+        cache.close()
 
 
 def reference_model(config: RunConfig) -> ModelConfig | None:
@@ -154,12 +161,9 @@ def score_split(config: RunConfig, loaded, split, methods, shard=None) -> tuple[
                          train_texts=split.train.texts, train_labels=split.train.labels,
                          seed=config.split.seed, same_tokenizer=same_tokenizer(config) if compares_tokens else None)
     ctx.factories = fine_tuned_factories(methods, ctx, split, config.model, reference_model(config), config.cache_dir)
-    cache = open_cache(config)
-    try:
+    with open_cache(config) as cache:
         scores, info = score_methods(methods, list(split.test.texts), ctx, cache=cache,
                                      model_key=loaded.fingerprint, shard=shard)
-    finally:
-        cache.close()
     fine_tuned = ctx.shared.get("fine_tuned", {})
     for method in methods:  # how the fine-tuned model a method read was chosen
         role = method.fine_tuned_role

@@ -12,7 +12,6 @@ controlled set, the model before injection (``safeguards.floor``).
 from __future__ import annotations
 
 import copy
-import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -23,13 +22,12 @@ from mia_tuner.data.split import EvaluationSplit, carve_validation, make_split
 from mia_tuner.data.types import MembershipSet
 from mia_tuner.errors import DataError, MethodError
 from mia_tuner.safeguards.artefact import apply_defence, read_defence_info, text_sha256
-from mia_tuner.safeguards.config import TEST_PER_CLASS, DefenceConfig
+from mia_tuner.safeguards.config import DefenceConfig
 from mia_tuner.safeguards.floor import Floor
 from mia_tuner.safeguards.train import train_defence
 from mia_tuner.safeguards.utility import Utility, measure_utility
 from mia_tuner.tuner.config import TunerConfig
 
-log = logging.getLogger(__name__)
 TUNER = "mia-tuner"
 
 
@@ -89,12 +87,12 @@ def disjoint_parts(train: MembershipSet, config: DefenceConfig):
     return defender, validation, attacker
 
 
-def defence_split(data: MembershipSet, config: DefenceConfig, split_config: SplitConfig | None = None):
+def defence_split(data: MembershipSet, config: DefenceConfig, split_config: SplitConfig):
     """(the split's settings, the split, the defender's training texts, their validation texts
     or None, the attacker's split: the attacker's texts and the held-out test part). The train
     part holds exactly the defender's and the attacker's texts."""
     needed = config.train_per_class + config.validation_per_class + config.attack_train_per_class
-    split_config = replace(split_config or SplitConfig(max_test_per_class=TEST_PER_CLASS), max_train_per_class=needed)
+    split_config = replace(split_config, max_train_per_class=needed)
     split = make_split(data, split_config)
     defender, validation, attacker = disjoint_parts(split.train, config)
     return split_config, split, defender, validation, EvaluationSplit(train=attacker, test=split.test,

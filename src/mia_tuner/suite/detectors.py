@@ -107,8 +107,7 @@ def saved_detector_scores(run, folder: Path, config) -> tuple[np.ndarray, dict, 
     if model_key != run.describe()["fingerprint"] or info["tuner_config"] != config.to_dict():
         log.warning("the detector in %s was trained on other weights or settings: trained again", saved)
         return None
-    cache = open_cache(run.run_config())
-    try:
+    with open_cache(run.run_config()) as cache:
         found = cache.get(model_key, ROW, _cache_settings(saved), texts)
         scores = [found.get(text_hash(t)) for t in texts]
         if any(s is None for s in scores):
@@ -116,8 +115,6 @@ def saved_detector_scores(run, folder: Path, config) -> tuple[np.ndarray, dict, 
             scores = load_detector(saved, run.hand_over()).score(texts)  # the adapter changes its modules
             if run.writer:
                 cache.put(model_key, ROW, _cache_settings(saved), texts, scores)
-    finally:
-        cache.close()
     return np.asarray(scores, dtype=float), info, {}
 
 
@@ -135,12 +132,9 @@ def train_and_score(run, config, folder: Path, column: str) -> tuple[np.ndarray,
     saved = result.detector_dir
     info = read_detector_info(saved)
     if run.writer:
-        cache = open_cache(run.run_config())
-        try:
+        with open_cache(run.run_config()) as cache:
             cache.put(info["base_model"]["fingerprint"], ROW, _cache_settings(saved), _test_texts(run),
                       result.scores[ROW])
-        finally:
-            cache.close()
     validation = result.validation
     trained = {"steps": result.history.steps, "train_seconds": result.history.seconds,
                "validation": None if validation is None else

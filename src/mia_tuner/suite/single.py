@@ -50,7 +50,7 @@ def say_recorded_choices(run, records: list[dict]) -> None:
 def run_one_cell(cell: SuiteConfig | Cell, out, *, cache_dir=None, data_root=None, data=None, loaded=None,
                  named=None, facts: bool = False):
     """(the cell's run, its records): a ``Cell`` or a one-cell suite computed, its records
-    kept in ``out``'s cells/ (`defend` writes its own report from them). ``facts``: the target's
+    kept in ``out``'s cells/ (`defend` prints its table from its safeguard's record). ``facts``: the target's
     facts a run directory reports recorded first, before a trainer takes the model over."""
     from ..run import runs_on_cpu
     from ..scoring import process_shard
